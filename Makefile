@@ -1,0 +1,30 @@
+# rseqlab: `make run` and `make test` each set up everything they need first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test stress setup clean
+
+# The virtual environment is rebuilt whenever the pinned dependencies change.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: every spec scenario under every kernel personality, side by side.
+run: $(STAMP)
+	$(BIN)/rseqlab explain --all
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Long property-test runs (more examples); not part of `make test`.
+stress: $(STAMP)
+	$(BIN)/python -m pytest -q -m stress --hypothesis-profile=stress
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,138 @@
+"""The user/kernel RSEQ ABI: struct layouts, flags, constants (spec §1).
+
+Everything here is plain data: offsets and sizes of ``struct rseq`` and
+``struct rseq_cs`` (uapi ``linux/rseq.h``), registration flags, the CPU-id
+sentinels, the auxiliary-vector entries and what each kernel publishes in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+U32_MASK = 0xFFFF_FFFF
+U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
+
+#: x86_64 user address space limit (4-level paging): addresses at or above it
+#: are kernel addresses and fail ``access_ok()``.
+TASK_SIZE = 0x7FFF_FFFF_F000
+
+#: x86_64 system call number of ``rseq``.
+NR_RSEQ = 334
+
+#: The x86 signature glibc and the selftests use (``RSEQ_SIG``). The kernel
+#: does not define a signature; user space chooses one at registration.
+RSEQ_SIG = 0x53053053
+
+#: ``ORIG_RSEQ_SIZE`` (kernel/rseq.c): the size of the original ``struct rseq``.
+ORIG_RSEQ_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a user-visible struct: its name, offset and size in bytes."""
+
+    name: str
+    offset: int
+    size: int
+
+
+class StructRseq:
+    """``struct rseq``: the per-thread area, 32-byte aligned (spec §1.1)."""
+
+    CPU_ID_START = Field("cpu_id_start", 0, 4)
+    CPU_ID = Field("cpu_id", 4, 4)
+    RSEQ_CS = Field("rseq_cs", 8, 8)
+    FLAGS = Field("flags", 16, 4)
+    NODE_ID = Field("node_id", 20, 4)
+    MM_CID = Field("mm_cid", 24, 4)
+    #: ``offsetof(struct rseq, end)`` in 6.3 .. 6.19: the feature size.
+    END = 28
+    SIZE = 32
+    ALIGN = 32
+    FIELDS = (CPU_ID_START, CPU_ID, RSEQ_CS, FLAGS, NODE_ID, MM_CID)
+
+
+class StructRseqCs:
+    """``struct rseq_cs``: the critical-section descriptor, 32-byte aligned (spec §1.2)."""
+
+    VERSION = Field("version", 0, 4)
+    FLAGS = Field("flags", 4, 4)
+    START_IP = Field("start_ip", 8, 8)
+    POST_COMMIT_OFFSET = Field("post_commit_offset", 16, 8)
+    ABORT_IP = Field("abort_ip", 24, 8)
+    SIZE = 32
+    ALIGN = 32
+    FIELDS = (VERSION, FLAGS, START_IP, POST_COMMIT_OFFSET, ABORT_IP)
+
+
+class RseqFlag(IntFlag):
+    """``enum rseq_flags``: flags of the ``rseq()`` system call."""
+
+    UNREGISTER = 1 << 0
+
+
+class RseqCsFlag(IntFlag):
+    """``enum rseq_cs_flags``: deprecated since commit 0190e4198e47; any set bit is fatal."""
+
+    NO_RESTART_ON_PREEMPT = 1 << 0
+    NO_RESTART_ON_SIGNAL = 1 << 1
+    NO_RESTART_ON_MIGRATE = 1 << 2
+
+
+class CpuIdSentinel(IntEnum):
+    """``enum rseq_cpu_id_state``: values of ``cpu_id`` that are not CPU numbers."""
+
+    UNINITIALIZED = -1
+    REGISTRATION_FAILED = -2
+
+
+class AuxvType(IntEnum):
+    """Auxiliary-vector entries describing the RSEQ ABI (``uapi/linux/auxvec.h``)."""
+
+    AT_RSEQ_FEATURE_SIZE = 27
+    AT_RSEQ_ALIGN = 28
+
+
+@dataclass(frozen=True, slots=True)
+class KernelAbi:
+    """What one kernel version publishes to user space about RSEQ."""
+
+    release: str
+    #: ``AT_RSEQ_FEATURE_SIZE``: ``offsetof(struct rseq, end)``.
+    feature_size: int
+    #: ``AT_RSEQ_ALIGN``: ``__alignof__(struct rseq)``.
+    align: int
+
+    def auxv(self) -> dict[str, int]:
+        return {
+            AuxvType.AT_RSEQ_FEATURE_SIZE.name: self.feature_size,
+            AuxvType.AT_RSEQ_ALIGN.name: self.align,
+        }
+
+
+#: 6.3 .. 6.19 share the 28-byte feature set (node_id and mm_cid added in 6.3);
+#: 7.0 adds ``slice_ctrl`` at offset 28 (feature size 32). Spec §1.1.
+ABI_BY_RELEASE = {
+    "6.18": KernelAbi("6.18", feature_size=StructRseq.END, align=StructRseq.ALIGN),
+    "6.19": KernelAbi("6.19", feature_size=StructRseq.END, align=StructRseq.ALIGN),
+}
+
+
+def to_u32(value: int) -> int:
+    """Two's-complement encoding of a (possibly negative) C int as u32."""
+    return value & U32_MASK
+
+
+def as_s32(value: int) -> int:
+    """Read a u32 as the signed C int user space sees (``cpu_id`` may be -1/-2)."""
+    return value - (1 << 32) if value & 0x8000_0000 else value
+
+
+def in_rseq_cs(ip: int, start_ip: int, post_commit_offset: int) -> bool:
+    """Models ``in_rseq_cs()``: unsigned 64-bit ``ip - start_ip < post_commit_offset``.
+
+    The wrap-around is the point: an ``ip`` below ``start_ip`` becomes a huge
+    difference and is therefore outside, without a second comparison.
+    """
+    return ((ip - start_ip) & U64_MASK) < post_commit_offset

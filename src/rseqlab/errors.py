@@ -1,0 +1,27 @@
+"""Errors that reach the user as one line, and the exit codes the CLI returns."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    SUCCESS = 0
+    #: A check failed (e.g. a selftest or validation that did not pass).
+    FAILURE = 1
+    #: Bad arguments, workload or trace files.
+    BAD_INPUT = 2
+    #: The machine cannot do what was asked (not root, no tracefs).
+    ENVIRONMENT = 3
+    #: Ctrl-C: 128 + SIGINT, as shells report it.
+    INTERRUPTED = 130
+
+
+class RseqlabError(Exception):
+    """An error the CLI reports as one line; ``status`` is the exit code."""
+
+    status = ExitStatus.FAILURE
+
+
+class BadInput(RseqlabError):
+    status = ExitStatus.BAD_INPUT

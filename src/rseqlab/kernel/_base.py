@@ -1,0 +1,522 @@
+"""The kernel code every personality shares, and the hooks where they differ.
+
+:class:`Kernel` is the generic part of Linux that the RSEQ code hangs off:
+the generic entry code (``kernel/entry/common.c``) with its exit-to-user work
+loop, the scheduler's switch hooks, signal delivery, fork/exec/exit, the
+membarrier RSEQ IPI, the KVM pre-guest work and the checks of ``sys_rseq``.
+Each personality (``v6_18``, ``v6_19``) subclasses it and fills in the
+``rseq_*`` hooks, the places where ``include/linux/rseq*.h`` and
+``kernel/rseq.c`` differ between kernels. The base versions of the hooks are
+the do-nothing stubs a kernel without that hook has (6.18 has no ``TIF_RSEQ``
+fast path, 6.19 no work at switch-out), so the generic code never asks which
+kernel it runs.
+
+The machine drives a kernel with a small set of events (entry from user,
+schedule, migration, signals, fork, ...). Scheduling decisions belong to the
+machine: the exit loop calls ``self.scheduler.schedule(task)`` for
+``TIF_NEED_RESCHED`` and the machine answers by calling back
+:meth:`prepare_task_switch`, :meth:`set_task_cpu` and
+:meth:`finish_task_switch_in`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag, StructRseq
+from ._ftrace import Ftrace, models
+from ._task import (
+    CLONE_VM,
+    DEFAULT_IGNORED,
+    EXIT_TO_USER_MODE_WORK,
+    EXIT_TO_USER_MODE_WORK_LOOP,
+    SIGNAL_NAMES,
+    SIGSEGV,
+    Entry,
+    RseqStats,
+    SignalFrame,
+    Task,
+    Tif,
+    TraceCounts,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """CPUs and their NUMA nodes (``cpu_to_node``)."""
+
+    node_of_cpu: tuple[int, ...] = (0,)
+
+    @classmethod
+    def uniform(cls, cpus: int, nodes: int = 1) -> Topology:
+        if cpus < 1 or nodes < 1 or nodes > cpus:
+            raise ValueError(f"impossible topology: {cpus} CPUs on {nodes} nodes")
+        per_node = -(-cpus // nodes)
+        return cls(tuple(cpu // per_node for cpu in range(cpus)))
+
+    @property
+    def cpus(self) -> int:
+        return len(self.node_of_cpu)
+
+    def cpu_to_node(self, cpu: int) -> int:
+        return self.node_of_cpu[cpu]
+
+
+class Scheduler(Protocol):
+    """What the exit loop needs from the machine: ``schedule()`` for ``TIF_NEED_RESCHED``."""
+
+    def schedule(self, task: Task) -> None: ...
+
+
+class StayOnCpu:
+    """A scheduler with nothing else to run: ``schedule()`` keeps the task, no switch."""
+
+    def schedule(self, task: Task) -> None:
+        task.tif &= ~Tif.NEED_RESCHED
+
+
+@dataclass(slots=True)
+class TraceEvent:
+    """One tracepoint hit, with the fields the kernel's event records."""
+
+    name: str
+    pid: int
+    fields: dict[str, int] = field(default_factory=dict)
+
+
+class Kernel:
+    """Generic kernel code plus the RSEQ hooks a personality overrides."""
+
+    #: The release this personality models, e.g. ``"6.19"``.
+    release = ""
+    #: One line for ``--list-kernels`` style listings.
+    summary = ""
+    abi: KernelAbi
+
+    def __init__(self, topology: Topology | None = None, *, debug: bool = False,
+                 scheduler: Scheduler | None = None) -> None:
+        self.topology = topology or Topology()
+        #: 6.18: ``CONFIG_DEBUG_RSEQ``; 6.19: the ``rseq_debug_enabled`` static key.
+        self.debug = debug
+        self.scheduler: Scheduler = scheduler or StayOnCpu()
+        self.cpu_stats = [RseqStats() for _ in range(self.topology.cpus)]
+        self.trace_totals = TraceCounts()
+        self.trace_subscribers: list[Callable[[TraceEvent], None]] = []
+        self.ftrace: Ftrace | None = None
+
+    # ==================================================================
+    # Statistics, tracepoints, user access: one line at the place of the event
+    # ==================================================================
+    def stat_inc(self, t: Task, counter: str) -> None:
+        """Models ``rseq_stat_inc()``: a per-CPU counter; the model also keeps it per task."""
+        setattr(t.stats, counter, getattr(t.stats, counter) + 1)
+        cpu_stats = self.cpu_stats[t.cpu]
+        setattr(cpu_stats, counter, getattr(cpu_stats, counter) + 1)
+
+    def stats(self) -> RseqStats:
+        """The debugfs ``stats`` readout: the sum over all CPUs."""
+        total = RseqStats()
+        for per_cpu in self.cpu_stats:
+            total.add(per_cpu)
+        return total
+
+    def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int, mm_cid: int) -> None:
+        """Models ``trace_rseq_update()`` (include/trace/events/rseq.h)."""
+        t.trace.rseq_update += 1
+        self.trace_totals.rseq_update += 1
+        self._emit(t, "rseq_update", {"cpu_id": cpu_id, "node_id": node_id, "mm_cid": mm_cid})
+
+    def trace_rseq_ip_fixup(self, t: Task, ip: int, start_ip: int, post_commit_offset: int,
+                            abort_ip: int) -> None:
+        """Models ``trace_rseq_ip_fixup()`` (include/trace/events/rseq.h)."""
+        t.trace.rseq_ip_fixup += 1
+        self.trace_totals.rseq_ip_fixup += 1
+        self._emit(t, "rseq_ip_fixup", {"regs_ip": ip, "start_ip": start_ip,
+                                        "post_commit_offset": post_commit_offset, "abort_ip": abort_ip})
+
+    def _emit(self, t: Task, name: str, fields: dict[str, int]) -> None:
+        if self.ftrace is not None:
+            self.ftrace.event(f"tracepoint rseq:{name} " + " ".join(f"{k}={v:#x}" for k, v in fields.items()))
+        for subscriber in self.trace_subscribers:
+            subscriber(TraceEvent(name, t.pid, fields))
+
+    def get_user(self, t: Task, addr: int, size: int, label: str) -> int | None:
+        """Models ``get_user()``/``unsafe_get_user()``: ``None`` means the access faulted."""
+        value = t.mm.read(addr, size, faults_allowed=not t.pagefault_disabled)
+        if value is None:
+            t.uaccess.faults[label] += 1
+            self._log_access("R", label, None)
+            return None
+        t.uaccess.reads[label] += 1
+        self._log_access("R", label, value)
+        return value
+
+    def put_user(self, t: Task, addr: int, size: int, value: int, label: str) -> bool:
+        """Models ``put_user()``/``unsafe_put_user()``: False means the access faulted."""
+        if not t.mm.write(addr, size, value, faults_allowed=not t.pagefault_disabled):
+            t.uaccess.faults[label] += 1
+            self._log_access("W", label, None)
+            return False
+        t.uaccess.writes[label] += 1
+        self._log_access("W", label, value)
+        return True
+
+    def get_rseq_field(self, t: Task, f: Field) -> int | None:
+        return self.get_user(t, t.rseq.usrptr + f.offset, f.size, f.name)
+
+    def put_rseq_field(self, t: Task, f: Field, value: int) -> bool:
+        return self.put_user(t, t.rseq.usrptr + f.offset, f.size, value, f.name)
+
+    def _log_access(self, kind: str, label: str, value: int | None) -> None:
+        if self.ftrace is not None:
+            shown = "FAULT" if value is None else f"{value:#x}" if value >> 64 == 0 else f"<{(value.bit_length() + 7) // 8} bytes>"
+            self.ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
+
+    def note(self, text: str) -> None:
+        if self.ftrace is not None:
+            self.ftrace.event(text)
+
+    @contextmanager
+    def pagefault_disable(self, t: Task):
+        """Models ``pagefault_disable()``: a fault fails the access instead of being resolved."""
+        t.pagefault_disabled += 1
+        try:
+            yield
+        finally:
+            t.pagefault_disabled -= 1
+
+    def cpu_to_node(self, cpu: int) -> int:
+        return self.topology.cpu_to_node(cpu)
+
+    # ==================================================================
+    # Generic entry code (kernel/entry/common.c, include/linux/entry-common.h)
+    # ==================================================================
+    def enter_from_user_mode(self, t: Task, entry: Entry) -> None:
+        """A task leaves user mode through a syscall, an interrupt or an exception."""
+        t.in_user = False
+        if entry is not Entry.SYSCALL:
+            self.irqentry_enter_from_user_mode(t)
+
+    @models("irqentry_enter_from_user_mode", "kernel/entry/common.c")
+    def irqentry_enter_from_user_mode(self, t: Task) -> None:
+        self.rseq_note_user_irq_entry(t)
+
+    @models("syscall_exit_to_user_mode", "include/linux/entry-common.h")
+    def syscall_exit_to_user_mode(self, t: Task) -> bool:
+        """Return from a syscall. False if the task died instead of returning."""
+        self.rseq_debug_syscall_return(t)
+        if t.killed_by is None:
+            self.exit_to_user_mode_prepare(t)
+        if t.killed_by is not None:
+            return False
+        self.rseq_syscall_exit_to_user_mode(t)
+        t.in_user = True
+        return True
+
+    @models("irqentry_exit_to_user_mode", "kernel/entry/common.c")
+    def irqentry_exit_to_user_mode(self, t: Task) -> bool:
+        """Return from an interrupt or exception taken in user mode."""
+        self.exit_to_user_mode_prepare(t)
+        if t.killed_by is not None:
+            return False
+        self.rseq_irqentry_exit_to_user_mode(t)
+        t.in_user = True
+        return True
+
+    def exit_to_user_mode(self, t: Task, entry: Entry) -> bool:
+        if entry is Entry.SYSCALL:
+            return self.syscall_exit_to_user_mode(t)
+        return self.irqentry_exit_to_user_mode(t)
+
+    def exit_to_user_mode_prepare(self, t: Task) -> None:
+        """Models ``__exit_to_user_mode_prepare()``: the work loop runs only if a work bit is set."""
+        ti_work = t.tif
+        if ti_work & EXIT_TO_USER_MODE_WORK:
+            self.exit_to_user_mode_loop(t, ti_work)
+
+    @models("exit_to_user_mode_loop", "kernel/entry/common.c")
+    def exit_to_user_mode_loop(self, t: Task, ti_work: Tif) -> Tif:
+        """The outer loop: 6.19 re-runs the work loop when the RSEQ fast path wants the slow path."""
+        while True:
+            ti_work = self._exit_to_user_mode_loop(t, ti_work)
+            if t.killed_by is not None:
+                return ti_work
+            if not self.rseq_exit_to_user_mode_restart(t, ti_work):
+                return ti_work
+            ti_work = t.tif
+
+    def _exit_to_user_mode_loop(self, t: Task, ti_work: Tif) -> Tif:
+        """Models ``__exit_to_user_mode_loop()``: one pass per snapshot of the TIF bits.
+
+        The snapshot matters: a ``schedule()`` in one pass sets
+        ``TIF_NOTIFY_RESUME`` (6.18), which the next pass handles (spec §2.3).
+        """
+        while ti_work & EXIT_TO_USER_MODE_WORK_LOOP:
+            if ti_work & Tif.NEED_RESCHED:
+                self.scheduler.schedule(t)
+            if ti_work & Tif.SIGPENDING:
+                self.arch_do_signal_or_restart(t)
+                if t.killed_by is not None:
+                    return ti_work
+            if ti_work & Tif.NOTIFY_RESUME:
+                self.resume_user_mode_work(t, regs=True)
+            ti_work = t.tif
+        return ti_work
+
+    @models("resume_user_mode_work", "include/linux/resume_user_mode.h")
+    def resume_user_mode_work(self, t: Task, *, regs: bool) -> None:
+        """Clears ``TIF_NOTIFY_RESUME``, runs task_work and friends, then the rseq handler.
+
+        ``regs`` is False for the KVM/hyperv call before guest entry
+        (``resume_user_mode_work(NULL)``).
+        """
+        t.tif &= ~Tif.NOTIFY_RESUME
+        self.rseq_handle_notify_resume(t, regs=regs)
+
+    # ==================================================================
+    # Scheduler hooks (kernel/sched/core.c), called by the machine
+    # ==================================================================
+    @models("prepare_task_switch", "kernel/sched/core.c")
+    def prepare_task_switch(self, prev: Task) -> None:
+        """``prev`` is about to be switched out (preempted or blocking)."""
+        self.rseq_preempt(prev)
+
+    @models("set_task_cpu", "kernel/sched/core.c")
+    def set_task_cpu(self, t: Task, new_cpu: int) -> None:
+        """The scheduler moves an off-CPU task; callers only call it for a real change."""
+        old_cpu = t.cpu
+        t.cpu = new_cpu
+        self.rseq_set_task_cpu(t, changed=old_cpu != new_cpu)
+
+    @models("context_switch", "kernel/sched/core.c")
+    def finish_task_switch_in(self, t: Task, mm_cid: int) -> None:
+        """``t`` is switched in on ``t.cpu``; the mm_cid switch hands it ``mm_cid``."""
+        self.mm_cid_switch_in(t, mm_cid)
+        self.rseq_sched_switch_event(t)
+
+    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
+        """The mm_cid a task gets at schedule-in; 6.19 also notes a change for rseq."""
+        t.mm_cid = mm_cid
+
+    # ==================================================================
+    # Signals (kernel/signal.c, arch/x86/kernel/signal.c)
+    # ==================================================================
+    def send_signal(self, t: Task, sig: int) -> None:
+        """Queue a signal; it is acted on in the exit-to-user loop."""
+        t.pending.append(sig)
+        t.tif |= Tif.SIGPENDING
+
+    @models("force_sig", "kernel/signal.c")
+    def force_sig(self, t: Task, sig: int = SIGSEGV) -> None:
+        """A signal the task cannot catch or ignore (the model's SIGSEGV kills)."""
+        self.note(f"force_sig({SIGNAL_NAMES.get(sig, sig)})")
+        t.forced_fatal = True
+        self.send_signal(t, sig)
+
+    def force_sigsegv(self, t: Task) -> None:
+        """Models ``force_sigsegv()``: the handler, if any, is dropped; SIGSEGV kills."""
+        t.handlers.pop(SIGSEGV, None)
+        self.force_sig(t, SIGSEGV)
+
+    @models("arch_do_signal_or_restart", "arch/x86/kernel/signal.c")
+    def arch_do_signal_or_restart(self, t: Task) -> None:
+        if not t.pending:
+            t.tif &= ~Tif.SIGPENDING
+            return
+        # A forced fatal signal wins over anything queued before it.
+        sig = SIGSEGV if t.forced_fatal else t.pending[0]
+        t.pending.remove(sig)
+        if not t.pending:
+            t.tif &= ~Tif.SIGPENDING
+        handler = t.handlers.get(sig)
+        if t.forced_fatal or handler is None:
+            if sig in DEFAULT_IGNORED and not t.forced_fatal:
+                return
+            self.do_exit(t, killed_by=sig)
+            return
+        self.handle_signal(t, sig, handler)
+
+    @models("handle_signal", "arch/x86/kernel/signal.c")
+    def handle_signal(self, t: Task, sig: int, handler: int) -> None:
+        # rseq runs before the frame is built, so an abort lands in the saved context.
+        self.rseq_signal_deliver(t, sig)
+        t.sigframes.append(SignalFrame(sig, t.regs.ip))
+        t.regs.ip = handler
+
+    def sigreturn(self, t: Task) -> None:
+        """``rt_sigreturn()``: restore the interrupted context from the newest frame."""
+        frame = t.sigframes.pop()
+        t.regs.ip = frame.saved_ip
+
+    # ==================================================================
+    # Process lifetime (kernel/fork.c, fs/exec.c, kernel/exit.c)
+    # ==================================================================
+    @models("copy_process", "kernel/fork.c")
+    def copy_process(self, parent: Task, child_pid: int, clone_flags: int = 0) -> Task:
+        """fork/clone: the child starts on the parent's CPU, about to return from the syscall."""
+        mm = parent.mm if clone_flags & CLONE_VM else parent.mm.fork()
+        child = Task(child_pid, mm, tgid=parent.tgid if clone_flags & CLONE_VM else child_pid,
+                     cpu=parent.cpu, mm_cid=parent.mm_cid, comm=parent.comm)
+        child.regs.ip = parent.regs.ip
+        child.in_user = False
+        child.handlers = dict(parent.handlers)
+        # dup_task_struct() copies thread_info: pending RSEQ work bits come along.
+        child.tif = parent.tif & (Tif.NOTIFY_RESUME | Tif.RSEQ)
+        self.rseq_fork(child, parent, clone_flags)
+        # sched_cgroup_fork() and wake_up_new_task() both place the new task.
+        self.rseq_set_task_cpu(child, changed=True)
+        self.rseq_set_task_cpu(child, changed=True)
+        return child
+
+    @models("bprm_execve", "fs/exec.c")
+    def execve(self, t: Task, *, success: bool = True) -> None:
+        if success:
+            t.handlers.clear()
+            self.rseq_execve(t)
+        else:
+            self.rseq_execve_failed(t)
+
+    @models("do_exit", "kernel/exit.c")
+    def do_exit(self, t: Task, *, killed_by: int | None = None) -> None:
+        t.exiting = True
+        t.killed_by = killed_by if killed_by is not None else 0
+        self.note(f"task {t.pid} exits" + (f" ({SIGNAL_NAMES.get(killed_by, killed_by)})" if killed_by else ""))
+
+    # ==================================================================
+    # Other sources of exit work
+    # ==================================================================
+    def task_work_add(self, t: Task) -> None:
+        """``task_work_add(TWA_RESUME)`` and friends: ``TIF_NOTIFY_RESUME`` with no rseq event."""
+        t.tif |= Tif.NOTIFY_RESUME
+
+    @models("ipi_rseq", "kernel/sched/membarrier.c")
+    def ipi_rseq(self, t: Task) -> None:
+        """The membarrier ``PRIVATE_EXPEDITED_RSEQ`` IPI handler on ``t``'s CPU."""
+        self.rseq_membarrier_ipi(t)
+
+    @models("xfer_to_guest_mode_handle_work", "kernel/entry/virt.c")
+    def kvm_enter_guest(self, t: Task) -> None:
+        """A vCPU thread about to enter the guest handles ``TIF_NOTIFY_RESUME`` with no regs."""
+        if t.tif & Tif.NOTIFY_RESUME:
+            self.resume_user_mode_work(t, regs=False)
+
+    # ==================================================================
+    # sys_rseq (kernel/rseq.c): the checks both kernels make, in their order
+    # ==================================================================
+    def rseq_registered(self, t: Task) -> bool:
+        return bool(t.rseq.usrptr)
+
+    @models("sys_rseq", "kernel/rseq.c")
+    def sys_rseq(self, t: Task, rseq: int, rseq_len: int, flags: int, sig: int) -> int:
+        """Register or unregister ``t``'s rseq area. Returns 0 or ``-errno`` (spec §1.4)."""
+        flags &= U32_MASK  # a C int: -1 has every bit set
+        rseq_len &= U32_MASK
+        sig &= U32_MASK
+        state = t.rseq
+        if flags & RseqFlag.UNREGISTER:
+            if flags & ~RseqFlag.UNREGISTER:
+                return -errno.EINVAL
+            if not state.usrptr or state.usrptr != rseq:
+                return -errno.EINVAL
+            if rseq_len != state.len:
+                return -errno.EINVAL
+            if sig != state.sig:
+                return -errno.EPERM
+            return self.rseq_unregister(t)
+        if flags:
+            return -errno.EINVAL
+        if state.usrptr:
+            # Re-registration: a different area is a bug, the same one is EBUSY.
+            if state.usrptr != rseq or state.len != rseq_len:
+                return -errno.EINVAL
+            if state.sig != sig:
+                return -errno.EPERM
+            return -errno.EBUSY
+        # The original 32-byte size needs its own 32-byte alignment; any other size
+        # must be AT_RSEQ_ALIGN aligned and cover AT_RSEQ_FEATURE_SIZE.
+        if (rseq_len < ORIG_RSEQ_SIZE
+                or (rseq_len == ORIG_RSEQ_SIZE and rseq % ORIG_RSEQ_SIZE)
+                or (rseq_len != ORIG_RSEQ_SIZE
+                    and (rseq % self.abi.align or rseq_len < self.abi.feature_size))):
+            return -errno.EINVAL
+        if not access_ok(rseq, rseq_len):
+            return -errno.EFAULT
+        return self.rseq_register(t, rseq, rseq_len, sig)
+
+    # ==================================================================
+    # RSEQ hooks: stubs here, filled in by the personalities
+    # ==================================================================
+    def new_rseq_state(self) -> Any:
+        raise NotImplementedError
+
+    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int) -> int:
+        raise NotImplementedError
+
+    def rseq_unregister(self, t: Task) -> int:
+        raise NotImplementedError
+
+    def rseq_note_user_irq_entry(self, t: Task) -> None:
+        """An interrupt or exception from user mode (6.19 records it)."""
+
+    def rseq_preempt(self, t: Task) -> None:
+        """Switch-out of ``t`` (6.18 raises its work here)."""
+
+    def rseq_set_task_cpu(self, t: Task, *, changed: bool) -> None:
+        """``t`` was placed on a CPU (migration, or a new task)."""
+
+    def rseq_sched_switch_event(self, t: Task) -> None:
+        """Switch-in of ``t`` (6.19 raises its work here)."""
+
+    def rseq_membarrier_ipi(self, t: Task) -> None:
+        """The membarrier RSEQ IPI interrupted ``t``."""
+
+    def rseq_signal_deliver(self, t: Task, sig: int) -> None:
+        """A handler frame for ``sig`` is about to be set up."""
+
+    def rseq_handle_notify_resume(self, t: Task, *, regs: bool) -> None:
+        """The rseq part of ``resume_user_mode_work()``."""
+
+    def rseq_exit_to_user_mode_restart(self, t: Task, ti_work: Tif) -> bool:
+        """After the work loop: True asks for another loop round (6.19 fast path)."""
+        return False
+
+    def rseq_syscall_exit_to_user_mode(self, t: Task) -> None:
+        """Last rseq step of a syscall return."""
+        self.stat_inc(t, "exit")
+
+    def rseq_irqentry_exit_to_user_mode(self, t: Task) -> None:
+        """Last rseq step of an interrupt or exception return."""
+        self.stat_inc(t, "exit")
+
+    def rseq_debug_syscall_return(self, t: Task) -> None:
+        """The debug check of a syscall return for a section left armed."""
+
+    def rseq_fork(self, child: Task, parent: Task, clone_flags: int) -> None:
+        raise NotImplementedError
+
+    def rseq_execve(self, t: Task) -> None:
+        raise NotImplementedError
+
+    def rseq_execve_failed(self, t: Task) -> None:
+        """The execve failure path re-raises the rseq work."""
+
+    # ==================================================================
+    def new_task(self, pid: int, mm, *, cpu: int = 0, mm_cid: int = 0, comm: str = "task") -> Task:
+        """A fresh, unregistered task (as after execve)."""
+        t = Task(pid, mm, cpu=cpu, mm_cid=mm_cid, comm=comm)
+        t.rseq = self.new_rseq_state()
+        return t
+
+
+def access_ok(addr: int, size: int) -> bool:
+    """Models ``access_ok()``: the whole range lies below ``TASK_SIZE``."""
+    return 0 <= addr and addr + size <= TASK_SIZE
+
+
+def rseq_area_words(t: Task) -> dict[str, int]:
+    """The area's fields as user space would read them now (no accounting)."""
+    return {f.name: t.mm.peek(t.rseq.usrptr + f.offset, f.size) for f in StructRseq.FIELDS}

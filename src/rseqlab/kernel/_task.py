@@ -1,0 +1,165 @@
+"""Kernel-side task state shared by every personality (a slice of ``task_struct``).
+
+Only what the RSEQ paths read or write is here. The personality keeps its own
+rseq state in ``Task.rseq`` (6.18: pointer, length, signature and event mask;
+6.19: ``struct rseq_data``); everything else is the generic kernel's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum, IntFlag
+from typing import Any
+
+from ..usermem import AddressSpace
+
+# Signal numbers (x86_64, asm/signal.h) used by the model.
+SIGUSR1 = 10
+SIGSEGV = 11
+SIGUSR2 = 12
+SIGALRM = 14
+SIGCHLD = 17
+SIGNAL_NAMES = {SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGALRM: "SIGALRM", SIGCHLD: "SIGCHLD"}
+#: Signals whose default action is to ignore them; every other one terminates.
+DEFAULT_IGNORED = frozenset({SIGCHLD})
+
+# clone() flags the RSEQ code looks at.
+CLONE_VM = 0x100
+
+
+class Tif(IntFlag):
+    """Thread-info work flags that the exit-to-user loop acts on.
+
+    The bit values are this model's; only the names and meanings are the
+    kernel's. ``RSEQ`` exists only in 6.19 with generic TIF bits (spec §0.1).
+    """
+
+    NOTIFY_RESUME = 1 << 0
+    SIGPENDING = 1 << 1
+    NEED_RESCHED = 1 << 2
+    RSEQ = 1 << 3
+
+
+#: ``EXIT_TO_USER_MODE_WORK``: any of these sends the exit path into the loop.
+EXIT_TO_USER_MODE_WORK = Tif.NOTIFY_RESUME | Tif.SIGPENDING | Tif.NEED_RESCHED | Tif.RSEQ
+#: The inner loop's condition: ``TIF_RSEQ`` alone is handled after the loop (6.19).
+EXIT_TO_USER_MODE_WORK_LOOP = EXIT_TO_USER_MODE_WORK & ~Tif.RSEQ
+
+
+class Entry(Enum):
+    """How a task entered the kernel from user mode."""
+
+    SYSCALL = "syscall"
+    IRQ = "interrupt"
+    EXCEPTION = "exception"
+
+
+COUNTERS = ("exit", "signal", "slowpath", "fastpath", "ids", "cs", "clear", "fixup")
+#: debugfs ``/sys/kernel/debug/rseq/stats`` labels, in the kernel's order.
+DEBUGFS_LABELS = {
+    "exit": "exit",
+    "signal": "signal",
+    "slowpath": "slowp",
+    "fastpath": "fastp",
+    "ids": "ids",
+    "cs": "cs",
+    "clear": "clear",
+    "fixup": "fixup",
+}
+TRACEPOINTS = ("rseq_update", "rseq_ip_fixup")
+
+
+@dataclass(slots=True)
+class RseqStats:
+    """``struct rseq_stats`` (6.19, ``CONFIG_RSEQ_STATS``); 6.18 is instrumented per spec §2.10."""
+
+    exit: int = 0
+    signal: int = 0
+    slowpath: int = 0
+    fastpath: int = 0
+    ids: int = 0
+    cs: int = 0
+    clear: int = 0
+    fixup: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTERS}
+
+    def add(self, other: RseqStats) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def debugfs(self) -> str:
+        """The text ``cat /sys/kernel/debug/rseq/stats`` prints."""
+        return "".join(f"{DEBUGFS_LABELS[n]}: {getattr(self, n)}\n" for n in COUNTERS)
+
+
+@dataclass(slots=True)
+class TraceCounts:
+    """How often each ``rseq:*`` tracepoint fired."""
+
+    rseq_update: int = 0
+    rseq_ip_fixup: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rseq_update": self.rseq_update, "rseq_ip_fixup": self.rseq_ip_fixup}
+
+
+@dataclass(slots=True)
+class UserAccessLog:
+    """Every kernel access to user memory on behalf of a task, by field label."""
+
+    reads: Counter = field(default_factory=Counter)
+    writes: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+
+    def clear(self) -> None:
+        self.reads.clear()
+        self.writes.clear()
+        self.faults.clear()
+
+
+@dataclass(slots=True)
+class SignalFrame:
+    """A signal handler frame: what ``sigreturn`` will restore."""
+
+    sig: int
+    saved_ip: int
+
+
+@dataclass(slots=True)
+class Regs:
+    """The user register state the RSEQ code looks at (``struct pt_regs``)."""
+
+    ip: int = 0
+
+
+class Task:
+    """One schedulable thread of the simulated machine, as the kernel sees it."""
+
+    def __init__(self, pid: int, mm: AddressSpace, *, tgid: int | None = None, cpu: int = 0,
+                 mm_cid: int = 0, comm: str = "task") -> None:
+        self.pid = pid
+        self.tgid = pid if tgid is None else tgid
+        self.comm = comm
+        self.mm = mm
+        self.cpu = cpu  # task_cpu()
+        self.mm_cid = mm_cid  # task_mm_cid()
+        self.regs = Regs()
+        self.tif = Tif(0)
+        self.in_user = True
+        self.exiting = False  # PF_EXITING
+        self.killed_by: int | None = None  # the signal that ended the task, if any
+        self.pending: list[int] = []
+        self.forced_fatal = False  # force_sig(): delivered even if a handler exists
+        self.handlers: dict[int, int] = {}  # signal -> handler address
+        self.sigframes: list[SignalFrame] = []
+        self.pagefault_disabled = 0
+        self.rseq: Any = None  # the personality's per-task rseq state
+        self.stats = RseqStats()
+        self.trace = TraceCounts()
+        self.uaccess = UserAccessLog()
+
+    def __repr__(self) -> str:
+        return f"Task(pid={self.pid}, cpu={self.cpu}, mm_cid={self.mm_cid})"

@@ -1,0 +1,93 @@
+"""Tables for ``rseqlab explain``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..kernel import COUNTERS, TRACEPOINTS
+from ..scenarios import SCENARIOS, Explanation
+
+SHORT = {"exit": "exit", "signal": "sig", "slowpath": "slowp", "fastpath": "fastp", "ids": "ids",
+         "cs": "cs", "clear": "clear", "fixup": "fixup"}
+
+
+def render_list(con: Console) -> None:
+    table = Table(title="Scenarios (spec §4)", title_justify="left")
+    table.add_column("scenario")
+    table.add_column("row", justify="right")
+    table.add_column("what happens")
+    for sc in SCENARIOS.values():
+        table.add_row(sc.name, sc.row, sc.summary)
+    con.print(table)
+
+
+def render(con: Console, results: list[Explanation]) -> None:
+    """One scenario under one or more kernels: side-by-side numbers, then each call graph."""
+    first = results[0]
+    con.print(f"[bold]{first.scenario}[/bold] (spec §4 row {first.row}): {first.summary}")
+    kernels = [r.kernel + (" debug" if r.debug else "") for r in results]
+
+    numbers = Table(title="Counters and tracepoints", title_justify="left")
+    numbers.add_column("")
+    for k in kernels:
+        numbers.add_column(k, justify="right")
+    for c in COUNTERS:
+        numbers.add_row(c, *(str(r.counters[c]) for r in results))
+    for tp in TRACEPOINTS:
+        numbers.add_row(f"tp:{tp}", *(str(r.tracepoints[tp]) for r in results))
+    con.print(numbers)
+
+    access = Table(title="User memory accessed by the kernel (reads / writes / failed)", title_justify="left")
+    access.add_column("field")
+    for k in kernels:
+        access.add_column(k, justify="right")
+    labels = sorted({f for r in results for f in (*r.user_reads, *r.user_writes, *r.user_faults)})
+    for label in labels:
+        access.add_row(label, *(f"{r.user_reads.get(label, 0)} / {r.user_writes.get(label, 0)} / "
+                                f"{r.user_faults.get(label, 0)}" for r in results))
+    if not labels:
+        access.add_row("(none)", *("-" for _ in results))
+    con.print(access)
+
+    outcome = Table(title="Result seen by user space", title_justify="left")
+    outcome.add_column("")
+    for k in kernels:
+        outcome.add_column(k, justify="right")
+    outcome.add_row("user IP", *(f"{r.ip:#x}" + (" (abort)" if r.ip_is_abort else "") for r in results))
+    outcome.add_row("killed by", *((r.signal or "-") for r in results))
+    for f in first.rseq_area:
+        outcome.add_row(f"rseq.{f}", *(_field(f, r.rseq_area[f]) for r in results))
+    con.print(outcome)
+
+    for label, r in zip(kernels, results):
+        con.print(f"\n[bold]What {label} did[/bold]")
+        for line in r.work or ["(nothing)"]:
+            con.print("  " + line, markup=False)
+
+
+def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
+    """Every scenario under every kernel: non-zero counters and tracepoints, one line each."""
+    table = Table(title="rseqlab explain --all: what each kernel does per spec §4 scenario",
+                  title_justify="left", show_lines=False)
+    table.add_column("scenario")
+    table.add_column("row", justify="right")
+    for r in rows[0]:
+        table.add_column(f"{r.kernel}: counters (beyond exit) | tracepoints | R/W", overflow="fold")
+    for per_kernel in rows:
+        table.add_row(per_kernel[0].scenario, per_kernel[0].row, *(_brief(r) for r in per_kernel))
+    con.print(table)
+
+
+def _brief(r: Explanation) -> str:
+    counters = " ".join(f"{SHORT[c]} {r.counters[c]}" for c in COUNTERS if c != "exit" and r.counters[c])
+    tps = " ".join(f"{'upd' if tp == 'rseq_update' else 'fix'} {r.tracepoints[tp]}"
+                   for tp in TRACEPOINTS if r.tracepoints[tp])
+    rw = f"{sum(r.user_reads.values())}/{sum(r.user_writes.values())}"
+    extra = " ABORT" if r.ip_is_abort else ""
+    extra += f" {r.signal}" if r.signal else ""
+    return f"{counters or '-'} | {tps or '-'} | {rw}{extra}"
+
+
+def _field(name: str, value: int) -> str:
+    return f"{value:#x}" if name == "rseq_cs" else str(value)

@@ -1,0 +1,312 @@
+"""The scenarios of spec §4, runnable on any personality (``rseqlab explain``).
+
+Each scenario sets a bench task up (usually: registered, first exit done, so
+the area holds valid IDs), zeroes the counters, then plays one situation and
+reports what the kernel did on the way back to user space: the call graph,
+every user access by field, the counters, the tracepoints, the resulting IP
+and rseq area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .abi import as_s32
+from .errors import BadInput
+from .kernel import COUNTERS, PERSONALITIES, Task
+from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
+from .machine.bench import Bench, Placement
+from .usermem import PAGE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    row: str  # the spec §4 row it plays
+    summary: str
+    play: Callable[[Bench], Task]  # sets up, starts measuring, acts; returns the task to report
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, row: str, summary: str):
+    def register(play: Callable[[Bench], Task]) -> Callable[[Bench], Task]:
+        SCENARIOS[name] = Scenario(name, row, summary, play)
+        return play
+
+    return register
+
+
+def _registered(b: Bench) -> Task:
+    """A task that registered its area and has returned to user once since."""
+    b.register()
+    return b.task
+
+
+def _here(t: Task) -> Placement:
+    return Placement(t.cpu, t.mm_cid)
+
+
+# ----------------------------------------------------------------------
+# The scenarios the issue names, in spec-table order
+# ----------------------------------------------------------------------
+@scenario("syscall-exit", "1", "syscall returns with nothing pending")
+def _syscall_exit(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall()
+    return t
+
+
+@scenario("notify-resume-other", "1b", "syscall exit with TIF_NOTIFY_RESUME from task_work (deferred fput)")
+def _notify_resume_other(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall(work=lambda k, task: k.task_work_add(task))
+    return t
+
+
+@scenario("block-same-cpu", "2", "syscall blocks, wakes on the same CPU with the same mm_cid")
+def _block_same_cpu(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall(block=_here(t))
+    return t
+
+
+@scenario("preempt-user-same-cpu", "3", "timer interrupt from user preempts; back on the same CPU (glibc: rseq_cs == 0)")
+def _preempt_user_same_cpu(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("migrate", "4", "preempted from user and moved to another CPU by the load balancer")
+def _migrate(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.interrupt(resched=Placement(1, t.mm_cid))
+    return t
+
+
+@scenario("mmcid-change", "5", "syscall blocks, wakes on the same CPU with a different mm_cid")
+def _mmcid_change(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall(block=Placement(t.cpu, t.mm_cid + 1))
+    return t
+
+
+@scenario("signal", "6", "signal with a handler, delivered on return from an interrupt; IP not in a section")
+def _signal(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.interrupt(signal=SIGUSR1)
+    return t
+
+
+@scenario("irq-no-resched", "7", "interrupt from user, returns without rescheduling")
+def _irq_no_resched(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.interrupt()
+    return t
+
+
+@scenario("fork-child-cow", "8", "first return of a forked child; its rseq page is copy-on-write shared")
+def _fork_child_cow(b: Bench) -> Task:
+    _registered(b)
+    child = b.spawn_child()
+    b.start_measuring()
+    b.child_first_return(child)
+    return child
+
+
+@scenario("preempt-in-cs", "9", "preempted from user inside a critical section, same CPU")
+def _preempt_in_cs(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("signal-in-cs", "10", "signal delivered on return from an interrupt inside a critical section")
+def _signal_in_cs(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.interrupt(signal=SIGUSR1)
+    return t
+
+
+@scenario("syscall-in-cs", "11", "a section illegally makes a syscall that blocks and wakes on another CPU")
+def _syscall_in_cs(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.syscall(block=Placement(1, t.mm_cid))
+    return t
+
+
+@scenario("register", "12", "sys_rseq registers a 32-byte area; first return to user")
+def _register(b: Bench) -> Task:
+    b.start_measuring()
+    b.register()
+    return b.task
+
+
+@scenario("unregister", "13", "sys_rseq(RSEQ_FLAG_UNREGISTER)")
+def _unregister(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.unregister()
+    return t
+
+
+@scenario("membarrier-ipi", "14", "membarrier PRIVATE_EXPEDITED_RSEQ IPI hits the task in user mode")
+def _membarrier_ipi(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.membarrier_ipi()
+    return t
+
+
+# ----------------------------------------------------------------------
+# The table's other cases
+# ----------------------------------------------------------------------
+@scenario("preempt-user-cs-outside", "3", "preempted from user with rseq_cs still armed, IP past the section")
+def _preempt_user_cs_outside(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs()
+    b.leave_cs()
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("migrate-syscall", "4", "syscall blocks and wakes on another CPU")
+def _migrate_syscall(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall(block=Placement(1, t.mm_cid))
+    return t
+
+
+@scenario("signal-syscall", "6", "self-sent signal (kill) delivered at syscall exit")
+def _signal_syscall(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.syscall(work=lambda k, task: k.send_signal(task, SIGUSR1))
+    return t
+
+
+@scenario("thread-create", "8b", "first return of a new thread (CLONE_VM): no rseq until it registers")
+def _thread_create(b: Bench) -> Task:
+    _registered(b)
+    child = b.spawn_child(clone_flags=CLONE_VM)
+    b.start_measuring()
+    b.child_first_return(child)
+    return child
+
+
+@scenario("preempt-in-cs-fault", "9", "preempted in a section whose descriptor page was swapped out")
+def _preempt_in_cs_fault(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    t.mm.evict(b.layout.rodata, PAGE_SIZE)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("signal-in-cs-preempted", "10", "signal and preemption in the same interrupt return, inside a section")
+def _signal_in_cs_preempted(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.interrupt(signal=SIGUSR1, resched=_here(t))
+    return t
+
+
+@scenario("kvm-guest-entry", "15", "vCPU thread: KVM_RUN sleeps, wakes on another CPU, enters the guest, returns")
+def _kvm_guest_entry(b: Bench) -> Task:
+    t = _registered(b)
+    b.start_measuring()
+    b.kvm_run(block=Placement(1, t.mm_cid))
+    return t
+
+
+# ----------------------------------------------------------------------
+@dataclass(slots=True)
+class Explanation:
+    kernel: str
+    scenario: str
+    row: str
+    summary: str
+    debug: bool
+    counters: dict[str, int]
+    tracepoints: dict[str, int]
+    user_reads: dict[str, int]
+    user_writes: dict[str, int]
+    user_faults: dict[str, int]
+    ip: int
+    ip_is_abort: bool
+    signal: str | None
+    rseq_area: dict[str, int]
+    work: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {
+            "kernel": self.kernel,
+            "scenario": self.scenario,
+            "spec_row": self.row,
+            "summary": self.summary,
+            "debug": self.debug,
+            "counters": self.counters,
+            "tracepoints": self.tracepoints,
+            "user_reads": self.user_reads,
+            "user_writes": self.user_writes,
+            "user_faults": self.user_faults,
+            "ip": self.ip,
+            "ip_is_abort": self.ip_is_abort,
+            "signal": self.signal,
+            "rseq_area": self.rseq_area,
+            "work": self.work,
+        }
+
+
+def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
+    """Play scenario ``name`` on a fresh bench running kernel ``release``."""
+    if name not in SCENARIOS:
+        raise BadInput(f"unknown scenario {name!r}; accepted: {', '.join(SCENARIOS)}")
+    if release not in PERSONALITIES:
+        raise BadInput(f"unknown kernel {release!r}; accepted: {', '.join(PERSONALITIES)}")
+    sc = SCENARIOS[name]
+    bench = Bench(release, debug=debug)
+    t = sc.play(bench)
+    killed = t.killed_by
+    area = bench.area(t)
+    for signed in ("cpu_id_start", "cpu_id"):
+        area[signed] = as_s32(area[signed])
+    return Explanation(
+        kernel=release,
+        scenario=name,
+        row=sc.row,
+        summary=sc.summary,
+        debug=debug,
+        counters={c: getattr(t.stats, c) for c in COUNTERS},
+        tracepoints=t.trace.as_dict(),
+        user_reads=dict(sorted(t.uaccess.reads.items())),
+        user_writes=dict(sorted(t.uaccess.writes.items())),
+        user_faults=dict(sorted(t.uaccess.faults.items())),
+        ip=t.regs.ip,
+        ip_is_abort=t.regs.ip == bench.layout.abort_ip
+        or any(f.saved_ip == bench.layout.abort_ip for f in t.sigframes),
+        signal=SIGNAL_NAMES.get(killed, str(killed)) if killed else None,
+        rseq_area=area,
+        work=list(bench.kernel.ftrace.lines) if bench.kernel.ftrace else [],
+    )

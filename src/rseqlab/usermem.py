@@ -1,0 +1,215 @@
+"""Simulated user memory: one address space per process, holding real bytes.
+
+The kernel model never touches Python objects for user data: it reads and
+writes the little-endian bytes of the rseq area and of the descriptors here,
+so a user program (or a test) that scribbles over a field sees exactly what
+the kernel would see.
+
+Each page is mapped with a state that decides what an access costs:
+
+* present and writable: any access succeeds;
+* read-only (text, a descriptor in ``.rodata``): a write is an unresolvable fault;
+* copy-on-write (shared with a fork parent or child): a write must break the
+  sharing first, which needs a resolvable page fault;
+* not present (never touched, or swapped out): any access needs a resolvable
+  page fault;
+* unmapped: every access is an unresolvable fault (``EFAULT``).
+
+Whether a fault is resolvable depends on the caller: the 6.19 exit fast path
+runs with page faults disabled (irqs off), so there even a resolvable fault
+fails the access; the legacy handler and the slow paths run preemptible and
+resolve it. ``inject_fault`` makes the next accesses to a page fail hard,
+whatever the state, to exercise error paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .abi import U64_MASK
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+
+class Access(Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(slots=True)
+class _Page:
+    """A physical page; shared by several address spaces after fork."""
+
+    data: bytearray = field(default_factory=lambda: bytearray(PAGE_SIZE))
+    mappers: int = 1
+
+
+@dataclass(slots=True)
+class _Pte:
+    """One address space's mapping of a page."""
+
+    page: _Page
+    writable: bool = True  # the VMA allows writes
+    present: bool = True  # resident: no fault needed to reach it
+    cow: bool = False  # write-protected until a fault copies (or claims) the page
+
+
+@dataclass(slots=True)
+class FaultStats:
+    """Page faults taken on behalf of accesses to this address space."""
+
+    resolved: int = 0  # minor faults made the page present
+    cow_breaks: int = 0  # a write fault gave this process its own copy
+    failed: int = 0  # accesses that ended in a fault the caller could not resolve
+
+
+class AddressSpace:
+    """The user address space of one process (an ``mm``)."""
+
+    def __init__(self) -> None:
+        self._ptes: dict[int, _Pte] = {}
+        self._injected: dict[int, int] = {}  # page number -> hard faults still to inject
+        self.faults = FaultStats()
+
+    # ------------------------------------------------------------------
+    # Mapping management (what mmap/mprotect/munmap/fork would do)
+    # ------------------------------------------------------------------
+    def map(self, addr: int, length: int, *, writable: bool = True, present: bool = True) -> None:
+        """Map fresh zeroed pages covering ``[addr, addr+length)``."""
+        for pfn in _pages(addr, length):
+            if pfn in self._ptes:
+                raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is already mapped")
+            self._ptes[pfn] = _Pte(_Page(), writable=writable, present=present)
+
+    def unmap(self, addr: int, length: int) -> None:
+        for pfn in _pages(addr, length):
+            pte = self._ptes.pop(pfn, None)
+            if pte is not None:
+                pte.page.mappers -= 1
+
+    def protect(self, addr: int, length: int, *, writable: bool) -> None:
+        for pfn in _pages(addr, length):
+            self._pte(pfn).writable = writable
+
+    def evict(self, addr: int, length: int) -> None:
+        """Make pages non-resident (swapped out): the next access needs a fault."""
+        for pfn in _pages(addr, length):
+            self._pte(pfn).present = False
+
+    def inject_fault(self, addr: int, times: int = 1) -> None:
+        """The next ``times`` accesses touching the page of ``addr`` fail hard."""
+        pfn = addr >> PAGE_SHIFT
+        self._injected[pfn] = self._injected.get(pfn, 0) + times
+
+    def fork(self) -> AddressSpace:
+        """Models the page-table copy of ``fork()``: private writable pages become COW in both."""
+        child = AddressSpace()
+        for pfn, pte in self._ptes.items():
+            pte.page.mappers += 1
+            if pte.writable:
+                pte.cow = True
+            child._ptes[pfn] = _Pte(pte.page, writable=pte.writable, present=pte.present, cow=pte.cow)
+        return child
+
+    def is_mapped(self, addr: int) -> bool:
+        return (addr >> PAGE_SHIFT) in self._ptes
+
+    def is_cow(self, addr: int) -> bool:
+        pte = self._ptes.get(addr >> PAGE_SHIFT)
+        return bool(pte and pte.cow)
+
+    # ------------------------------------------------------------------
+    # Accesses with fault semantics
+    # ------------------------------------------------------------------
+    def read(self, addr: int, size: int, *, faults_allowed: bool = True) -> int | None:
+        """Read a little-endian unsigned value; ``None`` if the access faulted."""
+        if not self._prepare(addr, size, Access.READ, faults_allowed):
+            return None
+        return int.from_bytes(self._gather(addr, size), "little")
+
+    def write(self, addr: int, size: int, value: int, *, faults_allowed: bool = True) -> bool:
+        """Write a little-endian value (negative values in two's complement); False on fault."""
+        if not self._prepare(addr, size, Access.WRITE, faults_allowed):
+            return False
+        self._scatter(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+        return True
+
+    def _prepare(self, addr: int, size: int, kind: Access, faults_allowed: bool) -> bool:
+        if addr < 0 or addr + size - 1 > U64_MASK:
+            self.faults.failed += 1
+            return False
+        pfns = list(_pages(addr, size))
+        for pfn in pfns:
+            if self._injected.get(pfn):
+                self._injected[pfn] -= 1
+                self.faults.failed += 1
+                return False
+            pte = self._ptes.get(pfn)
+            if pte is None or (kind is Access.WRITE and not pte.writable):
+                self.faults.failed += 1
+                return False
+            needs_fault = not pte.present or (kind is Access.WRITE and pte.cow)
+            if needs_fault and not faults_allowed:
+                self.faults.failed += 1
+                return False
+        for pfn in pfns:
+            self._resolve(self._ptes[pfn], kind)
+        return True
+
+    def _resolve(self, pte: _Pte, kind: Access) -> None:
+        if not pte.present:
+            pte.present = True
+            self.faults.resolved += 1
+        if kind is Access.WRITE and pte.cow:
+            # do_wp_page(): copy if still shared, otherwise just claim the page.
+            if pte.page.mappers > 1:
+                pte.page.mappers -= 1
+                pte.page = _Page(bytearray(pte.page.data))
+            pte.cow = False
+            self.faults.cow_breaks += 1
+
+    # ------------------------------------------------------------------
+    # Raw access for set-up and inspection: no faults, no accounting
+    # ------------------------------------------------------------------
+    def peek(self, addr: int, size: int) -> int:
+        return int.from_bytes(self._gather(addr, size), "little")
+
+    def poke(self, addr: int, size: int, value: int) -> None:
+        """Store bytes as the loader or a debugger would: ignores protection, not COW sharing."""
+        for pfn in _pages(addr, size):
+            pte = self._pte(pfn)
+            if pte.cow and pte.page.mappers > 1:
+                pte.page.mappers -= 1
+                pte.page = _Page(bytearray(pte.page.data))
+                pte.cow = False
+        self._scatter(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+
+    def _pte(self, pfn: int) -> _Pte:
+        try:
+            return self._ptes[pfn]
+        except KeyError:
+            raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is not mapped") from None
+
+    def _gather(self, addr: int, size: int) -> bytes:
+        out = bytearray()
+        while size:
+            pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
+            n = min(size, PAGE_SIZE - off)
+            out += self._pte(pfn).page.data[off : off + n]
+            addr, size = addr + n, size - n
+        return bytes(out)
+
+    def _scatter(self, addr: int, data: bytes) -> None:
+        while data:
+            pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
+            n = min(len(data), PAGE_SIZE - off)
+            self._pte(pfn).page.data[off : off + n] = data[:n]
+            addr, data = addr + n, data[n:]
+
+
+def _pages(addr: int, length: int) -> range:
+    if length <= 0:
+        return range(0)
+    return range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1)
