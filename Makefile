@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/rseqlab explain --all
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not stress"
 
 # Long property-test runs (more examples); not part of `make test`.
 stress: $(STAMP)

@@ -149,20 +149,20 @@ class Kernel:
         value = t.mm.read(addr, size, faults_allowed=not t.pagefault_disabled)
         if value is None:
             t.uaccess.faults[label] += 1
-            self._log_access("R", label, None)
+            self._log_access("R", label, None, size)
             return None
         t.uaccess.reads[label] += 1
-        self._log_access("R", label, value)
+        self._log_access("R", label, value, size)
         return value
 
     def put_user(self, t: Task, addr: int, size: int, value: int, label: str) -> bool:
         """Models ``put_user()``/``unsafe_put_user()``: False means the access faulted."""
         if not t.mm.write(addr, size, value, faults_allowed=not t.pagefault_disabled):
             t.uaccess.faults[label] += 1
-            self._log_access("W", label, None)
+            self._log_access("W", label, None, size)
             return False
         t.uaccess.writes[label] += 1
-        self._log_access("W", label, value)
+        self._log_access("W", label, value, size)
         return True
 
     def get_rseq_field(self, t: Task, f: Field) -> int | None:
@@ -171,9 +171,9 @@ class Kernel:
     def put_rseq_field(self, t: Task, f: Field, value: int) -> bool:
         return self.put_user(t, t.rseq.usrptr + f.offset, f.size, value, f.name)
 
-    def _log_access(self, kind: str, label: str, value: int | None) -> None:
+    def _log_access(self, kind: str, label: str, value: int | None, size: int) -> None:
         if self.ftrace is not None:
-            shown = "FAULT" if value is None else f"{value:#x}" if value >> 64 == 0 else f"<{(value.bit_length() + 7) // 8} bytes>"
+            shown = "FAULT" if value is None else f"{value:#x}" if size <= 8 else f"<{size} bytes>"
             self.ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
 
     def note(self, text: str) -> None:
