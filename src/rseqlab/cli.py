@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.UsageError as exc:
-        _error(exc.format_message().replace("\n", " "))
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _error(exc.format_message().replace("\n", " ") + hint)
         return ExitStatus.BAD_INPUT
     except click.ClickException as exc:
         _error(exc.format_message())

@@ -1,0 +1,89 @@
+"""The command line: output shapes, JSON keys, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rseqlab.kernel import COUNTERS
+from rseqlab.scenarios import SCENARIOS
+
+REQUIRED_KEYS = {"kernel", "scenario", "counters", "tracepoints", "user_reads", "user_writes",
+                 "ip_is_abort", "signal"}
+
+
+def test_list(run_cli):
+    r = run_cli("explain", "--list")
+    assert r.status == 0
+    for name in SCENARIOS:
+        assert name in r.stdout
+
+
+def test_list_json(run_cli):
+    r = run_cli("explain", "--list", "--json")
+    assert [s["scenario"] for s in r.json] == list(SCENARIOS)
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "6.19"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_scenario_json(run_cli, name, kernel):
+    r = run_cli("explain", name, "--kernel", kernel, "--json")
+    assert r.status == 0, r.stderr
+    data = r.json
+    assert REQUIRED_KEYS <= data.keys()
+    assert data["kernel"] == kernel and data["scenario"] == name
+    assert list(data["counters"]) == sorted(COUNTERS)  # all eight, sorted keys
+    assert set(data["tracepoints"]) == {"rseq_update", "rseq_ip_fixup"}
+
+
+def test_table_output_names_kernel_functions(run_cli):
+    r = run_cli("explain", "preempt-in-cs", "-k", "6.18", "-k", "6.19")
+    assert r.status == 0
+    assert "__rseq_handle_notify_resume()" in r.stdout
+    assert "rseq_exit_user_update()" in r.stdout
+    assert "0x401200 (abort)" in r.stdout
+
+
+def test_several_kernels_json_is_a_list(run_cli):
+    r = run_cli("explain", "migrate", "--json")
+    assert [d["kernel"] for d in r.json] == ["6.18", "6.19"]
+
+
+def test_all_matrix(run_cli):
+    r = run_cli("explain", "--all")
+    assert r.status == 0
+    assert all(name in r.stdout for name in SCENARIOS)
+
+
+def test_output_is_deterministic(run_cli):
+    assert run_cli("explain", "--all", "--json").stdout == run_cli("explain", "--all", "--json").stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["explain", "no-such-scenario", "--kernel", "6.19"], "unknown scenario 'no-such-scenario'; accepted: syscall-exit"),
+    (["explain", "migrate", "--kernel", "7.0"], "'7.0' is not one of '6.18', '6.19'"),
+    (["explain"], "missing SCENARIO; accepted: syscall-exit"),
+    (["explain", "migrate", "--bogus"], "No such option '--bogus'. (see 'rseqlab explain --help')"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, args, needle):
+    r = run_cli(*args)
+    assert r.status == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rseqlab: error: ")
+    assert needle in lines[0]
+
+
+def test_installed_entry_point_runs():
+    exe = shutil.which("rseqlab", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "the rseqlab console script is not installed in the venv"
+    proc = subprocess.run([exe, "explain", "register", "--kernel", "6.19", "--json"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert '"rseq_update": 1' in proc.stdout
+    bad = subprocess.run([exe, "explain", "register", "--kernel", "5.4"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
