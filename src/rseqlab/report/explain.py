@@ -67,26 +67,27 @@ def render(con: Console, results: list[Explanation]) -> None:
 
 
 def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
-    """Every scenario under every kernel: non-zero counters and tracepoints, one line each."""
-    table = Table(title="rseqlab explain --all: what each kernel does per spec §4 scenario",
-                  title_justify="left", show_lines=False)
+    """Every scenario under every kernel: non-zero counters, tracepoints, accesses; one row each."""
+    table = Table(title="What each kernel does per spec §4 scenario (counters beyond exit; "
+                        "tracepoints rseq_update/rseq_ip_fixup; user reads/writes)", title_justify="left")
     table.add_column("scenario")
     table.add_column("row", justify="right")
     for r in rows[0]:
-        table.add_column(f"{r.kernel}: counters (beyond exit) | tracepoints | R/W", overflow="fold")
+        k = r.kernel + (" debug" if r.debug else "")
+        table.add_column(f"{k} counters", overflow="fold")
+        table.add_column("upd/fix", justify="right")
+        table.add_column("R/W", justify="right")
     for per_kernel in rows:
-        table.add_row(per_kernel[0].scenario, per_kernel[0].row, *(_brief(r) for r in per_kernel))
+        cells = []
+        for r in per_kernel:
+            counters = " ".join(f"{SHORT[c]} {r.counters[c]}" for c in COUNTERS if c != "exit" and r.counters[c])
+            counters += " ABORT" if r.ip_is_abort else ""
+            counters += f" {r.signal}" if r.signal else ""
+            cells += [counters.strip() or "-",
+                      f"{r.tracepoints['rseq_update']}/{r.tracepoints['rseq_ip_fixup']}",
+                      f"{sum(r.user_reads.values())}/{sum(r.user_writes.values())}"]
+        table.add_row(per_kernel[0].scenario, per_kernel[0].row, *cells)
     con.print(table)
-
-
-def _brief(r: Explanation) -> str:
-    counters = " ".join(f"{SHORT[c]} {r.counters[c]}" for c in COUNTERS if c != "exit" and r.counters[c])
-    tps = " ".join(f"{'upd' if tp == 'rseq_update' else 'fix'} {r.tracepoints[tp]}"
-                   for tp in TRACEPOINTS if r.tracepoints[tp])
-    rw = f"{sum(r.user_reads.values())}/{sum(r.user_writes.values())}"
-    extra = " ABORT" if r.ip_is_abort else ""
-    extra += f" {r.signal}" if r.signal else ""
-    return f"{counters or '-'} | {tps or '-'} | {rw}{extra}"
 
 
 def _field(name: str, value: int) -> str:
