@@ -250,6 +250,7 @@ def test_unresolvable_fault_on_area_kills(kernel):
     """Spec §5.6: an unresolvable fault in the slow path / legacy handler is SIGSEGV."""
     b = registered(kernel)
     b.task.mm.inject_fault(b.layout.area, times=10)
+    b.start_measuring(ftrace=False)
     b.interrupt(resched=Placement(1, 0))
     assert b.task.killed_by == SIGSEGV
     assert b.task.stats.exit == 0  # it never returned to user space

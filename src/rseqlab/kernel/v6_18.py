@@ -255,10 +255,15 @@ class Linux618(Kernel):
             self.note("pr_warn_ratelimited: Detected rseq corruption")
         return 0
 
-    @models("rseq_syscall", "kernel/rseq.c")
     def rseq_debug_syscall_return(self, t: Task) -> None:
+        # rseq_syscall() is compiled in only with CONFIG_DEBUG_RSEQ.
+        if self.debug:
+            self.rseq_syscall(t)
+
+    @models("rseq_syscall", "kernel/rseq.c")
+    def rseq_syscall(self, t: Task) -> None:
         """CONFIG_DEBUG_RSEQ: a syscall returning into an armed section is killed."""
-        if not self.debug or not t.rseq.usrptr:
+        if not t.rseq.usrptr:
             return
         ret, cs = self.rseq_get_rseq_cs(t)
         if ret or in_rseq_cs(t.regs.ip, cs.start_ip, cs.post_commit_offset):

@@ -401,10 +401,15 @@ class Linux619(Kernel):
         self.stat_inc(t, "exit")
         t.rseq.clear_events()  # drops the user_irq of this entry
 
-    @models("__rseq_debug_syscall_return", "kernel/rseq.c")
     def rseq_debug_syscall_return(self, t: Task) -> None:
+        """Models ``rseq_debug_syscall_return()``: the static key gates the out-of-line check."""
+        if self.debug:
+            self._rseq_debug_syscall_return(t)
+
+    @models("__rseq_debug_syscall_return", "kernel/rseq.c")
+    def _rseq_debug_syscall_return(self, t: Task) -> None:
         """Debug key: a syscall returning into an armed section dies; outside, clear it."""
-        if not self.debug or not t.rseq.has_rseq:
+        if not t.rseq.has_rseq:
             return
         csaddr = self.get_rseq_field(t, StructRseq.RSEQ_CS)
         if csaddr is None:
