@@ -418,7 +418,8 @@ class Kernel:
         sig &= U32_MASK
         state = t.rseq
         if flags & RseqFlag.UNREGISTER:
-            if flags & ~RseqFlag.UNREGISTER:
+            # int(): ~ of a one-member IntFlag is RseqFlag(0), not "every other bit".
+            if flags & ~int(RseqFlag.UNREGISTER):
                 return -errno.EINVAL
             if not state.usrptr or state.usrptr != rseq:
                 return -errno.EINVAL
