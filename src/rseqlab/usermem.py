@@ -170,6 +170,13 @@ class AddressSpace:
             pte.cow = False
             self.faults.cow_breaks += 1
 
+    def fault_in(self, addr: int, size: int, *, write: bool) -> tuple[bool, bool]:
+        """Resolve the fault a user access takes: (resolved, needed I/O i.e. page not present)."""
+        pfn = addr >> PAGE_SHIFT
+        pte = self._ptes.get(pfn)
+        major = pte is not None and not pte.present
+        return self._prepare(addr, size, Access.WRITE if write else Access.READ, True), major
+
     # ------------------------------------------------------------------
     # Raw access for set-up and inspection: no faults, no accounting
     # ------------------------------------------------------------------

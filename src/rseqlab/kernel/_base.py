@@ -96,6 +96,10 @@ class Kernel:
     #: One line for ``--list-kernels`` style listings.
     summary = ""
     abi: KernelAbi
+    #: How the scheduler hands out mm_cids (see ``machine/mmcid.py``).
+    mm_cid_policy = "percpu-recent"
+    #: Period of the tick-driven mm_cid compaction task_work (None: the kernel has none).
+    mm_cid_scan_period_ns: int | None = None
 
     def __init__(self, topology: Topology | None = None, *, debug: bool = False,
                  scheduler: Scheduler | None = None) -> None:

@@ -83,6 +83,10 @@ class Linux618(Kernel):
     release = "6.18"
     summary = "legacy: TIF_NOTIFY_RESUME handler on every switch, IDs always rewritten"
     abi = ABI_BY_RELEASE["6.18"]
+    mm_cid_policy = "percpu-recent"
+    #: task_tick_mm_cid() queues the compaction work as task_work on exit to user
+    #: (MM_CID_SCAN_DELAY, believed 100 ms; spec §7 Q6): another TIF_NOTIFY_RESUME source.
+    mm_cid_scan_period_ns = 100_000_000
 
     def new_rseq_state(self) -> LegacyRseqState:
         return LegacyRseqState()

@@ -75,6 +75,9 @@ class Linux619(Kernel):
     release = "6.19"
     summary = "optimized: rseq_event flags, TIF_RSEQ fast path, IDs written only on change"
     abi = ABI_BY_RELEASE["6.19"]
+    #: The sched/mmcid rework: per-task cids, no compaction task_work.
+    mm_cid_policy = "per-task"
+    mm_cid_scan_period_ns = None
 
     def new_rseq_state(self) -> RseqData:
         return RseqData()

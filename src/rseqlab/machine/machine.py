@@ -1,0 +1,535 @@
+"""The simulated machine: CPUs, a scheduler, interrupts, syscalls, signals, processes.
+
+Every simulated thread runs its user program in a greenlet of its own, so a
+program is plain Python that calls :class:`~rseqlab.userprog.api.Thread`
+methods, and the kernel's exit path can ``schedule()`` from deep inside a call
+chain, exactly where the real one does. The main greenlet runs the event loop
+(:class:`~rseqlab.machine.sim.Sim`); a thread greenlet runs until it needs
+simulated time to pass (a user instruction, a compute burst, a kernel stay),
+then hands control back. Interrupts are delivered into the waiting thread's
+greenlet at the instant they fire: it enters the kernel there, runs the exit
+work (which may switch it out), and on return either continues its
+instruction or, if the kernel moved its IP to an abort handler, unwinds with
+:class:`RseqAbort`.
+
+The scheduler is deliberately simple and documented: per-CPU FIFO run queues,
+a time slice enforced by the periodic tick (``HZ``), wake-up on the previous
+CPU if idle, else an idle allowed CPU, else the previous one, a wake-up
+preemption rule, periodic and idle load balancing, and CPU affinity. All
+choices are deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from greenlet import greenlet
+
+from ..errors import BadInput
+from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
+from ..kernel._task import CLONE_VM
+from ..usermem import PAGE_SIZE, AddressSpace
+from .mmcid import MmCid
+from .sim import Prio, Sim
+
+NS_PER_S = 1_000_000_000
+
+
+class RseqAbort(Exception):
+    """Raised in a user program when the kernel resumed it at a section's abort IP."""
+
+    def __init__(self, abort_ip: int) -> None:
+        super().__init__(f"aborted to {abort_ip:#x}")
+        self.abort_ip = abort_ip
+
+
+class TaskExit(BaseException):
+    """Unwinds a thread's program when the thread exits or is killed (never caught by programs)."""
+
+
+class State(Enum):
+    RUNNABLE = "runnable"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineConfig:
+    cpus: int = 2
+    nodes: int = 1
+    hz: int = 250
+    #: Time slice before the tick asks for a reschedule when others wait.
+    slice_ns: int = 3_000_000
+    #: A woken task preempts the current one if that one ran at least this long.
+    wakeup_granularity_ns: int = 1_000_000
+    #: The tick runs load balancing every this many ticks.
+    balance_ticks: int = 4
+    #: Cost of a syscall's kernel part and of the user instructions of the model.
+    syscall_ns: int = 150
+    insn_ns: int = 1
+    #: Latency of a major page fault (swap-in); 0 makes every fault minor.
+    major_fault_ns: int = 0
+    #: Memory limit for threads: each costs a kernel stack and a TLS page.
+    max_threads: int = 4096
+    debug: bool = False
+
+    def validate(self) -> None:
+        if self.cpus < 1:
+            raise BadInput(f"impossible machine: {self.cpus} CPUs (need at least 1)")
+        if not 1 <= self.nodes <= self.cpus:
+            raise BadInput(f"impossible machine: {self.nodes} nodes for {self.cpus} CPUs")
+        if not 1 <= self.hz <= 10_000:
+            raise BadInput(f"impossible machine: HZ={self.hz} (accepted: 1..10000)")
+        if self.slice_ns <= 0 or self.syscall_ns < 0 or self.insn_ns < 1:
+            raise BadInput("impossible machine: slice, syscall and instruction costs must be positive")
+
+
+class WaitQueue:
+    """Tasks sleeping on one condition, woken in FIFO order."""
+
+    def __init__(self) -> None:
+        self.waiters: deque[SimTask] = deque()
+
+
+@dataclass(eq=False)
+class Process:
+    """A thread group: one address space, its mm_cid allocator, signal handlers."""
+
+    pid: int
+    mm: AddressSpace
+    mmcid: MmCid
+    threads: list[SimTask] = field(default_factory=list)
+    handlers: dict[int, Callable[..., None]] = field(default_factory=dict)
+    next_mm_cid_scan: int = 0
+    membarrier_rseq_registered: bool = False
+    killed_by: int | None = None
+    #: The image: text/descriptor allocation for rseq critical-section sites.
+    image: Any = None
+    #: User-space runtime state (glibc / librseq registration), set by userprog.
+    runtime: Any = None
+    exit_status: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return any(t.state is not State.DEAD for t in self.threads)
+
+
+class SimTask:
+    """A schedulable thread: the kernel's Task plus what the machine needs."""
+
+    def __init__(self, machine: Machine, kt: Task, proc: Process, program: Callable[..., Any],
+                 affinity: frozenset[int]) -> None:
+        self.m = machine
+        self.kt = kt
+        self.proc = proc
+        self.program = program
+        self.affinity = affinity
+        self.state = State.RUNNABLE
+        self.glet: greenlet | None = None
+        self.waiting = False  # suspended in _wait, interruptible by events
+        self.token = 0  # invalidates stale completion events
+        self.ran_since = 0
+        self.interrupted_by_signal = False
+        self.result: Any = None
+        self.joiners = WaitQueue()
+        self.thread: Any = None  # the userprog.api.Thread handle
+        self.tls = 0  # base of this thread's TLS page
+
+    @property
+    def tid(self) -> int:
+        return self.kt.pid
+
+    def __repr__(self) -> str:
+        return f"SimTask({self.tid}, {self.state.value}, cpu={self.kt.cpu})"
+
+
+@dataclass(eq=False)
+class Cpu:
+    index: int
+    curr: SimTask | None = None
+    rq: deque = field(default_factory=deque)
+    dispatching: bool = False
+    ticks: int = 0
+
+
+_RUN = ("run",)
+_DONE = ("done",)
+
+
+class Machine:
+    """N CPUs running simulated processes on one kernel personality."""
+
+    def __init__(self, release: str, config: MachineConfig | None = None, *, seed: int = 0) -> None:
+        self.config = config or MachineConfig()
+        self.config.validate()
+        cfg = self.config
+        self.topology = Topology.uniform(cfg.cpus, cfg.nodes)
+        self.kernel: Kernel = make_kernel(release, self.topology, debug=cfg.debug, scheduler=self)
+        self.sim = Sim()
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.cpus = [Cpu(i) for i in range(cfg.cpus)]
+        self.tasks: dict[int, SimTask] = {}
+        self.processes: dict[int, Process] = {}
+        self._next_pid = 1000
+        self._main = greenlet.getcurrent()
+        self.tick_ns = NS_PER_S // cfg.hz
+        self._ticking = False
+        self.switches = 0
+        self.migrations = 0
+        self.user_irqs = 0
+
+    # ==================================================================
+    # Processes and threads
+    # ==================================================================
+    def _pid(self) -> int:
+        self._next_pid += 1
+        return self._next_pid
+
+    def spawn(self, program: Callable[..., Any], *, cpu: int = 0, affinity=None,
+              runtime: Any = None) -> SimTask:
+        """Start a new process (as if exec'd) whose main thread runs ``program(thread)``."""
+        from ..userprog.image import Image  # the user-space layout lives in userprog
+
+        pid = self._pid()
+        mm = AddressSpace()
+        proc = Process(pid, mm, MmCid(self.kernel.mm_cid_policy, self.config.cpus))
+        proc.image = Image(mm)
+        proc.runtime = runtime
+        proc.next_mm_cid_scan = self.kernel.mm_cid_scan_period_ns or 0
+        self.processes[pid] = proc
+        kt = self.kernel.new_task(pid, mm, cpu=cpu, comm="prog")
+        kt.in_user = False
+
+        def start(th) -> Any:
+            if runtime is not None:
+                runtime.thread_start(th)  # the libc registers rseq before main()
+            return program(th)
+
+        st = self._add_task(kt, proc, start, affinity)
+        self._wake_new(st)
+        return st
+
+    def _add_task(self, kt: Task, proc: Process, program, affinity) -> SimTask:
+        live = sum(1 for t in self.tasks.values() if t.state is not State.DEAD)
+        if live >= self.config.max_threads:
+            raise BadInput(f"impossible workload: more than {self.config.max_threads} live threads "
+                           "(memory for kernel stacks and TLS is exhausted)")
+        allowed = frozenset(range(self.config.cpus)) if affinity is None else frozenset(affinity)
+        if not allowed or not allowed <= set(range(self.config.cpus)):
+            raise BadInput(f"impossible affinity {sorted(allowed)} on {self.config.cpus} CPUs")
+        st = SimTask(self, kt, proc, program, allowed)
+        st.tls = proc.image.new_tls()
+        proc.threads.append(st)
+        proc.mmcid.add_thread(kt.pid)
+        self.tasks[kt.pid] = st
+        st.glet = greenlet(lambda *_: self._thread_main(st), parent=self._main)
+        from ..userprog.api import Thread
+
+        st.thread = Thread(self, st)
+        return st
+
+    def clone(self, parent: SimTask, program, *, thread: bool, affinity=None) -> SimTask:
+        """fork() (``thread=False``) or clone(CLONE_VM) of ``parent``; called in its syscall."""
+        k = self.kernel
+        pid = self._pid()
+        flags = CLONE_VM if thread else 0
+        kt = k.copy_process(parent.kt, pid, flags)
+        if thread:
+            proc = parent.proc
+        else:
+            proc = Process(pid, kt.mm, MmCid(k.mm_cid_policy, self.config.cpus),
+                           handlers=dict(parent.proc.handlers))
+            proc.image = parent.proc.image.forked(kt.mm)
+            proc.runtime = parent.proc.runtime.forked() if parent.proc.runtime is not None else None
+            proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan
+            self.processes[pid] = proc
+        st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity)
+        if not thread:
+            # The child's TLS page is the parent's, copy-on-write: same address.
+            proc.image.free_tls(st.tls)
+            st.tls = parent.tls
+        self._wake_new(st)
+        return st
+
+    def _thread_main(self, st: SimTask) -> None:
+        """A thread's life: return from fork/exec to user space, run the program, exit."""
+        try:
+            st.thread._return_to_user(self.kernel.syscall_exit_to_user_mode(st.kt), st.kt.regs.ip)
+            st.result = st.program(st.thread)
+            st.thread._exit()
+        except TaskExit:
+            pass
+        self._finish(st)
+
+    def _finish(self, st: SimTask) -> None:
+        """The last schedule() of a dead task: never returns to it."""
+        st.state = State.DEAD
+        st.proc.mmcid.remove_thread(st.tid)
+        self._wake_all(st.joiners)
+        cpu = self.cpus[st.kt.cpu]
+        self._switch_away(cpu, st)
+        if not any(t.state is not State.DEAD for t in self.tasks.values()):
+            self._ticking = False
+
+    # ==================================================================
+    # Running
+    # ==================================================================
+    def run(self, until_ns: int | None = None) -> None:
+        """Run until every thread has exited (or ``until_ns``)."""
+        if not self._ticking:
+            self._ticking = True
+            for cpu in self.cpus:
+                self.sim.after(self.tick_ns, lambda c=cpu: self._tick(c), Prio.TIMER)
+        self.sim.run(until=until_ns, stop=lambda: not self._ticking)
+        if self._ticking and until_ns is None:
+            blocked = [t for t in self.tasks.values() if t.state is State.BLOCKED]
+            if blocked:
+                raise RuntimeError(f"simulated deadlock: {blocked} blocked with nothing left to wake them")
+
+    @property
+    def now(self) -> int:
+        return self.sim.now
+
+    # ==================================================================
+    # Waiting inside a thread greenlet
+    # ==================================================================
+    def wait(self, st: SimTask, ns: int, *, user: bool, on_irq: Callable[[str], None]) -> None:
+        """Let ``ns`` of ``st``'s CPU time pass. Interrupts landing meanwhile call
+        ``on_irq(kind)`` (in this greenlet); the remaining time is served afterwards."""
+        remaining = ns
+        while True:
+            st.token += 1
+            token = st.token
+            end = self.sim.now + remaining
+            self.sim.at(end, lambda: self._complete(st, token))
+            st.waiting = True
+            msg = self._main.switch()
+            st.waiting = False
+            if msg is _DONE:
+                return
+            remaining = max(0, end - self.sim.now)
+            on_irq(msg[1])
+            if remaining == 0:
+                return
+
+    def _complete(self, st: SimTask, token: int) -> None:
+        if st.token == token and st.waiting and st.state is State.RUNNING:
+            st.glet.switch(_DONE)
+
+    def _interrupt(self, cpu: Cpu, kind: str) -> bool:
+        """Deliver an interrupt to whatever runs on ``cpu``; False if it was idle."""
+        st = cpu.curr
+        if st is None or not st.waiting or st.state is not State.RUNNING:
+            return False
+        st.token += 1  # the pending completion is stale: the thread re-arms it
+        st.glet.switch(("irq", kind))
+        return True
+
+    # ==================================================================
+    # The scheduler (the kernel's Scheduler protocol)
+    # ==================================================================
+    def schedule(self, kt: Task) -> None:
+        """``schedule()`` from the exit loop (TIF_NEED_RESCHED): preempt if anyone waits."""
+        kt.tif &= ~Tif.NEED_RESCHED
+        st = self.tasks[kt.pid]
+        cpu = self.cpus[kt.cpu]
+        target = cpu.index if cpu.index in st.affinity else min(st.affinity)
+        if not cpu.rq and target == cpu.index:
+            st.ran_since = self.sim.now  # nothing else to run: keep going, no switch
+            return
+        st.state = State.RUNNABLE
+        self._switch_away(cpu, st)
+        self._enqueue(st, target)
+        self._sleep(st)
+
+    def block(self, st: SimTask, wq: WaitQueue | None = None) -> None:
+        """Sleep in the kernel (syscall or fault) until woken; the CPU runs something else."""
+        st.state = State.BLOCKED
+        if wq is not None:
+            wq.waiters.append(st)
+        self._switch_away(self.cpus[st.kt.cpu], st)
+        self._sleep(st)
+
+    def _sleep(self, st: SimTask) -> None:
+        msg = self._main.switch()
+        assert msg is _RUN, f"rseqlab bug: {st} resumed with {msg}"
+
+    def _switch_away(self, cpu: Cpu, prev: SimTask) -> None:
+        """Context switch on ``cpu`` away from ``prev`` (which is not re-queued here)."""
+        self.kernel.prepare_task_switch(prev.kt)
+        prev.proc.mmcid.switch_out(prev.tid, prev.kt.mm_cid)
+        self.switches += 1
+        cpu.curr = None
+        if not cpu.rq:
+            self._idle_balance(cpu)
+        self._dispatch(cpu)
+
+    def _dispatch(self, cpu: Cpu) -> None:
+        if cpu.curr is not None or cpu.dispatching or not cpu.rq:
+            return
+        nxt = cpu.rq.popleft()
+        cpu.curr = nxt
+        cpu.dispatching = True
+        self.sim.at(self.sim.now, lambda: self._switch_in(cpu, nxt))
+
+    def _switch_in(self, cpu: Cpu, st: SimTask) -> None:
+        cpu.dispatching = False
+        assert st.kt.cpu == cpu.index, "rseqlab bug: task dispatched on a CPU it was not placed on"
+        cid = st.proc.mmcid.switch_in(st.tid, cpu.index)
+        self.kernel.finish_task_switch_in(st.kt, cid)
+        st.state = State.RUNNING
+        st.ran_since = self.sim.now
+        st.glet.switch(_RUN)
+
+    def _enqueue(self, st: SimTask, target: int) -> None:
+        if target != st.kt.cpu:
+            self.kernel.set_task_cpu(st.kt, target)
+            self.migrations += 1
+        cpu = self.cpus[target]
+        cpu.rq.append(st)
+        self._dispatch(cpu)
+
+    def _select_cpu(self, st: SimTask) -> int:
+        prev = st.kt.cpu
+        if prev in st.affinity and self._idle(self.cpus[prev]):
+            return prev
+        for c in sorted(st.affinity):
+            if self._idle(self.cpus[c]):
+                return c
+        return prev if prev in st.affinity else min(st.affinity)
+
+    @staticmethod
+    def _idle(cpu: Cpu) -> bool:
+        return cpu.curr is None and not cpu.rq
+
+    def wake(self, st: SimTask) -> None:
+        """``try_to_wake_up()``: make a blocked task runnable on a CPU of its choice."""
+        if st.state is not State.BLOCKED:
+            return
+        st.state = State.RUNNABLE
+        target = self._select_cpu(st)
+        self._enqueue(st, target)
+        self._check_preempt_wakeup(self.cpus[target])
+
+    def _wake_new(self, st: SimTask) -> None:
+        """``wake_up_new_task()``."""
+        st.state = State.RUNNABLE
+        target = self._select_cpu(st)
+        self._enqueue(st, target)
+
+    def _wake_all(self, wq: WaitQueue) -> None:
+        while wq.waiters:
+            self.wake(wq.waiters.popleft())
+
+    def wake_one(self, wq: WaitQueue) -> None:
+        while wq.waiters:
+            st = wq.waiters.popleft()
+            if st.state is State.BLOCKED:
+                self.wake(st)
+                return
+
+    def _check_preempt_wakeup(self, cpu: Cpu) -> None:
+        curr = cpu.curr
+        if curr is None or cpu.dispatching or not cpu.rq:
+            return
+        if self.sim.now - curr.ran_since >= self.config.wakeup_granularity_ns:
+            curr.kt.tif |= Tif.NEED_RESCHED
+            self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "resched-ipi"), Prio.IPI)
+
+    def _tick(self, cpu: Cpu) -> None:
+        """The periodic timer interrupt on ``cpu``."""
+        if not self._ticking:
+            return
+        cpu.ticks += 1
+        self.sim.after(self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
+        if cpu.ticks % self.config.balance_ticks == 0:
+            self._periodic_balance(cpu)
+        self._interrupt(cpu, "tick")
+
+    def scheduler_tick(self, st: SimTask) -> None:
+        """Tick work for the running task: slice expiry, 6.18's mm_cid compaction task_work."""
+        cpu = self.cpus[st.kt.cpu]
+        if cpu.rq and self.sim.now - st.ran_since >= self.config.slice_ns:
+            st.kt.tif |= Tif.NEED_RESCHED
+        period = self.kernel.mm_cid_scan_period_ns
+        if period and self.sim.now >= st.proc.next_mm_cid_scan:
+            st.proc.next_mm_cid_scan = self.sim.now + period
+            self.kernel.task_work_add(st.kt)
+
+    def _periodic_balance(self, cpu: Cpu) -> None:
+        """Pull one waiting task to ``cpu`` if it is idle or much less loaded than the busiest."""
+        load = lambda c: len(c.rq) + (c.curr is not None)  # noqa: E731
+        busiest = max(self.cpus, key=lambda c: (len(c.rq), -c.index))
+        if busiest is cpu or not busiest.rq or load(busiest) - load(cpu) < 2:
+            return
+        self._pull_one(busiest, cpu)
+
+    def _idle_balance(self, cpu: Cpu) -> None:
+        busiest = max(self.cpus, key=lambda c: (len(c.rq), -c.index))
+        if busiest is not cpu and busiest.rq:
+            self._pull_one(busiest, cpu)
+
+    def _pull_one(self, src: Cpu, dst: Cpu) -> None:
+        for st in reversed(src.rq):
+            if dst.index in st.affinity:
+                src.rq.remove(st)
+                self._enqueue(st, dst.index)
+                return
+
+    def move_current(self, st: SimTask) -> None:
+        """The task's affinity no longer includes its CPU: the stopper moves it (in its syscall)."""
+        st.state = State.RUNNABLE
+        self._switch_away(self.cpus[st.kt.cpu], st)
+        self._enqueue(st, self._select_cpu(st))
+        self._sleep(st)
+
+    # ==================================================================
+    # Signals and IPIs
+    # ==================================================================
+    def kill(self, target: SimTask, sig: int) -> int:
+        if target.state is State.DEAD:
+            return -errno.ESRCH
+        self.kernel.send_signal(target.kt, sig)
+        if target.state is State.BLOCKED and target.thread.interruptible:
+            target.interrupted_by_signal = True
+            self.wake(target)
+        elif target.state is State.RUNNING and target.kt.in_user:
+            # signal_wake_up(): kick the CPU so the signal is seen on the way out.
+            cpu = self.cpus[target.kt.cpu]
+            self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "signal-kick"), Prio.IPI)
+        return 0
+
+    def membarrier_rseq(self, caller: SimTask, cpu_filter: int | None) -> None:
+        """IPI every CPU running a thread of the caller's process (not the caller's own CPU)."""
+        for cpu in self.cpus:
+            if cpu_filter is not None and cpu.index != cpu_filter:
+                continue
+            st = cpu.curr
+            if st is None or st is caller or st.proc is not caller.proc or cpu.dispatching:
+                continue
+            self.sim.at(self.sim.now, lambda c=cpu, t=st: self._membarrier_ipi(c, t), Prio.IPI)
+
+    def _membarrier_ipi(self, cpu: Cpu, st: SimTask) -> None:
+        if cpu.curr is not st or st.state is not State.RUNNING:
+            return
+        if st.waiting and st.kt.in_user:
+            self._interrupt(cpu, "membarrier-ipi")
+        else:
+            self.kernel.ipi_rseq(st.kt)  # interrupted kernel mode: no user entry
+
+
+def make_machine(release: str, *, cpus: int = 2, nodes: int = 1, hz: int = 250, seed: int = 0,
+                 **config: Any) -> Machine:
+    return Machine(release, MachineConfig(cpus=cpus, nodes=nodes, hz=hz, **config), seed=seed)
+
+
+__all__ = ["Machine", "MachineConfig", "Process", "RseqAbort", "SimTask", "State", "TaskExit",
+           "WaitQueue", "make_machine", "PAGE_SIZE", "Entry"]

@@ -1,0 +1,354 @@
+"""What a simulated user program can do: the ``Thread`` handle.
+
+A program is a Python function ``program(th)``. Every method that executes
+user code (``insn``, ``load``, ``store``, ``compute``) is an instruction
+boundary at a known IP where an interrupt may land; every syscall method is
+a full kernel round trip through the personality. If the kernel resumes the
+thread at a critical section's abort IP, the method raises
+:class:`~rseqlab.machine.machine.RseqAbort`, which the section's code catches
+exactly where the real code has its abort label.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..abi import RSEQ_SIG, StructRseq, as_s32
+from ..kernel import Entry
+from ..kernel._task import SIGSEGV
+from ..machine.machine import RseqAbort, State, TaskExit, WaitQueue
+from .image import PLAIN_IP, handler_ip
+
+if TYPE_CHECKING:
+    from ..machine.machine import Machine, SimTask
+
+MEMBARRIER_CMD_QUERY = 0
+MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ = 1 << 7
+MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ = 1 << 8
+MEMBARRIER_CMD_FLAG_CPU = 1 << 0
+
+
+class Pipe:
+    """A pipe carrying whole messages (the simulated programs only count them)."""
+
+    def __init__(self) -> None:
+        self.queue: list[Any] = []
+        self.readers = WaitQueue()
+
+
+class Thread:
+    """The handle a simulated program uses; one per simulated thread."""
+
+    def __init__(self, machine: Machine, st: SimTask) -> None:
+        self.m = machine
+        self.st = st
+        self.kt = st.kt
+        self.k = machine.kernel
+        self.ip = st.kt.regs.ip or PLAIN_IP
+        st.kt.regs.ip = self.ip
+        self.interruptible = False
+        self._frames = 0
+        #: The registered rseq area this thread's sections use (0: none).
+        self.area = 0
+        #: Per-thread user-space state for programs (e.g. TCMalloc's cached slab pointer).
+        self.local: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------
+    @property
+    def tid(self) -> int:
+        return self.kt.pid
+
+    @property
+    def proc(self):
+        return self.st.proc
+
+    @property
+    def mm(self):
+        return self.kt.mm
+
+    @property
+    def image(self):
+        return self.st.proc.image
+
+    @property
+    def rng(self):
+        return self.m.rng
+
+    @property
+    def now(self) -> int:
+        return self.m.now
+
+    # ==================================================================
+    # User-mode execution
+    # ==================================================================
+    def _exec(self, ip: int, ns: int) -> None:
+        """Execute user code at ``ip`` for ``ns``: an interrupt may land before it completes."""
+        self.ip = ip
+        self.kt.regs.ip = ip
+        self.m.wait(self.st, ns, user=True, on_irq=self._on_user_irq)
+
+    def insn(self, ip: int) -> None:
+        self._exec(ip, self.m.config.insn_ns)
+
+    def compute(self, ns: int, ip: int = PLAIN_IP) -> None:
+        """A CPU burst in user mode (a loop, or non-rseq work)."""
+        if ns > 0:
+            self._exec(ip, ns)
+
+    def load(self, addr: int, size: int = 8, *, ip: int = PLAIN_IP, signed: bool = False) -> int:
+        self.insn(ip)
+        while True:
+            value = self.mm.read(addr, size, faults_allowed=False)
+            if value is not None:
+                return as_s32(value) if signed and size == 4 else value
+            self._user_fault(addr, size, write=False)
+
+    def store(self, addr: int, value: int, size: int = 8, *, ip: int = PLAIN_IP) -> None:
+        self.insn(ip)
+        while not self.mm.write(addr, size, value, faults_allowed=False):
+            self._user_fault(addr, size, write=True)
+
+    def _user_fault(self, addr: int, size: int, *, write: bool) -> None:
+        """A page fault from user mode: an exception entry, maybe I/O, then the exit work."""
+        k, kt = self.k, self.kt
+        k.enter_from_user_mode(kt, Entry.EXCEPTION)
+        self.m.user_irqs += 1
+        resolved, major = self.mm.fault_in(addr, size, write=write)
+        if not resolved:
+            k.force_sig(kt, SIGSEGV)
+        elif major and self.m.config.major_fault_ns:
+            self._sleep_in_kernel(self.m.config.major_fault_ns, interruptible=False)
+        self._return_to_user(k.irqentry_exit_to_user_mode(kt), self.ip)
+
+    def _on_user_irq(self, kind: str) -> None:
+        k, kt = self.k, self.kt
+        k.enter_from_user_mode(kt, Entry.IRQ)
+        self.m.user_irqs += 1
+        if kind == "tick":
+            self.m.scheduler_tick(self.st)
+        elif kind == "membarrier-ipi":
+            k.ipi_rseq(kt)
+        self._return_to_user(k.irqentry_exit_to_user_mode(kt), self.ip)
+
+    def _on_kernel_irq(self, kind: str) -> None:
+        if kind == "tick":
+            self.m.scheduler_tick(self.st)
+        elif kind == "membarrier-ipi":
+            self.k.ipi_rseq(self.kt)
+
+    def _return_to_user(self, returned: bool, expected_ip: int) -> None:
+        """Back in user mode: run handler frames the kernel set up, then check the IP."""
+        if not returned:
+            self.st.proc.killed_by = self.kt.killed_by
+            raise TaskExit
+        kt = self.kt
+        while len(kt.sigframes) > self._frames:
+            self._run_handler(kt.sigframes[-1].sig)
+        if kt.regs.ip != expected_ip:
+            if kt.regs.ip in self.image.abort_ips:
+                self.ip = kt.regs.ip
+                raise RseqAbort(kt.regs.ip)
+            raise RuntimeError(f"rseqlab bug: kernel moved IP {expected_ip:#x} -> {kt.regs.ip:#x}")
+
+    def _run_handler(self, sig: int) -> None:
+        handler = self.st.proc.handlers.get(sig)
+        self._frames += 1
+        outer_ip = self.ip
+        try:
+            if handler is not None:
+                self.ip = handler_ip(sig)
+                handler(self, sig)
+        finally:
+            self._frames -= 1
+        # rt_sigreturn(): restores the interrupted context, possibly an abort IP.
+        k, kt = self.k, self.kt
+        k.enter_from_user_mode(kt, Entry.SYSCALL)
+        k.sigreturn(kt)
+        resumed = kt.regs.ip
+        self.ip = outer_ip
+        self._return_to_user(k.syscall_exit_to_user_mode(kt), resumed)
+
+    # ==================================================================
+    # Syscalls
+    # ==================================================================
+    def syscall(self, work: Callable[[], int] | None = None) -> int:
+        """One syscall: ``work()`` runs in kernel mode (it may block) and gives the result."""
+        k, kt = self.k, self.kt
+        kt.regs.ip = self.ip
+        k.enter_from_user_mode(kt, Entry.SYSCALL)
+        ret = work() if work is not None else 0
+        self.m.wait(self.st, self.m.config.syscall_ns, user=False, on_irq=self._on_kernel_irq)
+        self._return_to_user(k.syscall_exit_to_user_mode(kt), self.ip)
+        return ret
+
+    def _sleep_in_kernel(self, ns: int, *, interruptible: bool = True) -> int:
+        st = self.st
+        m = self.m
+        token = object()
+        st.wake_token = token
+
+        def expire() -> None:
+            if getattr(st, "wake_token", None) is token and st.state is State.BLOCKED:
+                m.wake(st)
+
+        m.sim.after(ns, expire)
+        self.interruptible = interruptible
+        st.interrupted_by_signal = False
+        m.block(st)
+        self.interruptible = False
+        st.wake_token = None
+        return -errno.EINTR if st.interrupted_by_signal else 0
+
+    def getpid(self) -> int:
+        return self.syscall(lambda: self.st.proc.pid)
+
+    def sleep(self, ns: int) -> int:
+        """nanosleep()/poll(NULL, 0, ms): block, wake on the timer (or a signal: -EINTR)."""
+        return self.syscall(lambda: self._sleep_in_kernel(ns))
+
+    def sched_yield(self) -> int:
+        def work() -> int:
+            self.m.schedule(self.kt)
+            return 0
+
+        return self.syscall(work)
+
+    def getcpu(self) -> int:
+        return self.syscall(lambda: self.kt.cpu)
+
+    def task_work(self) -> int:
+        """A syscall that leaves task_work behind (munmap of a file's last mapping: deferred fput)."""
+        return self.syscall(lambda: self.k.task_work_add(self.kt) or 0)
+
+    def rseq(self, area: int, length: int, flags: int, sig: int = RSEQ_SIG) -> int:
+        return self.syscall(lambda: self.k.sys_rseq(self.kt, area, length, flags, sig))
+
+    def sigaction(self, sig: int, handler: Callable[[Thread, int], None] | None) -> int:
+        def work() -> int:
+            if handler is None:
+                self.st.proc.handlers.pop(sig, None)
+                self.kt.handlers.pop(sig, None)
+            else:
+                self.st.proc.handlers[sig] = handler
+                for t in self.st.proc.threads:
+                    t.kt.handlers[sig] = handler_ip(sig)
+            return 0
+
+        return self.syscall(work)
+
+    def kill(self, target: SimTask, sig: int) -> int:
+        return self.syscall(lambda: self.m.kill(target, sig))
+
+    def raise_signal(self, sig: int) -> int:
+        return self.kill(self.st, sig)
+
+    def membarrier(self, cmd: int, flags: int = 0, cpu_id: int = 0) -> int:
+        def work() -> int:
+            proc = self.st.proc
+            if cmd == MEMBARRIER_CMD_QUERY:
+                return MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ
+            if cmd == MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ:
+                proc.membarrier_rseq_registered = True
+                return 0
+            if cmd != MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ or flags & ~MEMBARRIER_CMD_FLAG_CPU:
+                return -errno.EINVAL
+            if not proc.membarrier_rseq_registered:
+                return -errno.EPERM
+            target = None
+            if flags & MEMBARRIER_CMD_FLAG_CPU:
+                if not 0 <= cpu_id < self.m.config.cpus:
+                    return -errno.ENXIO
+                target = cpu_id
+            self.m.membarrier_rseq(self.st, target)
+            return 0
+
+        return self.syscall(work)
+
+    def setaffinity(self, cpus) -> int:
+        def work() -> int:
+            allowed = frozenset(cpus)
+            if not allowed or not allowed <= set(range(self.m.config.cpus)):
+                return -errno.EINVAL
+            self.st.affinity = allowed
+            if self.kt.cpu not in allowed:
+                self.m.move_current(self.st)
+            return 0
+
+        return self.syscall(work)
+
+    def spawn_thread(self, program: Callable[[Thread], Any], *, affinity=None):
+        """pthread_create(): clone(CLONE_VM); the libc runtime registers rseq in the new thread."""
+        runtime = self.st.proc.runtime
+
+        def start(th: Thread) -> Any:
+            if runtime is not None:
+                runtime.thread_start(th)
+            return program(th)
+
+        return self.syscall(lambda: self.m.clone(self.st, start, thread=True, affinity=affinity))
+
+    def fork(self, program: Callable[[Thread], Any]):
+        """fork(): the child continues with ``program`` (its registration is inherited)."""
+
+        def start(th: Thread) -> Any:
+            th.area = self.area
+            return program(th)
+
+        return self.syscall(lambda: self.m.clone(self.st, start, thread=False))
+
+    def join(self, target: SimTask) -> Any:
+        def work() -> int:
+            while target.state is not State.DEAD:
+                self.m.block(self.st, target.joiners)
+            return 0
+
+        self.syscall(work)
+        return target.result
+
+    def pipe_write(self, pipe: Pipe, item: Any = 1) -> int:
+        def work() -> int:
+            pipe.queue.append(item)
+            self.m.wake_one(pipe.readers)
+            return 1
+
+        return self.syscall(work)
+
+    def pipe_read(self, pipe: Pipe) -> Any:
+        result: list[Any] = []
+
+        def work() -> int:
+            while not pipe.queue:
+                self.interruptible = False
+                self.m.block(self.st, pipe.readers)
+            result.append(pipe.queue.pop(0))
+            return 1
+
+        self.syscall(work)
+        return result[0]
+
+    def _exit(self) -> None:
+        """exit(): the thread leaves; the kernel never returns to it."""
+        self.k.enter_from_user_mode(self.kt, Entry.SYSCALL)
+        self.k.do_exit(self.kt)
+        raise TaskExit
+
+    # ==================================================================
+    # The rseq area, as user space reads it
+    # ==================================================================
+    def area_field(self, name: str, *, ip: int = PLAIN_IP) -> int:
+        f = getattr(StructRseq, name.upper())
+        return self.load(self.area + f.offset, f.size, ip=ip, signed=f.size == 4)
+
+    def cpu_id_start(self) -> int:
+        return self.area_field("cpu_id_start")
+
+    def cpu_id(self) -> int:
+        return self.area_field("cpu_id")
+
+    def mm_cid(self) -> int:
+        return self.area_field("mm_cid")
+
+    def node_id(self) -> int:
+        return self.area_field("node_id")
