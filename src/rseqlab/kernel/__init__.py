@@ -11,6 +11,7 @@ from ._base import Kernel, Scheduler, StayOnCpu, Topology, TraceEvent
 from ._task import COUNTERS, TRACEPOINTS, Entry, RseqStats, Task, Tif
 from .v6_18 import Linux618
 from .v6_19 import Linux619
+from .whatif import WHATIF
 
 PERSONALITIES: dict[str, type[Kernel]] = {
     Linux618.release: Linux618,
@@ -18,14 +19,22 @@ PERSONALITIES: dict[str, type[Kernel]] = {
 }
 
 
+def kernel_names(*, whatif: bool = True) -> list[str]:
+    """Every accepted ``--kernel`` value: the releases, then the what-if variants."""
+    return [*PERSONALITIES, *(WHATIF if whatif else ())]
+
+
+def kernel_class(name: str) -> type[Kernel]:
+    cls = PERSONALITIES.get(name) or WHATIF.get(name)
+    if cls is None:
+        raise BadInput(f"unknown kernel {name!r}; accepted: {', '.join(kernel_names())}")
+    return cls
+
+
 def make_kernel(release: str, topology: Topology | None = None, *, debug: bool = False,
                 scheduler: Scheduler | None = None) -> Kernel:
-    """A fresh kernel of the given release (``"6.18"``, ``"6.19"``)."""
-    try:
-        cls = PERSONALITIES[release]
-    except KeyError:
-        raise BadInput(f"unknown kernel {release!r}; accepted: {', '.join(PERSONALITIES)}") from None
-    return cls(topology, debug=debug, scheduler=scheduler)
+    """A fresh kernel: a release (``"6.18"``, ``"6.19"``) or a what-if (``"6.19:no-cs-check"``)."""
+    return kernel_class(release)(topology, debug=debug, scheduler=scheduler)
 
 
 __all__ = [
@@ -43,5 +52,8 @@ __all__ = [
     "Tif",
     "Topology",
     "TraceEvent",
+    "WHATIF",
+    "kernel_class",
+    "kernel_names",
     "make_kernel",
 ]

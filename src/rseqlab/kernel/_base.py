@@ -95,11 +95,17 @@ class Kernel:
     release = ""
     #: One line for ``--list-kernels`` style listings.
     summary = ""
+    #: Empty for a real kernel; the what-if variant's name otherwise (``kernel/whatif.py``).
+    variant = ""
     abi: KernelAbi
     #: How the scheduler hands out mm_cids (see ``machine/mmcid.py``).
     mm_cid_policy = "percpu-recent"
     #: Period of the tick-driven mm_cid compaction task_work (None: the kernel has none).
     mm_cid_scan_period_ns: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.release}:{self.variant}" if self.variant else self.release
 
     def __init__(self, topology: Topology | None = None, *, debug: bool = False,
                  scheduler: Scheduler | None = None) -> None:

@@ -50,6 +50,8 @@ class Thread:
         st.kt.regs.ip = self.ip
         self.interruptible = False
         self._frames = 0
+        #: Interrupts taken from user mode so far (instructions use it to know they were cut).
+        self.irqs = 0
         #: The registered rseq area this thread's sections use (0: none).
         self.area = 0
         #: Per-thread user-space state for programs (e.g. TCMalloc's cached slab pointer).
@@ -110,6 +112,27 @@ class Thread:
         while not self.mm.write(addr, size, value, faults_allowed=False):
             self._user_fault(addr, size, write=True)
 
+    def add(self, addr: int, delta: int, size: int = 8, *, ip: int = PLAIN_IP) -> None:
+        """One non-atomic read-modify-write instruction (``addq %reg, (mem)`` without lock).
+
+        It reads when it starts and writes when it completes, so another CPU's
+        store in between is lost, as on hardware. An interrupt lands before the
+        instruction: it is then re-executed (or aborted), re-reading memory.
+        """
+        mask = (1 << (8 * size)) - 1
+        while True:
+            value = self.mm.read(addr, size, faults_allowed=False)
+            if value is None:
+                self._user_fault(addr, size, write=True)
+                continue
+            irqs = self.irqs
+            self.insn(ip)
+            if self.irqs != irqs:
+                continue  # interrupted before the instruction retired: execute it again
+            if self.mm.write(addr, size, (value + delta) & mask, faults_allowed=False):
+                return
+            self._user_fault(addr, size, write=True)
+
     def _user_fault(self, addr: int, size: int, *, write: bool) -> None:
         """A page fault from user mode: an exception entry, maybe I/O, then the exit work."""
         k, kt = self.k, self.kt
@@ -123,6 +146,7 @@ class Thread:
         self._return_to_user(k.irqentry_exit_to_user_mode(kt), self.ip)
 
     def _on_user_irq(self, kind: str) -> None:
+        self.irqs += 1
         k, kt = self.k, self.kt
         k.enter_from_user_mode(kt, Entry.IRQ)
         self.m.user_irqs += 1

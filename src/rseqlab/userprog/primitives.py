@@ -184,9 +184,7 @@ def load_add_store(th, v: int, count: int, cpu: int, opts: CsOptions = DEFAULT) 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
         s.recheck(cpu, 1, [])
-        # The add is one instruction: read and write at the same IP, nothing can land between.
-        value = s.load(v, 2)
-        th.mm.write(v, 8, (value + count) & (2**64 - 1))
+        th.add(v, count, ip=s.site.ip(2))  # the memory-destination add: the commit
         return 0
 
     return _run(th, "load_add_store", 3, opts, cpu, body)
@@ -202,8 +200,7 @@ def load_add_load_load_add_store(th, ptr: int, off: int, inc: int, cpu: int,
         p = s.load(base + off, 2)
         inject(th, 4, s.site.ip(3), opts)
         s.recheck(cpu, 3, [(ptr, base)])
-        value = s.load(p, 4)
-        th.mm.write(p, 8, (value + inc) & (2**64 - 1))  # the same add instruction
+        th.add(p, inc, ip=s.site.ip(4))  # the commit
         return 0
 
     return _run(th, "load_add_load_load_add_store", 5, opts, cpu, body)
