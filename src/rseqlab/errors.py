@@ -25,3 +25,9 @@ class RseqlabError(Exception):
 
 class BadInput(RseqlabError):
     status = ExitStatus.BAD_INPUT
+
+
+class Unavailable(RseqlabError):
+    """The machine cannot do it: not root, no tracefs, no rseq tracepoints, no compiler."""
+
+    status = ExitStatus.ENVIRONMENT

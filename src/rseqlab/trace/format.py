@@ -1,0 +1,188 @@
+"""The rseqlab trace file: a versioned, columnar recording of one workload.
+
+Layout (all integers little-endian)::
+
+    magic     8 bytes   b"RSEQTRC\\0"
+    version   u32       FORMAT_VERSION (1)
+    hdr_len   u32       length of the header
+    header    hdr_len   UTF-8 JSON: {"meta": {...}, "columns": [...], "payload_size": N}
+    payload             the column blobs, each zlib-compressed, back to back
+
+Each entry of ``columns`` is ``{"table", "name", "dtype", "rows", "offset", "size", "crc32"}``:
+the blob at ``payload[offset:offset+size]`` inflates to ``rows`` values of numpy
+``dtype``; ``crc32`` is over the inflated bytes. Two tables:
+
+* ``events``: one row per event, sorted by (ts, cpu, per-CPU sequence). Columns
+  ``ts`` (i8, ns since the start of the recording, ``trace_clock=mono``),
+  ``cpu`` (i2), ``kind`` (u1, :class:`Kind`), ``pid`` (i4, the task the event
+  is about) and ``a b c d`` (i8, meaning per kind, see :class:`Kind`).
+* ``sysargs``: the six arguments of selected syscalls (``SYSARGS_FOR``):
+  ``event`` (u4, row in ``events``) and ``arg0`` .. ``arg5`` (u8).
+
+``meta`` is documented in README.md ("trace format"); readers reject unknown
+versions, and any truncation or corruption fails with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+
+MAGIC = b"RSEQTRC\0"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sII")
+
+
+class Kind(IntEnum):
+    """Event kinds in the ``events`` table, and what ``a b c d`` hold."""
+
+    SWITCH_OUT = 0  # a=prev_state (0: preempted, runnable), b=next_pid
+    SWITCH_IN = 1  # cpu is where it runs now; a=prev_pid
+    MIGRATE = 2  # a=orig_cpu, b=dest_cpu (recorded system-wide, filtered to the tree)
+    FORK = 3  # pid=parent, a=child pid, b=clone_flags (-1 unknown)
+    EXEC = 4  # a=old_pid
+    EXIT = 5  # a=group_dead
+    SYS_ENTER = 6  # a=syscall nr, b=row in sysargs or -1
+    SYS_EXIT = 7  # a=syscall nr, b=return value
+    SIGNAL = 8  # signal_deliver: a=sig, b=sa_handler (0 SIG_DFL, 1 SIG_IGN), c=si_code
+    RSEQ_UPDATE = 9  # a=cpu_id, b=node_id, c=mm_cid
+    RSEQ_IP_FIXUP = 10  # a=regs_ip, b=start_ip, c=post_commit_offset, d=abort_ip
+    IRQ = 11  # an interrupt taken while the task ran; a=IrqKind
+    LOST = 12  # pid=-1; a=events lost on this CPU before this point (-1: unknown count)
+
+
+class IrqKind(IntEnum):
+    TIMER = 0
+    RESCHEDULE = 1
+    CALL_FUNCTION = 2
+    CALL_FUNCTION_SINGLE = 3
+    IRQ_WORK = 4
+    DEVICE = 5
+
+
+#: x86_64 syscall numbers whose arguments the trace keeps (the replay needs them).
+SYSARGS_FOR = {3: "close", 9: "mmap", 11: "munmap", 56: "clone", 334: "rseq"}
+
+EVENT_COLUMNS = {"ts": "<i8", "cpu": "<i2", "kind": "u1", "pid": "<i4",
+                 "a": "<i8", "b": "<i8", "c": "<i8", "d": "<i8"}
+SYSARG_COLUMNS = {"event": "<u4", **{f"arg{i}": "<u8" for i in range(6)}}
+_TABLES = {"events": EVENT_COLUMNS, "sysargs": SYSARG_COLUMNS}
+
+
+@dataclass
+class Trace:
+    """A recording: metadata plus the ``events`` and ``sysargs`` tables (numpy columns)."""
+
+    meta: dict
+    events: dict[str, np.ndarray]
+    sysargs: dict[str, np.ndarray] = field(default_factory=lambda: empty_table(SYSARG_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(self.events["ts"])
+
+    def kind_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.events["kind"], minlength=len(Kind))
+        return {k.name.lower(): int(counts[k]) for k in Kind}
+
+
+def empty_table(columns: dict[str, str], rows: int = 0) -> dict[str, np.ndarray]:
+    return {name: np.zeros(rows, dtype=dt) for name, dt in columns.items()}
+
+
+def save(trace: Trace, path: str | Path) -> int:
+    """Write ``trace`` to ``path``; returns the file size."""
+    blobs, columns, offset = [], [], 0
+    for table, spec in _TABLES.items():
+        data = getattr(trace, table)
+        rows = len(data[next(iter(spec))])
+        for name, dtype in spec.items():
+            raw = np.ascontiguousarray(data[name], dtype=dtype).tobytes()
+            if len(raw) != rows * np.dtype(dtype).itemsize:
+                raise ValueError(f"column {table}.{name} has the wrong length")
+            blob = zlib.compress(raw, 6)
+            columns.append({"table": table, "name": name, "dtype": dtype, "rows": rows,
+                            "offset": offset, "size": len(blob), "crc32": zlib.crc32(raw)})
+            blobs.append(blob)
+            offset += len(blob)
+    header = json.dumps({"meta": trace.meta, "columns": columns, "payload_size": offset},
+                        sort_keys=True).encode()
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+        f.write(header)
+        for blob in blobs:
+            f.write(blob)
+    return path.stat().st_size
+
+
+def load(path: str | Path) -> Trace:
+    """Read a trace file; any defect raises :class:`BadInput` naming the file and the problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+    name = str(path)
+    if len(data) < _PREFIX.size:
+        raise BadInput(f"{name}: not an rseqlab trace (file too short)")
+    magic, version, hdr_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise BadInput(f"{name}: not an rseqlab trace (bad magic)")
+    if version != FORMAT_VERSION:
+        raise BadInput(f"{name}: unsupported trace format version {version} "
+                       f"(this rseqlab reads version {FORMAT_VERSION})")
+    start = _PREFIX.size + hdr_len
+    if start > len(data):
+        raise BadInput(f"{name}: truncated trace (header cut short)")
+    try:
+        header = json.loads(data[_PREFIX.size:start])
+        meta, columns, payload_size = header["meta"], header["columns"], int(header["payload_size"])
+    except (ValueError, KeyError, TypeError):
+        raise BadInput(f"{name}: corrupt trace header") from None
+    payload = memoryview(data)[start:]
+    if len(payload) < payload_size:
+        raise BadInput(f"{name}: truncated trace ({len(payload)} of {payload_size} payload bytes)")
+    if len(payload) > payload_size:
+        raise BadInput(f"{name}: corrupt trace ({len(payload) - payload_size} trailing bytes)")
+    tables: dict[str, dict[str, np.ndarray]] = {t: {} for t in _TABLES}
+    try:
+        for col in columns:
+            table, cname, dtype = col["table"], col["name"], col["dtype"]
+            if table not in _TABLES or _TABLES[table].get(cname) != dtype:
+                raise BadInput(f"{name}: corrupt trace (unexpected column {table}.{cname})")
+            lo, size = int(col["offset"]), int(col["size"])
+            if lo < 0 or size < 0 or lo + size > payload_size:
+                raise BadInput(f"{name}: corrupt trace (column {table}.{cname} out of bounds)")
+            raw = zlib.decompress(payload[lo : lo + size])
+            if zlib.crc32(raw) != col["crc32"] or len(raw) != int(col["rows"]) * np.dtype(dtype).itemsize:
+                raise BadInput(f"{name}: corrupt trace (checksum of column {table}.{cname})")
+            tables[table][cname] = np.frombuffer(raw, dtype=dtype).copy()
+    except zlib.error:
+        raise BadInput(f"{name}: corrupt trace (compressed data damaged)") from None
+    except (KeyError, TypeError, ValueError):
+        raise BadInput(f"{name}: corrupt trace (column table)") from None
+    for table, spec in _TABLES.items():
+        missing = [c for c in spec if c not in tables[table]]
+        if missing:
+            raise BadInput(f"{name}: corrupt trace (missing column {table}.{missing[0]})")
+        lengths = {len(v) for v in tables[table].values()}
+        if len(lengths) > 1:
+            raise BadInput(f"{name}: corrupt trace (columns of {table} differ in length)")
+    if not isinstance(meta, dict):
+        raise BadInput(f"{name}: corrupt trace header")
+    trace = Trace(meta, tables["events"], tables["sysargs"])
+    kinds = trace.events["kind"]
+    if len(kinds) and int(kinds.max()) >= len(Kind):
+        raise BadInput(f"{name}: corrupt trace (unknown event kind {int(kinds.max())})")
+    nargs = len(trace.sysargs["event"])
+    if nargs and int(trace.sysargs["event"].max()) >= len(trace):
+        raise BadInput(f"{name}: corrupt trace (sysargs point past the events)")
+    return trace

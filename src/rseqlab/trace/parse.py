@@ -1,0 +1,201 @@
+"""Decode binary ``trace_pipe_raw`` pages with numpy (the "lockstep walk").
+
+A ring-buffer page is ``u64 timestamp, local_t commit`` followed by
+variable-length records. Records cannot be located without walking the page,
+but pages are independent: the walk keeps one read position per page and
+advances all pages together, one record per numpy step, so the number of
+Python iterations is the number of records on the fullest page (about 150
+for 4 KiB pages), not the number of records.
+
+Layouts come from tracefs at run time (``events/header_page``,
+``events/<sys>/<event>/format``); nothing here hard-codes an event ID or a
+field offset. See ``capture-options.md`` (page and record format).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+# Record header: type_len in the low 5 bits, time_delta in the upper 27.
+_PADDING, _TIME_EXTEND, _TIME_STAMP = 29, 30, 31
+_MISSED_EVENTS = 1 << 31  # events were lost before this page
+_MISSED_STORED = 1 << 30  # the lost count follows the data as a u64
+_COMMIT_MASK = (1 << 30) - 1
+_TS_MSB = ~((1 << 59) - 1) & ((1 << 64) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFormat:
+    """One event's ``format`` file: its ID and the numpy dtype of its record."""
+
+    system: str
+    name: str
+    id: int
+    dtype: np.dtype
+    size: int
+
+
+_FIELD = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<sgn>\d)")
+
+
+def parse_format(system: str, text: str) -> EventFormat:
+    """Build a structured dtype from an event's ``format`` file text."""
+    name = re.search(r"^name: (\S+)", text, re.M)
+    ident = re.search(r"^ID: (\d+)", text, re.M)
+    if name is None or ident is None:
+        raise ValueError(f"not an event format file: {text[:60]!r}")
+    names, formats, offsets = [], [], []
+    end = 0
+    for m in _FIELD.finditer(text):
+        decl, off, size, signed = m["decl"].strip(), int(m["off"]), int(m["size"]), m["sgn"] == "1"
+        fname = decl.split()[-1]
+        array = re.match(r"(\w+)\[(\d*)\]", fname)
+        if array:
+            fname = array.group(1)
+        if "__data_loc" in decl:
+            fmt = "<u4"
+        elif array or size not in (1, 2, 4, 8):
+            fmt = f"V{size}" if size else "V1"
+        else:
+            fmt = f"<{'i' if signed else 'u'}{size}"
+        names.append(fname)
+        formats.append(fmt)
+        offsets.append(off)
+        end = max(end, off + size)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": end})
+    return EventFormat(system, name.group(1), int(ident.group(1)), dtype, end)
+
+
+@dataclass(slots=True)
+class RawRecords:
+    """Every data record of a set of pages, in per-CPU order."""
+
+    flat: np.ndarray  # uint8: all pages back to back
+    offset: np.ndarray  # int64: payload offset in ``flat``
+    length: np.ndarray  # int64: payload length
+    ts: np.ndarray  # uint64: trace clock (ns)
+    cpu: np.ndarray  # int16
+    lost_pages: list[tuple[int, int, int]]  # (cpu, lost count or -1, page ts) for pages flagged "missed events"
+
+
+def walk_pages(pages_by_cpu: dict[int, bytes], page_size: int) -> RawRecords:
+    """Decode the records of every page of every CPU at once."""
+    chunks, cpus = [], []
+    for cpu in sorted(pages_by_cpu):
+        data = pages_by_cpu[cpu]
+        n = len(data) // page_size
+        if n:
+            chunks.append(np.frombuffer(data[: n * page_size], dtype=np.uint8))
+            cpus.append(np.full(n, cpu, dtype=np.int16))
+    if not chunks:
+        e = np.zeros(0, dtype=np.int64)
+        return RawRecords(np.zeros(0, np.uint8), e, e, e.astype(np.uint64), e.astype(np.int16), [])
+    flat = np.concatenate(chunks)
+    page_cpu = np.concatenate(cpus)
+    npages = len(page_cpu)
+    base = np.arange(npages, dtype=np.int64) * page_size
+    head = flat.reshape(npages, page_size)
+    page_ts = head[:, 0:8].copy().view("<u8").ravel()
+    commit = head[:, 8:16].copy().view("<u8").ravel()
+    data_len = (commit & _COMMIT_MASK).astype(np.int64)
+    lost_pages = []
+    for i in np.nonzero(commit & _MISSED_EVENTS)[0]:
+        count = -1
+        if commit[i] & _MISSED_STORED and 16 + data_len[i] + 8 <= page_size:
+            at = base[i] + 16 + data_len[i]
+            count = int(flat[at : at + 8].view("<u8")[0])
+        lost_pages.append((int(page_cpu[i]), count, int(page_ts[i])))
+
+    pos = np.full(npages, 16, dtype=np.int64)
+    end = 16 + np.minimum(data_len, page_size - 16)
+    ts = page_ts.astype(np.uint64)
+    active = np.nonzero(pos + 4 <= end)[0]
+    out_off, out_len, out_ts, out_page = [], [], [], []
+    while len(active):
+        p = pos[active]
+        at = base[active] + p
+        word = _u32(flat, at)
+        type_len = word & 31
+        delta = (word >> 5).astype(np.uint64)
+        arr0 = _u32(flat, np.minimum(at + 4, base[active] + page_size - 4)).astype(np.int64)
+        size = np.where(type_len == 0, 4 + arr0, 4 + type_len.astype(np.int64) * 4)
+        is_data = type_len <= 28
+        # Data records advance the clock by their delta; the payload follows the header
+        # (after the length word when type_len is 0).
+        cur_ts = ts[active]
+        new_ts = np.where(is_data, cur_ts + delta, cur_ts)
+        ext = type_len == _TIME_EXTEND
+        new_ts = np.where(ext, cur_ts + ((arr0.astype(np.uint64) << np.uint64(27)) | delta), new_ts)
+        stamp = type_len == _TIME_STAMP
+        if stamp.any():
+            absolute = (arr0.astype(np.uint64) << np.uint64(27)) | delta
+            new_ts = np.where(stamp, absolute | (cur_ts & np.uint64(_TS_MSB)), new_ts)
+        size = np.where(ext | stamp, 8, size)
+        pad = type_len == _PADDING
+        size = np.where(pad, 4 + arr0, size)
+        done = pad & (delta == 0)  # the rest of the page is empty
+        ts[active] = new_ts
+        if is_data.any():
+            sel = is_data
+            payload_at = np.where(type_len == 0, at + 8, at + 4)[sel]
+            payload_len = np.where(type_len == 0, arr0 - 4, type_len.astype(np.int64) * 4)[sel]
+            out_off.append(payload_at)
+            out_len.append(payload_len)
+            out_ts.append(new_ts[sel])
+            out_page.append(active[sel])
+        bad = size <= 0
+        pos[active] = np.where(done | bad, end[active], p + size)
+        active = active[pos[active] + 4 <= end[active]]
+    if not out_off:
+        e = np.zeros(0, dtype=np.int64)
+        return RawRecords(flat, e, e, e.astype(np.uint64), e.astype(np.int16), lost_pages)
+    off = np.concatenate(out_off)
+    order = np.argsort(off, kind="stable")  # pages are in read order per CPU
+    off = off[order]
+    page = np.concatenate(out_page)[order]
+    return RawRecords(flat, off, np.concatenate(out_len)[order], np.concatenate(out_ts)[order],
+                      page_cpu[page], lost_pages)
+
+
+def _u32(flat: np.ndarray, at: np.ndarray) -> np.ndarray:
+    b = flat[at[:, None] + np.arange(4)].astype(np.uint32)
+    return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+
+
+def common_types(raw: RawRecords) -> np.ndarray:
+    """``common_type`` (the event ID) of every record."""
+    if len(raw.offset) == 0:
+        return np.zeros(0, np.uint16)
+    ctype = raw.flat[raw.offset[:, None] + np.arange(2)].astype(np.uint16)
+    return ctype[:, 0] | (ctype[:, 1] << 8)
+
+
+def records_of(raw: RawRecords, fmt: EventFormat, ctype: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The records of one event type: (structured array, ts, cpu, index), in per-CPU order.
+
+    ``index`` is each record's position in ``raw`` (a global per-CPU sequence number).
+    """
+    ctype = common_types(raw) if ctype is None else ctype
+    sel = np.nonzero((ctype == fmt.id) & (raw.length >= fmt.size))[0]
+    if len(sel) == 0:
+        return np.zeros(0, dtype=fmt.dtype), np.zeros(0, np.uint64), np.zeros(0, np.int16), sel
+    rows = raw.flat[raw.offset[sel][:, None] + np.arange(fmt.size)]
+    return rows.view(fmt.dtype).ravel(), raw.ts[sel], raw.cpu[sel], sel
+
+
+def data_loc_string(raw: RawRecords, offsets: np.ndarray, loc: np.ndarray) -> list[str]:
+    """Decode ``__data_loc`` strings (``offset | len << 16`` from the record start)."""
+    out = []
+    for base, word in zip(offsets.tolist(), loc.tolist()):
+        start, length = base + (word & 0xFFFF), word >> 16
+        out.append(bytes(raw.flat[start : start + length]).split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return out
+
+
+def cstr(values: np.ndarray) -> list[str]:
+    """Decode fixed ``char[N]`` fields (numpy void) to strings."""
+    return [bytes(v).split(b"\0", 1)[0].decode("utf-8", "replace") for v in values]

@@ -1,0 +1,466 @@
+"""Replay a recorded trace through a kernel personality.
+
+The trace says, per task, when it entered the kernel (``sys_enter``, an
+interrupt, or a switch-out outside a syscall, which means an interrupt or
+exception from user mode), when it was switched out and in and on which CPU,
+forks, execs, exits, signal deliveries and ``rseq()`` registrations. The
+replay machine turns each of these into the generic kernel API
+(``enter_from_user_mode``, ``prepare_task_switch``, ``set_task_cpu``,
+``finish_task_switch_in``, ``send_signal``, ``copy_process``, ``execve``,
+``do_exit``, ``task_work_add``, ``sys_rseq``) and performs the returns to user
+mode the trace implies (``syscall_exit_to_user_mode`` /
+``irqentry_exit_to_user_mode``). The personality decides what RSEQ work that
+causes; the replay never asks which kernel it drives.
+
+When a return to user mode happens is inferred:
+
+* A syscall's return is *pending* from ``sys_exit`` on (the tracepoint fires
+  before the exit-to-user loop). Signal deliveries and switch-outs that follow
+  with no interrupt in between, and within ``EXIT_LOOP_WINDOW_NS``, happen in
+  that same loop. The return is performed at the task's next entry (syscall,
+  interrupt, or a switch-out that must have come from user mode), its exit, or
+  the end of the trace.
+* An interrupt that hits a task outside a syscall came from user mode; its
+  return is pending the same way.
+
+Sources of ``TIF_NOTIFY_RESUME`` that are neither switches nor signals
+(live-kernel-notes.md), and how the replay models them:
+
+* the first return after ``rseq()`` registration: from the recorded syscall;
+* deferred ``fput`` after ``munmap`` drops the last reference of a file:
+  file mappings are tracked from ``open``/``mmap``/``close``/``munmap``;
+* the periodic mm_cid compaction task_work: the tick of a task whose mm is
+  due (every ``MM_CID_SCAN_DELAY_NS`` per mm, first one 100 ms after the mm
+  was created) adds it, the next return to user runs it;
+* a failed ``execve`` that reached ``bprm_execve``.
+
+mm_cid values handed to the personalities follow 6.19's per-task ownership
+(lowest free ID per mm at creation; per-CPU IDs while an mm has more live
+threads than CPUs). 6.18 writes the ID whatever it is, so its counts do not
+depend on this choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BadInput
+from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
+from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS
+from ..usermem import PAGE_SIZE, AddressSpace
+from .format import Kind, Trace
+
+# x86_64 syscall numbers the replay interprets.
+NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
+NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
+NR_EXECVE, NR_EXECVEAT, NR_RSEQ = 59, 322, 334
+NR_EXIT, NR_EXIT_GROUP = 60, 231
+MAP_ANONYMOUS = 0x20
+#: execve errors returned before ``bprm_execve`` (file lookup), which do not raise rseq work.
+_EXEC_LOOKUP_ERRORS = {-2, -13, -20, -36, -40, -14, -7}
+
+#: ``MM_CID_SCAN_DELAY`` (kernel/sched/sched.h, 6.18): 100 ms between compaction scans.
+MM_CID_SCAN_DELAY_NS = 100_000_000
+#: A switch-out or signal this soon after ``sys_exit``/an interrupt, with no interrupt in
+#: between, is taken to be in that exit's work loop (a few us on the recorded machines).
+EXIT_LOOP_WINDOW_NS = 50_000
+
+RESIDUAL_SOURCES = (
+    "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
+    "so an exception that ends in a switch-out right after a return is folded into that return",
+    "TIF_NOTIFY_RESUME raised by sources not in the trace (memcg/blkcg throttling, "
+    "task_work of other subsystems, deferred fput of files the trace did not see opened)",
+    "the mm_cid compaction task_work is modelled from the tick and a 100 ms per-mm period, "
+    "not observed",
+    "user-space rseq critical sections are not recorded (rseq_cs is always 0 in the replay): "
+    "rseq_ip_fixup is never predicted",
+    "membarrier RSEQ IPIs and KVM guest entry are not replayed",
+    "events lost by the ring buffer, if any",
+)
+
+
+class ReplayScheduler:
+    """The exit loop's ``schedule()``: the trace performs every real switch explicitly."""
+
+    def schedule(self, task: Task) -> None:
+        task.tif &= ~Tif.NEED_RESCHED
+
+
+@dataclass(slots=True)
+class _File:
+    refs: int = 1
+
+
+@dataclass
+class _Mm:
+    """Per-process state the replay keeps beside the kernel's ``AddressSpace``."""
+
+    space: AddressSpace
+    next_scan: int  # ns: the mm_cid compaction task_work is due from then on
+    users: list[int] = field(default_factory=list)  # live tasks, for mm_cid
+    cids: dict[int, int] = field(default_factory=dict)  # pid -> owned cid
+    vmas: list[tuple[int, int, _File]] = field(default_factory=list)  # file mappings
+    fds: dict[int, _File] = field(default_factory=dict)
+
+
+@dataclass
+class _Rt:
+    """Replay state of one task."""
+
+    task: Task
+    mm: _Mm
+    syscall: int | None = None  # inside this syscall
+    args: tuple[int, ...] = ()
+    pending: Entry | None = None  # a return to user mode is due
+    pending_ts: int = 0
+    cid_work: bool = False  # the mm_cid task_work is queued
+    on_cpu: bool = True
+    dead: bool = False
+    exits: int = 0
+    observed_update: int = 0
+    observed_fixup: int = 0
+
+
+@dataclass
+class KernelReplay:
+    """What one personality did with the recorded workload."""
+
+    kernel: str
+    counters: dict[str, int]
+    tracepoints: dict[str, int]
+    user_reads: int
+    user_writes: int
+    per_task: dict[int, dict]
+
+    def as_json(self) -> dict:
+        return {**self.counters, **self.tracepoints, "user_reads": self.user_reads,
+                "user_writes": self.user_writes}
+
+
+class Replay:
+    """Drives one kernel personality with the events of one trace."""
+
+    def __init__(self, trace: Trace, release: str) -> None:
+        meta = trace.meta
+        nodes = meta.get("topology", {}).get("node_of_cpu") or [0] * int(meta.get("cpus", 1))
+        self.trace = trace
+        self.ncpus = len(nodes)
+        self.kernel: Kernel = make_kernel(release, Topology(tuple(nodes)), scheduler=ReplayScheduler())
+        self.tasks: dict[int, _Rt] = {}
+        self.order: list[int] = []
+        self.missing_parent = 0
+        root = meta.get("root", {})
+        self._root = int(root.get("pid", 0))
+        self._root_registered = bool(root.get("rseq_registered"))
+        self._root_addr = int(root.get("rseq_addr") or 0x7F00_0000_0100)
+        self._root_len = int(root.get("rseq_len") or 32)
+
+    # ------------------------------------------------------------------
+    # Tasks and address spaces
+    # ------------------------------------------------------------------
+    def _new_mm(self, ts: int) -> _Mm:
+        return _Mm(AddressSpace(), ts + MM_CID_SCAN_DELAY_NS)
+
+    def _task(self, pid: int, ts: int) -> _Rt:
+        rt = self.tasks.get(pid)
+        if rt is None:
+            # A task the trace did not see created: the recorder's child, or one whose fork was lost.
+            mm = self._new_mm(ts)
+            t = self.kernel.new_task(pid, mm.space, comm=self.trace.meta.get("tasks", {}).get(str(pid), "?"))
+            rt = _Rt(t, mm)
+            self._attach(rt, pid)
+            self.tasks[pid] = rt
+            self.order.append(pid)
+            if pid == self._root:
+                # It sits in the gate's read() when recording starts, registered if glibc is.
+                rt.syscall = 0
+                if self._root_registered:
+                    self._register(rt, self._root_addr, self._root_len, 0x53053053)
+                    t.tif &= ~Tif.NOTIFY_RESUME  # its registration-time pass happened long ago
+                    t.tif &= ~Tif.RSEQ
+                    if hasattr(t.rseq, "clear_events"):
+                        t.rseq.clear_events()
+            else:
+                self.missing_parent += 1
+        return rt
+
+    def _attach(self, rt: _Rt, pid: int) -> None:
+        mm = rt.mm
+        mm.users.append(pid)
+        used = set(mm.cids.values())
+        cid = 0
+        while cid in used:
+            cid += 1
+        mm.cids[pid] = cid
+        rt.task.mm_cid = cid
+
+    def _detach(self, rt: _Rt, pid: int) -> None:
+        mm = rt.mm
+        if pid in mm.users:
+            mm.users.remove(pid)
+            mm.cids.pop(pid, None)
+            if not mm.users:
+                for _, _, f in mm.vmas:
+                    f.refs -= 1
+                mm.vmas.clear()
+                for f in mm.fds.values():
+                    f.refs -= 1
+                mm.fds.clear()
+
+    def _cid(self, rt: _Rt, pid: int, cpu: int) -> int:
+        mm = rt.mm
+        if len(mm.users) > self.ncpus:
+            return cpu  # per-CPU ownership: more threads than CPUs
+        return mm.cids.get(pid, 0)
+
+    def _register(self, rt: _Rt, addr: int, length: int, sig: int) -> int:
+        space = rt.mm.space
+        page = addr & ~(PAGE_SIZE - 1)
+        end = (addr + max(length, 32) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        for p in range(page, end, PAGE_SIZE):
+            if not space.is_mapped(p):
+                space.map(p, PAGE_SIZE)
+        return self.kernel.sys_rseq(rt.task, addr, length, 0, sig)
+
+    # ------------------------------------------------------------------
+    # Returns to user mode
+    # ------------------------------------------------------------------
+    def _finish(self, rt: _Rt, ts: int) -> None:
+        """Perform the pending return to user mode."""
+        entry = rt.pending
+        rt.pending = None
+        if entry is None or rt.dead:
+            return
+        k, t = self.kernel, rt.task
+        if rt.cid_work and t.tif & Tif.NOTIFY_RESUME:
+            # task_mm_cid_work(): runs in resume_user_mode_work and pushes the next scan out.
+            rt.cid_work = False
+            if ts >= rt.mm.next_scan:
+                rt.mm.next_scan = ts + MM_CID_SCAN_DELAY_NS
+        if entry is Entry.SYSCALL:
+            k.syscall_exit_to_user_mode(t)
+        else:
+            k.irqentry_exit_to_user_mode(t)
+        rt.exits += 1
+        if t.killed_by is not None:
+            rt.dead = True
+
+    def _enter(self, rt: _Rt, entry: Entry, ts: int) -> None:
+        if rt.pending is not None:
+            self._finish(rt, ts)
+        self.kernel.enter_from_user_mode(rt.task, entry)
+        if entry is not Entry.SYSCALL:
+            rt.pending = entry
+            rt.pending_ts = ts
+
+    # ------------------------------------------------------------------
+    # The event loop
+    # ------------------------------------------------------------------
+    def run(self) -> KernelReplay:
+        ev = self.trace.events
+        sa = self.trace.sysargs
+        args_cols = [sa[f"arg{i}"] for i in range(6)]
+        ts_l, cpu_l, kind_l, pid_l = ev["ts"].tolist(), ev["cpu"].tolist(), ev["kind"].tolist(), ev["pid"].tolist()
+        a_l, b_l = ev["a"].tolist(), ev["b"].tolist()
+        k = self.kernel
+        SWITCH_OUT, SWITCH_IN, SYS_ENTER, SYS_EXIT = Kind.SWITCH_OUT, Kind.SWITCH_IN, Kind.SYS_ENTER, Kind.SYS_EXIT
+        for i in range(len(ts_l)):
+            kind, pid, ts = kind_l[i], pid_l[i], ts_l[i]
+            if kind == Kind.LOST or kind == Kind.MIGRATE:
+                continue  # switch-in CPUs are the truth; migrations are informational
+            rt = self.tasks.get(pid)
+            if rt is None:
+                rt = self._task(pid, ts)
+            if rt.dead and kind != Kind.RSEQ_UPDATE:
+                continue
+            t = rt.task
+            if kind == SYS_ENTER:
+                nr = a_l[i]
+                self._enter(rt, Entry.SYSCALL, ts)
+                rt.syscall = nr
+                j = b_l[i]
+                rt.args = tuple(int(c[j]) for c in args_cols) if j >= 0 else ()
+                if nr == NR_RSEQ and rt.args:
+                    flags = rt.args[2] & 0xFFFF_FFFF
+                    if flags & 1:
+                        k.sys_rseq(t, rt.args[0], rt.args[1], flags, rt.args[3])
+                    else:
+                        self._register(rt, rt.args[0], rt.args[1] & 0xFFFF_FFFF, rt.args[3])
+                elif nr == NR_RT_SIGRETURN and t.sigframes:
+                    k.sigreturn(t)
+            elif kind == SYS_EXIT:
+                if rt.pending is not None:
+                    self._finish(rt, ts)  # lost sys_enter: close what was open
+                self._sys_exit(rt, a_l[i], b_l[i], ts)
+                rt.syscall = None
+                rt.pending = Entry.SYSCALL
+                rt.pending_ts = ts
+            elif kind == SWITCH_OUT:
+                if rt.syscall is None:
+                    state = a_l[i]
+                    if rt.pending is not None and ts - rt.pending_ts > EXIT_LOOP_WINDOW_NS:
+                        self._finish(rt, ts)  # it did return; this switch-out is a new entry
+                    if rt.pending is None:
+                        self._enter(rt, Entry.IRQ if state == 0 else Entry.EXCEPTION, ts)
+                k.prepare_task_switch(t)
+                rt.on_cpu = False
+            elif kind == SWITCH_IN:
+                cpu = cpu_l[i]
+                if cpu != t.cpu:
+                    k.set_task_cpu(t, cpu)
+                k.finish_task_switch_in(t, self._cid(rt, pid, cpu))
+                rt.on_cpu = True
+                if rt.pending is not None:
+                    rt.pending_ts = ts  # the exit loop resumes now
+            elif kind == Kind.IRQ:
+                if rt.syscall is None:
+                    self._enter(rt, Entry.IRQ, ts)
+                if a_l[i] == 0:
+                    self._tick(rt, ts)
+            elif kind == Kind.SIGNAL:
+                handler = b_l[i]
+                if handler > 1:  # not SIG_DFL / SIG_IGN: a handler frame is set up
+                    if rt.syscall is not None:
+                        rt.syscall = None  # its sys_exit was lost
+                        rt.pending = Entry.SYSCALL
+                        rt.pending_ts = ts
+                    if rt.pending is None:
+                        self._enter(rt, Entry.IRQ, ts)
+                    sig = a_l[i]
+                    t.handlers[sig] = handler
+                    k.send_signal(t, sig)
+            elif kind == Kind.FORK:
+                self._fork(rt, a_l[i], b_l[i], ts)
+            elif kind == Kind.EXEC:
+                self._detach(rt, pid)
+                rt.mm = self._new_mm(ts)
+                k.execve(t, success=True)
+                t.mm = rt.mm.space
+                rt.cid_work = False
+                self._attach(rt, pid)
+            elif kind == Kind.EXIT:
+                rt.pending = None
+                k.do_exit(t)
+                rt.dead = True
+                self._detach(rt, pid)
+            elif kind == Kind.RSEQ_UPDATE:
+                rt.observed_update += 1
+            elif kind == Kind.RSEQ_IP_FIXUP:
+                rt.observed_fixup += 1
+        end = int(ts_l[-1]) if ts_l else 0
+        for pid in self.order:
+            rt = self.tasks[pid]
+            if rt.pending is not None:
+                self._finish(rt, end)
+        return self._result()
+
+    def _sys_exit(self, rt: _Rt, nr: int, ret: int, ts: int) -> None:
+        k, t = self.kernel, rt.task
+        args = rt.args if rt.syscall == nr else ()
+        if nr in (NR_EXECVE, NR_EXECVEAT) and ret < 0 and ret not in _EXEC_LOOKUP_ERRORS:
+            k.execve(t, success=False)
+        elif nr in (NR_OPEN, NR_OPENAT, NR_OPENAT2, NR_CREAT) and ret >= 0:
+            old = rt.mm.fds.pop(ret, None)
+            if old is not None:
+                old.refs -= 1
+            rt.mm.fds[ret] = _File()
+        elif nr == NR_CLOSE and ret == 0 and args:
+            f = rt.mm.fds.pop(int(args[0]) & 0xFFFF_FFFF, None)
+            if f is not None:
+                f.refs -= 1  # close(2) puts the last reference synchronously
+        elif nr == NR_MMAP and args and not (args[3] & MAP_ANONYMOUS) and 0 <= ret < (1 << 47):
+            fd = int(args[4]) & 0xFFFF_FFFF
+            f = rt.mm.fds.get(fd)
+            if f is not None:
+                length = (int(args[1]) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+                self._unmap(rt, ret, length)  # MAP_FIXED replaces what was there
+                f.refs += 1
+                rt.mm.vmas.append((ret, ret + length, f))
+        elif nr == NR_MUNMAP and ret == 0 and args:
+            length = (int(args[1]) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            if self._unmap(rt, int(args[0]), length):
+                # fput() of the last reference is deferred to task_work (TWA_RESUME).
+                k.task_work_add(t)
+
+    def _unmap(self, rt: _Rt, start: int, length: int) -> bool:
+        """Drop tracked file mappings in the range; True if a file lost its last reference."""
+        end = start + length
+        last = False
+        kept = []
+        for lo, hi, f in rt.mm.vmas:
+            if hi <= start or lo >= end:
+                kept.append((lo, hi, f))
+                continue
+            pieces = [(lo, start)] if lo < start else []
+            pieces += [(end, hi)] if hi > end else []
+            f.refs += len(pieces) - 1
+            kept.extend((p_lo, p_hi, f) for p_lo, p_hi in pieces)
+            if f.refs == 0:
+                last = True
+        rt.mm.vmas = kept
+        return last
+
+    def _fork(self, parent: _Rt, child_pid: int, flags: int, ts: int) -> None:
+        k = self.kernel
+        if flags < 0:
+            flags = 0  # unknown: a process
+        child = k.copy_process(parent.task, child_pid, flags)
+        if flags & CLONE_VM:
+            mm = parent.mm
+        else:
+            mm = self._new_mm(ts)
+            mm.space = child.mm
+            for lo, hi, f in parent.mm.vmas:
+                f.refs += 1
+                mm.vmas.append((lo, hi, f))
+            for fd, f in parent.mm.fds.items():
+                f.refs += 1
+                mm.fds[fd] = f
+        rt = _Rt(child, mm)
+        rt.syscall = parent.syscall  # it returns from the same clone/fork/vfork
+        rt.on_cpu = False
+        self.tasks[child_pid] = rt
+        self.order.append(child_pid)
+        self._attach(rt, child_pid)
+
+    def _tick(self, rt: _Rt, ts: int) -> None:
+        """``task_tick_mm_cid()``: queue the compaction task_work when the mm is due."""
+        if rt.cid_work or rt.task.exiting or ts < rt.mm.next_scan:
+            return
+        rt.cid_work = True
+        self.kernel.task_work_add(rt.task)
+
+    def _result(self) -> KernelReplay:
+        k = self.kernel
+        counters = k.stats().as_dict()
+        tps = k.trace_totals.as_dict()
+        reads = writes = 0
+        per_task = {}
+        for pid in self.order:
+            rt = self.tasks[pid]
+            t = rt.task
+            reads += sum(t.uaccess.reads.values())
+            writes += sum(t.uaccess.writes.values())
+            per_task[pid] = {"comm": t.comm, "exits": rt.exits, "counters": t.stats.as_dict(),
+                             "rseq_update": t.trace.rseq_update, "rseq_ip_fixup": t.trace.rseq_ip_fixup,
+                             "observed_rseq_update": rt.observed_update,
+                             "observed_rseq_ip_fixup": rt.observed_fixup}
+        return KernelReplay(k.release, counters, tps, reads, writes, per_task)
+
+
+def replay(trace: Trace, kernels: list[str]) -> dict[str, KernelReplay]:
+    """Replay ``trace`` through each personality in ``kernels``."""
+    if not len(trace):
+        raise BadInput("the trace holds no events")
+    return {rel: Replay(trace, rel).run() for rel in kernels}
+
+
+def observed(trace: Trace) -> dict[str, int]:
+    kinds = trace.events["kind"]
+    return {"rseq_update": int(np.count_nonzero(kinds == Kind.RSEQ_UPDATE)),
+            "rseq_ip_fixup": int(np.count_nonzero(kinds == Kind.RSEQ_IP_FIXUP))}
+
+
+__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "KernelReplay", "Replay", "observed", "replay"]
