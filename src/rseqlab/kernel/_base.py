@@ -287,6 +287,25 @@ class Kernel:
         t.tif &= ~Tif.NOTIFY_RESUME
         self.rseq_handle_notify_resume(t, regs=regs)
 
+    def bulk_round_trips(self, t: Task, n: int, entry: Entry) -> None:
+        """``n`` kernel round trips (fast syscalls or minor faults) with nothing pending.
+
+        Such a trip does no rseq work on any kernel: on its way out only ``exit``
+        is counted (6.19's ``user_irq`` is set at entry and cleared at exit). So
+        they are counted in bulk, unless a debug check runs on every syscall
+        exit, or work is pending: then each trip takes the full path.
+        """
+        if n <= 0:
+            return
+        if (self.debug and entry is Entry.SYSCALL) or t.tif & EXIT_TO_USER_MODE_WORK:
+            for _ in range(n):
+                self.enter_from_user_mode(t, entry)
+                if not self.exit_to_user_mode(t, entry):
+                    return
+            return
+        t.stats.exit += n
+        self.cpu_stats[t.cpu].exit += n
+
     # ==================================================================
     # Scheduler hooks (kernel/sched/core.c), called by the machine
     # ==================================================================

@@ -33,7 +33,7 @@ from greenlet import greenlet
 
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
-from ..kernel._task import CLONE_VM
+from ..kernel._task import CLONE_VM, SIGCHLD
 from ..usermem import PAGE_SIZE, AddressSpace
 from .mmcid import MmCid
 from .sim import Prio, Sim
@@ -115,6 +115,8 @@ class Process:
     #: User-space runtime state (glibc / librseq registration), set by userprog.
     runtime: Any = None
     exit_status: int | None = None
+    #: The thread that forked this process (gets SIGCHLD when the process ends).
+    parent: SimTask | None = None
 
     @property
     def alive(self) -> bool:
@@ -250,6 +252,7 @@ class Machine:
             proc.image = parent.proc.image.forked(kt.mm)
             proc.runtime = parent.proc.runtime.forked() if parent.proc.runtime is not None else None
             proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan
+            proc.parent = parent
             self.processes[pid] = proc
         st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity)
         if not thread:
@@ -274,6 +277,9 @@ class Machine:
         st.state = State.DEAD
         st.proc.mmcid.remove_thread(st.tid)
         self._wake_all(st.joiners)
+        parent = st.proc.parent
+        if parent is not None and not st.proc.alive and parent.state is not State.DEAD:
+            self.kill(parent, SIGCHLD)  # do_notify_parent(); ignored unless handled
         cpu = self.cpus[st.kt.cpu]
         self._switch_away(cpu, st)
         if not any(t.state is not State.DEAD for t in self.tasks.values()):
@@ -306,19 +312,25 @@ class Machine:
         ``on_irq(kind)`` (in this greenlet); the remaining time is served afterwards."""
         remaining = ns
         while True:
-            st.token += 1
-            token = st.token
             end = self.sim.now + remaining
-            self.sim.at(end, lambda: self._complete(st, token))
-            st.waiting = True
-            msg = self._main.switch()
-            st.waiting = False
-            if msg is _DONE:
+            kind = self.wait_once(st, remaining)
+            if kind is None:
                 return
             remaining = max(0, end - self.sim.now)
-            on_irq(msg[1])
+            on_irq(kind)
             if remaining == 0:
                 return
+
+    def wait_once(self, st: SimTask, ns: int) -> str | None:
+        """Wait up to ``ns``; None if it all passed, else the kind of the interrupt that
+        landed (now is its instant; the caller handles it)."""
+        st.token += 1
+        token = st.token
+        self.sim.at(self.sim.now + ns, lambda: self._complete(st, token))
+        st.waiting = True
+        msg = self._main.switch()
+        st.waiting = False
+        return None if msg is _DONE else msg[1]
 
     def _complete(self, st: SimTask, token: int) -> None:
         if st.token == token and st.waiting and st.state is State.RUNNING:
@@ -483,6 +495,22 @@ class Machine:
                 src.rq.remove(st)
                 self._enqueue(st, dst.index)
                 return
+
+    def exec_image(self, st: SimTask) -> None:
+        """execve() succeeded: a fresh address space, image and handlers for the process."""
+        from ..userprog.image import Image
+
+        proc = st.proc
+        mm = AddressSpace()
+        proc.mm = mm
+        proc.image = Image(mm)
+        proc.handlers.clear()
+        proc.mmcid.switch_out(st.tid, st.kt.mm_cid)
+        proc.mmcid = MmCid(self.kernel.mm_cid_policy, self.config.cpus)
+        proc.mmcid.add_thread(st.tid)
+        proc.mmcid.switch_in(st.tid, st.kt.cpu)
+        st.kt.mm = mm
+        st.tls = proc.image.new_tls()
 
     def move_current(self, st: SimTask) -> None:
         """The task's affinity no longer includes its CPU: the stopper moves it (in its syscall)."""

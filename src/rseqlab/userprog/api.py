@@ -133,6 +133,69 @@ class Thread:
                 return
             self._user_fault(addr, size, write=True)
 
+    def round_trips(self, count: int, user_ns: int, kernel_ns: int, *, entry: Entry = Entry.SYSCALL,
+                    bulk: bool = True) -> None:
+        """``count`` times: ``user_ns`` of user code, then a kernel entry (a fast syscall,
+        or a minor page fault with ``Entry.EXCEPTION``) that stays ``kernel_ns``.
+
+        With ``bulk`` the trips nothing interrupts are counted at once
+        (:meth:`Kernel.bulk_round_trips`); an interrupt splits the burst at the
+        instant it lands, in user or kernel mode, and that trip takes the full
+        path. The timeline and every counter equal ``bulk=False``, which runs
+        each trip through the kernel one by one.
+        """
+        if not bulk:
+            for _ in range(count):
+                self.compute(user_ns, self.ip)
+                self._trip(entry, kernel_ns)
+            return
+        period = user_ns + kernel_ns
+        m, k, kt = self.m, self.k, self.kt
+        done = 0
+        kt.regs.ip = self.ip
+        while done < count:
+            start = m.now
+            kind = m.wait_once(self.st, (count - done) * period) if period else None
+            if kind is None:
+                k.bulk_round_trips(kt, count - done, entry)
+                return
+            full, pos = divmod(m.now - start, period)
+            k.bulk_round_trips(kt, full, entry)
+            done += full + 1
+            if pos < user_ns:  # landed in user code: a user interrupt, then finish this trip
+                self._on_user_irq(kind)
+                self.compute(user_ns - pos, self.ip)
+                self._trip(entry, kernel_ns)
+            else:  # landed during the kernel part of this trip
+                kt.regs.ip = self.ip
+                k.enter_from_user_mode(kt, entry)
+                self._on_kernel_irq(kind)
+                m.wait(self.st, period - pos, user=False, on_irq=self._on_kernel_irq)
+                self._return_to_user(k.exit_to_user_mode(kt, entry), self.ip)
+
+    def _trip(self, entry: Entry, kernel_ns: int) -> None:
+        k, kt = self.k, self.kt
+        kt.regs.ip = self.ip
+        k.enter_from_user_mode(kt, entry)
+        self.m.wait(self.st, kernel_ns, user=False, on_irq=self._on_kernel_irq)
+        self._return_to_user(k.exit_to_user_mode(kt, entry), self.ip)
+
+    def execve(self, program: Callable[[Thread], Any]) -> Any:
+        """execve() of a new image running ``program``: rseq is reset, the libc registers again."""
+
+        def work() -> int:
+            self.k.execve(self.kt)
+            self.m.exec_image(self.st)
+            self.area = 0
+            self._frames = 0
+            return 0
+
+        self.syscall(work)
+        runtime = self.st.proc.runtime
+        if runtime is not None:
+            runtime.thread_start(self)
+        return program(self)
+
     def _user_fault(self, addr: int, size: int, *, write: bool) -> None:
         """A page fault from user mode: an exception entry, maybe I/O, then the exit work."""
         k, kt = self.k, self.kt
