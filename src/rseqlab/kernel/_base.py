@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag, StructRseq
 from ._ftrace import Ftrace, models
 from ._task import (
+    CLONE_THREAD,
     CLONE_VM,
     DEFAULT_IGNORED,
     EXIT_TO_USER_MODE_WORK,
@@ -388,7 +389,7 @@ class Kernel:
     def copy_process(self, parent: Task, child_pid: int, clone_flags: int = 0) -> Task:
         """fork/clone: the child starts on the parent's CPU, about to return from the syscall."""
         mm = parent.mm if clone_flags & CLONE_VM else parent.mm.fork()
-        child = Task(child_pid, mm, tgid=parent.tgid if clone_flags & CLONE_VM else child_pid,
+        child = Task(child_pid, mm, tgid=parent.tgid if clone_flags & CLONE_THREAD else child_pid,
                      cpu=parent.cpu, mm_cid=parent.mm_cid, comm=parent.comm)
         child.regs.ip = parent.regs.ip
         child.in_user = False

@@ -24,8 +24,10 @@ SIGNAL_NAMES = {SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGA
 #: Signals whose default action is to ignore them; every other one terminates.
 DEFAULT_IGNORED = frozenset({SIGCHLD})
 
-# clone() flags the RSEQ code looks at.
+# clone() flags the model looks at.
 CLONE_VM = 0x100
+CLONE_VFORK = 0x4000
+CLONE_THREAD = 0x10000
 
 
 class Tif(IntFlag):

@@ -33,7 +33,7 @@ from greenlet import greenlet
 
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
-from ..kernel._task import CLONE_VM, SIGCHLD
+from ..kernel._task import CLONE_THREAD, CLONE_VFORK, CLONE_VM, SIGCHLD
 from ..usermem import PAGE_SIZE, AddressSpace
 from .mmcid import MmCid
 from .sim import Prio, Sim
@@ -117,6 +117,8 @@ class Process:
     exit_status: int | None = None
     #: The thread that forked this process (gets SIGCHLD when the process ends).
     parent: SimTask | None = None
+    #: A vfork parent sleeps here until this process execs or exits.
+    vfork_done: WaitQueue | None = None
 
     @property
     def alive(self) -> bool:
@@ -238,25 +240,28 @@ class Machine:
         st.thread = Thread(self, st)
         return st
 
-    def clone(self, parent: SimTask, program, *, thread: bool, affinity=None) -> SimTask:
-        """fork() (``thread=False``) or clone(CLONE_VM) of ``parent``; called in its syscall."""
+    def clone(self, parent: SimTask, program, *, thread: bool, vfork: bool = False,
+              affinity=None) -> SimTask:
+        """A new thread (``thread``: CLONE_VM|CLONE_THREAD), a vfork child (CLONE_VM|CLONE_VFORK:
+        a new process borrowing the parent's memory until it execs), or a fork child (the
+        memory copy-on-write). Called inside the parent's syscall."""
         k = self.kernel
         pid = self._pid()
-        flags = CLONE_VM if thread else 0
+        flags = CLONE_VM | CLONE_THREAD if thread else CLONE_VM | CLONE_VFORK if vfork else 0
         kt = k.copy_process(parent.kt, pid, flags)
         if thread:
             proc = parent.proc
         else:
             proc = Process(pid, kt.mm, MmCid(k.mm_cid_policy, self.config.cpus),
                            handlers=dict(parent.proc.handlers))
-            proc.image = parent.proc.image.forked(kt.mm)
+            proc.image = parent.proc.image if vfork else parent.proc.image.forked(kt.mm)
             proc.runtime = parent.proc.runtime.forked() if parent.proc.runtime is not None else None
             proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan
             proc.parent = parent
             self.processes[pid] = proc
         st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity)
         if not thread:
-            # The child's TLS page is the parent's, copy-on-write: same address.
+            # Same TLS address as the parent: shared (vfork) or copy-on-write (fork).
             proc.image.free_tls(st.tls)
             st.tls = parent.tls
         self._wake_new(st)
@@ -277,6 +282,9 @@ class Machine:
         st.state = State.DEAD
         st.proc.mmcid.remove_thread(st.tid)
         self._wake_all(st.joiners)
+        if st.proc.vfork_done is not None:
+            self._wake_all(st.proc.vfork_done)
+            st.proc.vfork_done = None
         parent = st.proc.parent
         if parent is not None and not st.proc.alive and parent.state is not State.DEAD:
             self.kill(parent, SIGCHLD)  # do_notify_parent(); ignored unless handled
@@ -303,6 +311,11 @@ class Machine:
     @property
     def now(self) -> int:
         return self.sim.now
+
+    @property
+    def running(self) -> bool:
+        """True while some thread has not exited (the ticks keep going)."""
+        return self._ticking
 
     # ==================================================================
     # Waiting inside a thread greenlet
@@ -501,6 +514,9 @@ class Machine:
         from ..userprog.image import Image
 
         proc = st.proc
+        if proc.vfork_done is not None:  # the vfork parent may run again
+            self._wake_all(proc.vfork_done)
+            proc.vfork_done = None
         mm = AddressSpace()
         proc.mm = mm
         proc.image = Image(mm)

@@ -196,6 +196,24 @@ class Thread:
             runtime.thread_start(self)
         return program(self)
 
+    def cmpxchg(self, addr: int, old: int, new: int, size: int = 8, *, ip: int = PLAIN_IP) -> int:
+        """``lock cmpxchg``: one atomic instruction; returns the value it found.
+
+        The read, compare and write happen at the same instant, after the
+        instruction's time has passed (an interrupt lands before it, never inside).
+        """
+        self.insn(ip)
+        while True:
+            value = self.mm.read(addr, size, faults_allowed=False)
+            if value is None:
+                self._user_fault(addr, size, write=True)
+                continue
+            if value != old:
+                return value
+            if self.mm.write(addr, size, new, faults_allowed=False):
+                return value
+            self._user_fault(addr, size, write=True)
+
     def _user_fault(self, addr: int, size: int, *, write: bool) -> None:
         """A page fault from user mode: an exception entry, maybe I/O, then the exit work."""
         k, kt = self.k, self.kt
@@ -305,6 +323,17 @@ class Thread:
     def getcpu(self) -> int:
         return self.syscall(lambda: self.kt.cpu)
 
+    def getcpu_node(self) -> tuple[int, int]:
+        """getcpu(&cpu, &node): both from one syscall."""
+        got: list[tuple[int, int]] = []
+
+        def work() -> int:
+            got.append((self.kt.cpu, self.k.cpu_to_node(self.kt.cpu)))
+            return 0
+
+        self.syscall(work)
+        return got[0]
+
     def task_work(self) -> int:
         """A syscall that leaves task_work behind (munmap of a file's last mapping: deferred fput)."""
         return self.syscall(lambda: self.k.task_work_add(self.kt) or 0)
@@ -384,6 +413,20 @@ class Thread:
             return program(th)
 
         return self.syscall(lambda: self.m.clone(self.st, start, thread=False))
+
+    def vfork(self, program: Callable[[Thread], Any]):
+        """vfork()/posix_spawn(): the child borrows this memory (no rseq: CLONE_VM resets it)
+        and must exec; the parent sleeps until it has."""
+        from ..machine.machine import WaitQueue as _WaitQueue
+
+        def work():
+            child = self.m.clone(self.st, program, thread=False, vfork=True)
+            done = child.proc.vfork_done = _WaitQueue()
+            while child.proc.vfork_done is done:
+                self.m.block(self.st, done)
+            return child
+
+        return self.syscall(work)
 
     def join(self, target: SimTask) -> Any:
         def work() -> int:
