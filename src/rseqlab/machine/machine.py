@@ -161,6 +161,7 @@ class Cpu:
     rq: deque = field(default_factory=deque)
     dispatching: bool = False
     ticks: int = 0
+    tick_armed: bool = False
 
 
 _RUN = ("run",)
@@ -301,12 +302,13 @@ class Machine:
         if not self._ticking:
             self._ticking = True
             for cpu in self.cpus:
+                cpu.tick_armed = True
                 self.sim.after(self.tick_ns, lambda c=cpu: self._tick(c), Prio.TIMER)
         self.sim.run(until=until_ns, stop=lambda: not self._ticking)
-        if self._ticking and until_ns is None:
-            blocked = [t for t in self.tasks.values() if t.state is State.BLOCKED]
-            if blocked:
-                raise RuntimeError(f"simulated deadlock: {blocked} blocked with nothing left to wake them")
+        if self._ticking and self.sim.pending == 0:
+            blocked = sorted(t.tid for t in self.tasks.values() if t.state is State.BLOCKED)
+            raise BadInput(f"the simulated program deadlocks: threads {blocked} sleep at "
+                           f"{self.sim.now} ns with nothing left to wake them")
 
     @property
     def now(self) -> int:
@@ -407,6 +409,10 @@ class Machine:
 
     def _switch_in(self, cpu: Cpu, st: SimTask) -> None:
         cpu.dispatching = False
+        if not cpu.tick_armed and self._ticking:
+            # Leaving NOHZ idle: the tick resumes on its period's grid.
+            cpu.tick_armed = True
+            self.sim.at((self.sim.now // self.tick_ns + 1) * self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
         assert st.kt.cpu == cpu.index, "rseqlab bug: task dispatched on a CPU it was not placed on"
         cid = st.proc.mmcid.switch_in(st.tid, cpu.index)
         self.kernel.finish_task_switch_in(st.kt, cid)
@@ -470,8 +476,9 @@ class Machine:
             self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "resched-ipi"), Prio.IPI)
 
     def _tick(self, cpu: Cpu) -> None:
-        """The periodic timer interrupt on ``cpu``."""
-        if not self._ticking:
+        """The periodic timer interrupt on ``cpu``; an idle CPU stops ticking (NOHZ idle)."""
+        if not self._ticking or (cpu.curr is None and not cpu.rq):
+            cpu.tick_armed = False
             return
         cpu.ticks += 1
         self.sim.after(self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
