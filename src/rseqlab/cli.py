@@ -72,6 +72,185 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
         explain_report.render(con, results)
 
 
+# ======================================================================
+# Live kernel: record, replay, validate, cost, rseq-area (issue 5)
+# ======================================================================
+def _kernel_list(text: str) -> list[str]:
+    from .kernel import make_kernel
+
+    names = [k.strip() for k in text.split(",") if k.strip()]
+    if not names:
+        raise BadInput("--kernels needs at least one kernel, e.g. 6.18,6.19")
+    for name in names:
+        make_kernel(name)  # BadInput naming the accepted kernels
+    return names
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="rseqlab.trace", show_default=True,
+              help="Trace file to write.")
+@click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recording summary as JSON.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...]) -> None:
+    """Record COMMAND's whole process tree on the live kernel (root; mounts tracefs if needed).
+
+    \b
+    Examples:
+      rseqlab record -o make.trace -- make -j2
+      rseqlab record -- $(rseqlab workload pingpong) 20000
+    """
+    from .report import live as live_report
+    from .trace.record import record as do_record
+
+    res = do_record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
+    if as_json:
+        click.echo(dump_json(res.summary))
+    else:
+        live_report.render_record(console(sys.stderr), res.summary, res.path)
+
+
+@cli.command()
+@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.option("--kernels", default=",".join(KERNELS), show_default=True, help="Comma-separated kernels.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
+@click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
+def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None) -> None:
+    """Drive every recorded task through each kernel personality; same table as compare.
+
+    \b
+    Examples:
+      rseqlab replay make.trace
+      rseqlab replay make.trace --kernels 6.18,6.19 --json --per-process
+    """
+    from .live.cost import load_model
+    from .report import live as live_report
+    from .trace.format import load
+    from .trace.replay import replay as do_replay
+
+    names = _kernel_list(kernels)
+    model = load_model(cost_model) if cost_model else None
+    trace = load(trace_file)
+    data = live_report.replay_json(trace, do_replay(trace, names), per_process=per_process, cost_model=model)
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        live_report.render_replay(console(), data, title=f"Replay of {trace_file}: "
+                                  f"{' '.join(trace.meta.get('command', []))}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--kernels", default=",".join(KERNELS), show_default=True, help="Comma-separated kernels.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
+@click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
+@click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
+             command: tuple[str, ...]) -> int:
+    """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
+
+    \b
+    Examples:
+      rseqlab validate -- $(rseqlab workload pingpong) 20000
+      rseqlab validate --json --max-error 2 -- $(rseqlab workload threadmix)
+    """
+    import os
+    import tempfile
+
+    from .report import live as live_report
+    from .trace.record import record as do_record
+    from .trace.replay import replay as do_replay
+
+    names = _kernel_list(kernels)
+    live = live_report.live_personality()
+    if live not in names:
+        names.insert(0, live)
+    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
+        res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
+                        stdout_to_stderr=as_json)
+    data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
+    data["record"] = res.summary
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        live_report.render_record(console(sys.stderr), res.summary, res.path if output else None)
+        live_report.render_validation(console(), data)
+    err = data["validation"]["relative_error"]
+    if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
+        return ExitStatus.FAILURE
+    return ExitStatus.SUCCESS
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--reps", type=int, default=21, show_default=True, help="Interleaved A/B repetitions.")
+@click.option("--rounds", type=int, default=20000, show_default=True, help="Ping-pong round trips per run.")
+@click.option("--signals", type=int, default=20000, show_default=True, help="Self-signals per run.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Save the cost model (JSON) for compare/replay.")
+def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) -> None:
+    """Measure what a legacy RSEQ pass costs here: A/B with GLIBC_TUNABLES=glibc.pthread.rseq=0.
+
+    \b
+    Examples:
+      rseqlab cost
+      rseqlab cost --reps 31 --save cost.json
+    """
+    from .live import cost as live_cost
+    from .report import live as live_report
+
+    model = live_cost.measure(reps=reps, rounds=rounds, signals=signals)
+    if save:
+        live_cost.save_model(model, save)
+    if as_json:
+        click.echo(dump_json(model))
+    else:
+        live_report.render_cost(console(), model)
+
+
+@cli.command("rseq-area")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rseq_area(as_json: bool) -> None:
+    """Read the calling thread's real rseq area (glibc __rseq_offset/__rseq_size, thread pointer).
+
+    \b
+    Examples:
+      rseqlab rseq-area
+      GLIBC_TUNABLES=glibc.pthread.rseq=0 rseqlab rseq-area --json
+    """
+    from .live.rseq_area import read_rseq_area
+    from .report import live as live_report
+
+    area = read_rseq_area()
+    if as_json:
+        click.echo(dump_json(area.as_json()))
+    else:
+        live_report.render_rseq_area(console(), area)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
+def workload(name: str | None, list_only: bool) -> None:
+    """Build a shipped workload (C source, machine's gcc) and print its path.
+
+    \b
+    Examples:
+      rseqlab workload --list
+      rseqlab record -- $(rseqlab workload pingpong) 20000 same
+    """
+    from .live.workloads import WORKLOADS, build
+
+    if list_only or name is None:
+        for n, summary in WORKLOADS.items():
+            click.echo(f"{n:12} {summary}")
+        if name is None and not list_only:
+            raise BadInput(f"missing NAME; accepted: {', '.join(WORKLOADS)}")
+        return
+    click.echo(str(build(name)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
     try:

@@ -310,8 +310,11 @@ def _signals_blocked():
 # Recording
 # ======================================================================
 def record(command: list[str], output: str | Path | None = None, *, buffer_mb: int = 32,
-           tracefs: Path = TRACEFS, log=None) -> RecordResult:
-    """Run ``command`` under the recorder and return (and optionally save) its trace."""
+           tracefs: Path = TRACEFS, stdout_to_stderr: bool = False) -> RecordResult:
+    """Run ``command`` under the recorder and return (and optionally save) its trace.
+
+    ``stdout_to_stderr`` sends the command's output to stderr (when our stdout carries JSON).
+    """
     from .format import save
 
     if not command:
@@ -323,7 +326,7 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
         raise BadInput(f"command not found: {command[0]}")
     mounted = check_environment(tracefs)
     try:
-        trace = _record(command, exe, buffer_mb, tracefs)
+        trace = _record(command, exe, buffer_mb, tracefs, stdout_to_stderr)
     finally:
         if mounted:
             unmount(tracefs)
@@ -334,7 +337,7 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
     return result
 
 
-def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path) -> Trace:
+def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_to_stderr: bool) -> Trace:
     remove_stale_instances(tracefs)
     cpus = os.cpu_count() or 1
     me = os.getpid()
@@ -364,7 +367,7 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path) -> Trac
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             child = root_pid = os.fork()
             if child == 0:  # pragma: no cover - runs in the child, replaced by exec
-                _child(gate_r, gate_w, err_r, err_w, exe, command)
+                _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr)
             os.close(gate_r)
             os.close(err_w)
             main.set("set_event_pid", str(child))
@@ -441,8 +444,10 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path) -> Trac
     return build_trace(raw_main, raw_mig, formats, page_size, meta, lost_main, lost_mig, t_start)
 
 
-def _child(gate_r, gate_w, err_r, err_w, exe, command):  # pragma: no cover - child side
+def _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr):  # pragma: no cover - child side
     try:
+        if stdout_to_stderr:
+            os.dup2(2, 1)
         os.close(gate_w)
         os.close(err_r)
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -655,11 +660,11 @@ def build_trace(raw_main: dict[int, bytes], raw_mig: dict[int, bytes],
         sysargs[f"arg{i}"] = sys_args[src, i].astype(np.uint64)
     events["b"][rows_idx] = np.arange(len(rows_idx))
 
-    comms = {}
-    for pids, names in ((sw["prev_pid"], sw["prev_comm"]), (sw["next_pid"], sw["next_comm"])):
-        m = in_tree(pids)
-        for pid, name in zip(pids[m].tolist(), parse.cstr(names[m])):
-            comms.setdefault(str(pid), name)
+    comms = {}  # the last name each task ran under (after its exec)
+    by_time = np.argsort(sw_ts, kind="stable")
+    m = in_tree(sw["prev_pid"][by_time])
+    for pid, name in zip(sw["prev_pid"][by_time][m].tolist(), parse.cstr(sw["prev_comm"][by_time][m])):
+        comms[str(pid)] = name
     lost_total = sum(lost_main.values()) + sum(lost_mig.values())
     flagged = sum(max(n, 0) for _, n, _ in lost_pages)
     meta = dict(meta)

@@ -16,8 +16,8 @@ When a return to user mode happens is inferred:
 
 * A syscall's return is *pending* from ``sys_exit`` on (the tracepoint fires
   before the exit-to-user loop). Signal deliveries and switch-outs that follow
-  with no interrupt in between, and within ``EXIT_LOOP_WINDOW_NS``, happen in
-  that same loop. The return is performed at the task's next entry (syscall,
+  with no interrupt in between, and within ``SYSCALL_EXIT_WINDOW_NS``, happen
+  in that same loop (``IRQ_EXIT_WINDOW_NS`` after an interrupt entry). The return is performed at the task's next entry (syscall,
   interrupt, or a switch-out that must have come from user mode), its exit, or
   the end of the trace.
 * An interrupt that hits a task outside a syscall came from user mode; its
@@ -29,9 +29,11 @@ Sources of ``TIF_NOTIFY_RESUME`` that are neither switches nor signals
 * the first return after ``rseq()`` registration: from the recorded syscall;
 * deferred ``fput`` after ``munmap`` drops the last reference of a file:
   file mappings are tracked from ``open``/``mmap``/``close``/``munmap``;
-* the periodic mm_cid compaction task_work: the tick of a task whose mm is
-  due (every ``MM_CID_SCAN_DELAY_NS`` per mm, first one 100 ms after the mm
-  was created) adds it, the next return to user runs it;
+* the periodic mm_cid compaction task_work (``task_tick_mm_cid``): the tick
+  of a task whose mm is due adds it, the next return to user runs it and
+  pushes the mm's next scan ``MM_CID_SCAN_DELAY_NS`` out. A new mm starts
+  with ``mm_cid_next_scan == 0``, so its first tick queues the work at once
+  (observed: one pass shortly after every exec that runs a tick);
 * a failed ``execve`` that reached ``bprm_execve``.
 
 mm_cid values handed to the personalities follow 6.19's per-task ownership
@@ -48,7 +50,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
-from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS
+from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
 from .format import Kind, Trace
 
@@ -63,9 +65,12 @@ _EXEC_LOOKUP_ERRORS = {-2, -13, -20, -36, -40, -14, -7}
 
 #: ``MM_CID_SCAN_DELAY`` (kernel/sched/sched.h, 6.18): 100 ms between compaction scans.
 MM_CID_SCAN_DELAY_NS = 100_000_000
-#: A switch-out or signal this soon after ``sys_exit``/an interrupt, with no interrupt in
-#: between, is taken to be in that exit's work loop (a few us on the recorded machines).
-EXIT_LOOP_WINDOW_NS = 50_000
+#: A switch-out this soon after ``sys_exit``, with no interrupt in between, is taken to be
+#: in that syscall's exit work loop (measured: median 1 us, p99 1.5 us) ...
+SYSCALL_EXIT_WINDOW_NS = 5_000
+#: ... and this soon after an interrupt entry, in that interrupt's exit (the handler runs
+#: first: the timer tick takes 10-50 us in the recorded VMs, rarely up to ~140 us).
+IRQ_EXIT_WINDOW_NS = 150_000
 
 RESIDUAL_SOURCES = (
     "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
@@ -151,6 +156,7 @@ class Replay:
         self.tasks: dict[int, _Rt] = {}
         self.order: list[int] = []
         self.missing_parent = 0
+        self.tick_ns = 1_000_000_000 // int(meta.get("kernel", {}).get("hz") or 250)
         root = meta.get("root", {})
         self._root = int(root.get("pid", 0))
         self._root_registered = bool(root.get("rseq_registered"))
@@ -161,7 +167,8 @@ class Replay:
     # Tasks and address spaces
     # ------------------------------------------------------------------
     def _new_mm(self, ts: int) -> _Mm:
-        return _Mm(AddressSpace(), ts + MM_CID_SCAN_DELAY_NS)
+        # A new mm has mm_cid_next_scan == 0: its first tick queues the work at once.
+        return _Mm(AddressSpace(), 0)
 
     def _task(self, pid: int, ts: int) -> _Rt:
         rt = self.tasks.get(pid)
@@ -174,17 +181,29 @@ class Replay:
             self.tasks[pid] = rt
             self.order.append(pid)
             if pid == self._root:
-                # It sits in the gate's read() when recording starts, registered if glibc is.
-                rt.syscall = 0
-                if self._root_registered:
-                    self._register(rt, self._root_addr, self._root_len, 0x53053053)
-                    t.tif &= ~Tif.NOTIFY_RESUME  # its registration-time pass happened long ago
-                    t.tif &= ~Tif.RSEQ
-                    if hasattr(t.rseq, "clear_events"):
-                        t.rseq.clear_events()
+                self._start_root(rt)
             else:
                 self.missing_parent += 1
         return rt
+
+    def _start_root(self, rt: _Rt) -> None:
+        """The recorder's child: registered like its parent (if glibc registered), then blocked
+        in the gate's ``read()`` when recording starts. Its history before that is played and
+        then forgotten, so the counters start at the recording's first event."""
+        k, t = self.kernel, rt.task
+        if self._root_registered:
+            k.enter_from_user_mode(t, Entry.SYSCALL)
+            self._register(rt, self._root_addr, self._root_len, 0x53053053)
+            k.syscall_exit_to_user_mode(t)
+        k.enter_from_user_mode(t, Entry.SYSCALL)
+        k.prepare_task_switch(t)  # blocked in read() before tracing started
+        rt.syscall = 0
+        rt.on_cpu = False
+        t.stats = RseqStats()
+        t.trace = TraceCounts()
+        t.uaccess.clear()
+        k.cpu_stats = [RseqStats() for _ in k.cpu_stats]
+        k.trace_totals = TraceCounts()
 
     def _attach(self, rt: _Rt, pid: int) -> None:
         mm = rt.mm
@@ -238,7 +257,9 @@ class Replay:
             # task_mm_cid_work(): runs in resume_user_mode_work and pushes the next scan out.
             rt.cid_work = False
             if ts >= rt.mm.next_scan:
-                rt.mm.next_scan = ts + MM_CID_SCAN_DELAY_NS
+                # jiffies + msecs_to_jiffies(100): due from the tick 100 ms after the current
+                # jiffy began, which is half a tick before ts on average.
+                rt.mm.next_scan = ts + MM_CID_SCAN_DELAY_NS - self.tick_ns // 2
         if entry is Entry.SYSCALL:
             k.syscall_exit_to_user_mode(t)
         else:
@@ -300,7 +321,8 @@ class Replay:
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
-                    if rt.pending is not None and ts - rt.pending_ts > EXIT_LOOP_WINDOW_NS:
+                    window = SYSCALL_EXIT_WINDOW_NS if rt.pending is Entry.SYSCALL else IRQ_EXIT_WINDOW_NS
+                    if rt.pending is not None and ts - rt.pending_ts > window:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
                         self._enter(rt, Entry.IRQ if state == 0 else Entry.EXCEPTION, ts)
@@ -443,7 +465,7 @@ class Replay:
             t = rt.task
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": t.comm, "exits": rt.exits, "counters": t.stats.as_dict(),
+            per_task[pid] = {"comm": t.comm, "tgid": t.tgid, "exits": rt.exits, "counters": t.stats.as_dict(),
                              "rseq_update": t.trace.rseq_update, "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": rt.observed_update,
                              "observed_rseq_ip_fixup": rt.observed_fixup}

@@ -1,0 +1,118 @@
+"""``rseqlab cost``: what one legacy RSEQ pass costs on the live kernel.
+
+A/B measurement with glibc's own switch: the same program runs with rseq
+registered (default) and with ``GLIBC_TUNABLES=glibc.pthread.rseq=0``, in
+interleaved repetitions (the order alternates), reporting median and minimum.
+
+* ``pingpong`` (both threads pinned on CPU 0): every round trip is two
+  blocking reads, so two switch-outs and two ``__rseq_handle_notify_resume``
+  passes (``rseq_update``) per round on a legacy kernel (``rseqlab validate``
+  confirms the count on the same program).
+* ``sigstorm``: every ``kill()`` delivers one handler frame, one immediate pass.
+
+The derived ``ns_per_rseq_update`` (from the ping-pong) is saved as the cost
+model ``compare`` and ``replay`` use (file format in README.md, "cost model
+file"): estimated RSEQ kernel time = user accesses x ``ns_per_user_access``,
+calibrated so a legacy pass (1 read + 5 writes in the glibc case) costs
+``ns_per_rseq_update``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import BadInput, RseqlabError
+from .rseq_area import glibc_version
+from .workloads import build
+
+COST_FORMAT = "rseqlab-cost"
+COST_VERSION = 1
+#: User accesses of one legacy glibc-case pass: R rseq_cs, W rseq_cs, W 4 IDs (spec §2.5, §2.6).
+LEGACY_PASS_ACCESSES = 6
+RSEQ_OFF = "glibc.pthread.rseq=0"
+#: rseq_update passes per unit of work of each benchmark (legacy kernel).
+PASSES_PER_OP = {"pingpong": 2, "sigstorm": 1}
+
+
+def _run(exe: Path, args: list[str], rseq: bool) -> float:
+    env = dict(os.environ)
+    tun = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.pthread.rseq")]
+    if not rseq:
+        tun.append(RSEQ_OFF)
+    if tun:
+        env["GLIBC_TUNABLES"] = ":".join(tun)
+    else:
+        env.pop("GLIBC_TUNABLES", None)
+    res = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
+    if res.returncode != 0:
+        raise RseqlabError(f"benchmark {exe.name} failed: {res.stderr.strip() or res.returncode}")
+    return float(res.stdout.split()[1])
+
+
+def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000) -> dict:
+    """Run both benchmarks A/B, ``reps`` interleaved repetitions each; returns the cost model."""
+    if reps < 1 or rounds < 1 or signals < 1:
+        raise BadInput("--reps, --rounds and --signals must be positive")
+    benches = {"pingpong": (build("pingpong"), [str(rounds), "same"]),
+               "sigstorm": (build("sigstorm"), [str(signals)])}
+    samples = {b: {"on": [], "off": []} for b in benches}
+    for rep in range(reps):
+        for name, (exe, args) in benches.items():
+            for rseq in ((True, False) if rep % 2 == 0 else (False, True)):
+                samples[name]["on" if rseq else "off"].append(_run(exe, args, rseq))
+    out = {}
+    for name, s in samples.items():
+        med_on, med_off = statistics.median(s["on"]), statistics.median(s["off"])
+        min_on, min_off = min(s["on"]), min(s["off"])
+        per = PASSES_PER_OP[name]
+        out[name] = {"unit": "round trip" if name == "pingpong" else "signal",
+                     "ns_rseq_on": {"median": round(med_on, 1), "min": round(min_on, 1)},
+                     "ns_rseq_off": {"median": round(med_off, 1), "min": round(min_off, 1)},
+                     "overhead_pct_median": round(100.0 * (med_on - med_off) / med_off, 2),
+                     "passes_per_op": per,
+                     "ns_per_pass_median": round((med_on - med_off) / per, 1),
+                     "ns_per_pass_min": round((min_on - min_off) / per, 1),
+                     "samples": reps}
+    per_update = out["pingpong"]["ns_per_pass_median"]
+    u = platform.uname()
+    return {"format": COST_FORMAT, "version": COST_VERSION, "kernel": u.release, "machine": u.machine,
+            "cpus": os.cpu_count(), "glibc": glibc_version(),
+            "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ns_per_rseq_update": per_update,
+            "ns_per_signal_pass": out["sigstorm"]["ns_per_pass_median"],
+            "ns_per_user_access": round(per_update / LEGACY_PASS_ACCESSES, 2),
+            "benchmarks": out}
+
+
+def save_model(model: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(path: str | Path) -> dict:
+    """Read a cost model file; one-line :class:`BadInput` on any defect."""
+    try:
+        model = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise BadInput(f"cannot read cost model {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise BadInput(f"{path}: not a cost model (invalid JSON)") from None
+    if not isinstance(model, dict) or model.get("format") != COST_FORMAT:
+        raise BadInput(f"{path}: not an rseqlab cost model")
+    if model.get("version") != COST_VERSION:
+        raise BadInput(f"{path}: unsupported cost model version {model.get('version')} "
+                       f"(this rseqlab reads version {COST_VERSION})")
+    value = model.get("ns_per_user_access")
+    if not isinstance(value, (int, float)) or value < 0:
+        raise BadInput(f"{path}: cost model lacks a valid ns_per_user_access")
+    return model
+
+
+def estimate_ns(result: dict, model: dict) -> float:
+    """Estimated kernel time spent on RSEQ work for one kernel's result (``kernel_result`` dict)."""
+    return (result["user_reads"] + result["user_writes"]) * float(model["ns_per_user_access"])
