@@ -336,8 +336,13 @@ class Kernel:
     # Signals (kernel/signal.c, arch/x86/kernel/signal.c)
     # ==================================================================
     def send_signal(self, t: Task, sig: int) -> None:
-        """Queue a signal; it is acted on in the exit-to-user loop."""
-        t.pending.append(sig)
+        """Make a signal pending; it is acted on in the exit-to-user loop.
+
+        Standard signals are a set, not a queue: one already pending absorbs
+        the new one (``legacy_queue()`` in kernel/signal.c).
+        """
+        if sig not in t.pending:
+            t.pending.append(sig)
         t.tif |= Tif.SIGPENDING
 
     @models("force_sig", "kernel/signal.c")

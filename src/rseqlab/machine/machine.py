@@ -76,6 +76,10 @@ class MachineConfig:
     insn_ns: int = 1
     #: Latency of a major page fault (swap-in); 0 makes every fault minor.
     major_fault_ns: int = 0
+    #: How long a membarrier() caller waits for its IPIs (smp_call_function_many(..., wait=1)).
+    ipi_wait_ns: int = 2_000
+    #: Random per-CPU tick phase drawn from the seed; False puts every tick on the 1/HZ grid.
+    tick_phase: bool = True
     #: Memory limit for threads: each costs a kernel stack and a TLS page.
     max_threads: int = 4096
     debug: bool = False
@@ -162,6 +166,8 @@ class Cpu:
     dispatching: bool = False
     ticks: int = 0
     tick_armed: bool = False
+    #: Offset of this CPU's tick from the 1/HZ grid (local APIC timers are not synchronised).
+    tick_phase: int = 0
 
 
 _RUN = ("run",)
@@ -302,8 +308,10 @@ class Machine:
         if not self._ticking:
             self._ticking = True
             for cpu in self.cpus:
+                # The phase is drawn from the seed: it is what makes two seeds interleave differently.
+                cpu.tick_phase = self.rng.randrange(self.tick_ns) if self.config.tick_phase else 0
                 cpu.tick_armed = True
-                self.sim.after(self.tick_ns, lambda c=cpu: self._tick(c), Prio.TIMER)
+                self.sim.at(self._next_tick(cpu), lambda c=cpu: self._tick(c), Prio.TIMER)
         self.sim.run(until=until_ns, stop=lambda: not self._ticking)
         if self._ticking and self.sim.pending == 0:
             blocked = sorted(t.tid for t in self.tasks.values() if t.state is State.BLOCKED)
@@ -412,7 +420,7 @@ class Machine:
         if not cpu.tick_armed and self._ticking:
             # Leaving NOHZ idle: the tick resumes on its period's grid.
             cpu.tick_armed = True
-            self.sim.at((self.sim.now // self.tick_ns + 1) * self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
+            self.sim.at(self._next_tick(cpu), lambda: self._tick(cpu), Prio.TIMER)
         assert st.kt.cpu == cpu.index, "rseqlab bug: task dispatched on a CPU it was not placed on"
         cid = st.proc.mmcid.switch_in(st.tid, cpu.index)
         self.kernel.finish_task_switch_in(st.kt, cid)
@@ -420,10 +428,11 @@ class Machine:
         st.ran_since = self.sim.now
         st.glet.switch(_RUN)
 
-    def _enqueue(self, st: SimTask, target: int) -> None:
+    def _enqueue(self, st: SimTask, target: int, *, new: bool = False) -> None:
         if target != st.kt.cpu:
             self.kernel.set_task_cpu(st.kt, target)
-            self.migrations += 1
+            # perf's cpu-migrations: a new task's first placement is not a migration.
+            self.migrations += not new
         cpu = self.cpus[target]
         cpu.rq.append(st)
         self._dispatch(cpu)
@@ -454,7 +463,7 @@ class Machine:
         """``wake_up_new_task()``."""
         st.state = State.RUNNABLE
         target = self._select_cpu(st)
-        self._enqueue(st, target)
+        self._enqueue(st, target, new=True)
 
     def _wake_all(self, wq: WaitQueue) -> None:
         while wq.waiters:
@@ -474,6 +483,11 @@ class Machine:
         if self.sim.now - curr.ran_since >= self.config.wakeup_granularity_ns:
             curr.kt.tif |= Tif.NEED_RESCHED
             self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "resched-ipi"), Prio.IPI)
+
+    def _next_tick(self, cpu: Cpu) -> int:
+        """The first instant after now on ``cpu``'s tick grid."""
+        k = (self.sim.now - cpu.tick_phase) // self.tick_ns + 1
+        return k * self.tick_ns + cpu.tick_phase
 
     def _tick(self, cpu: Cpu) -> None:
         """The periodic timer interrupt on ``cpu``; an idle CPU stops ticking (NOHZ idle)."""
@@ -558,7 +572,7 @@ class Machine:
             self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "signal-kick"), Prio.IPI)
         return 0
 
-    def membarrier_rseq(self, caller: SimTask, cpu_filter: int | None) -> None:
+    def membarrier_rseq(self, caller: SimTask, cpu_filter: int | None) -> int:
         """IPI every CPU running a thread of the caller's process (not the caller's own CPU)."""
         for cpu in self.cpus:
             if cpu_filter is not None and cpu.index != cpu_filter:
@@ -567,6 +581,8 @@ class Machine:
             if st is None or st is caller or st.proc is not caller.proc or cpu.dispatching:
                 continue
             self.sim.at(self.sim.now, lambda c=cpu, t=st: self._membarrier_ipi(c, t), Prio.IPI)
+            sent += 1
+        return sent
 
     def _membarrier_ipi(self, cpu: Cpu, st: SimTask) -> None:
         if cpu.curr is not st or st.state is not State.RUNNING:

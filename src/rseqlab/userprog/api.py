@@ -250,30 +250,43 @@ class Thread:
             raise TaskExit
         kt = self.kt
         while len(kt.sigframes) > self._frames:
-            self._run_handler(kt.sigframes[-1].sig)
+            self._run_handler()
         if kt.regs.ip != expected_ip:
             if kt.regs.ip in self.image.abort_ips:
                 self.ip = kt.regs.ip
                 raise RseqAbort(kt.regs.ip)
             raise RuntimeError(f"rseqlab bug: kernel moved IP {expected_ip:#x} -> {kt.regs.ip:#x}")
 
-    def _run_handler(self, sig: int) -> None:
+    def _run_handler(self) -> None:
+        """Run the handler of the newest frame, then ``rt_sigreturn()`` from it.
+
+        Frames below it belong to outer contexts: when several signals were set
+        up on one exit, each handler's sigreturn resumes the previous handler,
+        whose own frame the outer loop runs next.
+        """
+        kt = self.kt
+        index = len(kt.sigframes) - 1
+        sig = kt.sigframes[index].sig
         handler = self.st.proc.handlers.get(sig)
-        self._frames += 1
-        outer_ip = self.ip
+        saved_frames, outer_ip = self._frames, self.ip
+        self._frames = index + 1
         try:
             if handler is not None:
                 self.ip = handler_ip(sig)
                 handler(self, sig)
         finally:
-            self._frames -= 1
+            self._frames = saved_frames
         # rt_sigreturn(): restores the interrupted context, possibly an abort IP.
-        k, kt = self.k, self.kt
+        k = self.k
+        kt.regs.ip = self.ip
         k.enter_from_user_mode(kt, Entry.SYSCALL)
         k.sigreturn(kt)
         resumed = kt.regs.ip
-        self.ip = outer_ip
-        self._return_to_user(k.syscall_exit_to_user_mode(kt), resumed)
+        self._frames, self.ip = index, resumed
+        try:
+            self._return_to_user(k.syscall_exit_to_user_mode(kt), resumed)
+        finally:
+            self._frames, self.ip = saved_frames, outer_ip
 
     # ==================================================================
     # Syscalls
