@@ -573,7 +573,10 @@ class Machine:
         return 0
 
     def membarrier_rseq(self, caller: SimTask, cpu_filter: int | None) -> int:
-        """IPI every CPU running a thread of the caller's process (not the caller's own CPU)."""
+        """IPI every CPU running a thread of the caller's process (not the caller's own CPU).
+
+        Returns how many IPIs were sent; the caller waits for them (``ipi_wait_ns``)."""
+        sent = 0
         for cpu in self.cpus:
             if cpu_filter is not None and cpu.index != cpu_filter:
                 continue

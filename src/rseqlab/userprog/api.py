@@ -390,7 +390,9 @@ class Thread:
                 if not 0 <= cpu_id < self.m.config.cpus:
                     return -errno.ENXIO
                 target = cpu_id
-            self.m.membarrier_rseq(self.st, target)
+            if self.m.membarrier_rseq(self.st, target):
+                # The IPIs were queued at this instant (Prio.IPI); wait for them to complete.
+                self.m.wait(self.st, self.m.config.ipi_wait_ns, user=False, on_irq=self._on_kernel_irq)
             return 0
 
         return self.syscall(work)
