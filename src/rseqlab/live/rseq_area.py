@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import threading
 from dataclasses import dataclass
 
 from ..abi import StructRseq
@@ -41,7 +42,7 @@ class RseqArea:
         return {"glibc": self.glibc, "rseq_offset": self.rseq_offset, "rseq_size": self.rseq_size,
                 "thread_pointer": self.thread_pointer, "address": self.address,
                 "fields": dict(self.fields), "registered": self.registered, "status": self.status,
-                "tid": os.gettid()}
+                "tid": threading.get_native_id()}
 
 
 def glibc_version() -> str:

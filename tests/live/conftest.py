@@ -1,0 +1,36 @@
+"""Live-kernel tests: they run as root on the CI machine and mount tracefs themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+@pytest.fixture(scope="session")
+def live_tracefs():
+    """tracefs mounted for the whole session (so tests can inspect it); skips with the reason."""
+    from rseqlab.errors import Unavailable
+    from rseqlab.trace.record import check_environment, unmount
+
+    if os.geteuid() != 0:
+        pytest.skip("live-kernel tests need root (tracefs)")
+    try:
+        mounted = check_environment(TRACEFS)
+    except Unavailable as exc:
+        pytest.skip(f"live kernel cannot be traced here: {exc}")
+    yield TRACEFS
+    if mounted:
+        unmount(TRACEFS)
+
+
+def tracefs_state(root: Path) -> dict:
+    """The top-level settings a recorder must leave alone, plus our instances."""
+    names = ["tracing_on", "set_event", "set_event_pid", "current_tracer", "buffer_size_kb", "trace_clock",
+             "options/event-fork", "options/overwrite"]
+    state = {n: (root / n).read_text() for n in names if (root / n).exists()}
+    state["instances"] = sorted(p.name for p in (root / "instances").iterdir() if p.name.startswith("rseqlab-"))
+    return state

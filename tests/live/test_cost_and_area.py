@@ -1,0 +1,70 @@
+"""``rseqlab cost`` and ``rseqlab rseq-area`` on the live machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rseqlab.live.cost import estimate_ns, load_model
+from rseqlab.errors import BadInput
+
+
+def test_cost_measures_and_saves_a_loadable_model(run_cli, tmp_path):
+    path = tmp_path / "cost.json"
+    res = run_cli("cost", "--json", "--reps", "3", "--rounds", "3000", "--signals", "3000", "--save", str(path))
+    assert res.status == 0, res.stderr
+    model = res.json
+    assert model == load_model(path)
+    for bench in ("pingpong", "sigstorm"):
+        b = model["benchmarks"][bench]
+        assert b["samples"] == 3
+        assert b["ns_rseq_on"]["min"] <= b["ns_rseq_on"]["median"]
+    print(f"\ncost (3 reps): ns per rseq_update {model['ns_per_rseq_update']}, "
+          f"per signal pass {model['ns_per_signal_pass']}")
+    assert estimate_ns({"user_reads": 1, "user_writes": 5}, model) == pytest.approx(
+        6 * model["ns_per_user_access"])
+
+
+def test_cost_model_file_errors(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text("{nope")
+    with pytest.raises(BadInput, match="invalid JSON"):
+        load_model(p)
+    p.write_text(json.dumps({"format": "rseqlab-cost", "version": 9}))
+    with pytest.raises(BadInput, match="version 9"):
+        load_model(p)
+
+
+def _area(env_extra: dict) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, "-m", "rseqlab.cli", "rseq-area", "--json"], capture_output=True,
+                          text=True, env=env)
+
+
+def test_rseq_area_registered_and_disabled():
+    on = _area({})
+    assert on.returncode == 0, on.stderr
+    data = json.loads(on.stdout)
+    assert data["registered"] and data["rseq_size"] > 0
+    assert 0 <= data["fields"]["cpu_id"] < os.cpu_count()
+    assert data["fields"]["cpu_id_start"] == data["fields"]["cpu_id"]
+    off = _area({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
+    assert off.returncode == 0
+    data = json.loads(off.stdout)
+    assert not data["registered"] and data["rseq_size"] == 0
+    assert data["fields"]["cpu_id"] == -2
+    assert "disabled" in data["status"]
+
+
+def test_rseq_area_unavailable_off_x86(run_cli, monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    res = run_cli("rseq-area")
+    assert res.status == 3
+    assert res.stderr.strip() == ("rseqlab: error: reading the rseq area needs x86_64 (arch_prctl for the "
+                                  "thread pointer); this machine is aarch64")

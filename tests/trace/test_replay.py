@@ -1,0 +1,186 @@
+"""Replay of hand-built traces: each inference rule, on both personalities, and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rseqlab.trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, Kind, Trace, empty_table, save
+from rseqlab.trace.replay import replay
+
+ROOT = 100
+AREA = 0x7F00_0000_0100
+SIG = 0x53053053
+
+
+class Builder:
+    """Events of one or more tasks, in order; ``ts`` advances 1 ms per event unless given."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.args: list[tuple] = []
+        self.ts = 0
+
+    def ev(self, kind, pid=ROOT, a=0, b=0, c=0, d=0, cpu=0, dt=1_000_000):
+        self.ts += dt
+        self.rows.append((self.ts, cpu, int(kind), pid, a, b, c, d))
+        return self
+
+    def syscall(self, nr, ret=0, pid=ROOT, args=None, block=False, cpu=0):
+        b = -1
+        if args is not None:
+            b = len(self.args)
+            self.args.append((len(self.rows), *args, *([0] * (6 - len(args)))))
+        self.ev(Kind.SYS_ENTER, pid, nr, b, cpu=cpu)
+        if block:
+            self.ev(Kind.SWITCH_OUT, pid, 1).ev(Kind.SWITCH_IN, pid, cpu=cpu)
+        return self.ev(Kind.SYS_EXIT, pid, nr, ret, cpu=cpu)
+
+    def trace(self) -> Trace:
+        ev = empty_table(EVENT_COLUMNS, len(self.rows))
+        arr = np.array(self.rows, dtype=np.int64)
+        for i, name in enumerate(("ts", "cpu", "kind", "pid", "a", "b", "c", "d")):
+            ev[name] = arr[:, i].astype(EVENT_COLUMNS[name])
+        sa = empty_table(SYSARG_COLUMNS, len(self.args))
+        if self.args:
+            aa = np.array(self.args, dtype=np.uint64)
+            sa["event"] = aa[:, 0].astype(np.uint32)
+            for i in range(6):
+                sa[f"arg{i}"] = aa[:, i + 1]
+        meta = {"cpus": 2, "topology": {"node_of_cpu": [0, 0]}, "kernel": {"hz": 250},
+                "root": {"pid": ROOT, "rseq_registered": False}}
+        return Trace(meta, ev, sa)
+
+
+def started() -> Builder:
+    """The root leaves the gate, execs, registers rseq (one pass on 6.18 at that exit)."""
+    b = Builder()
+    b.ev(Kind.SWITCH_IN, ROOT).ev(Kind.SYS_EXIT, ROOT, 0, 2)
+    b.syscall(59).ev(Kind.EXEC, ROOT)  # exec's sys_exit precedes the event in real traces; order is immaterial
+    b.syscall(334, args=(AREA, 32, 0, SIG))
+    return b
+
+
+def counts(b: Builder):
+    res = replay(b.trace(), ["6.18", "6.19"])
+    return res["6.18"], res["6.19"]
+
+
+def test_registration_then_plain_syscalls():
+    b = started()
+    for _ in range(5):
+        b.syscall(39)
+    old, new = counts(b)
+    assert old.tracepoints["rseq_update"] == 1  # the first exit after registration
+    assert new.tracepoints["rseq_update"] == 1 and new.counters["ids"] == 1
+
+
+def test_blocking_syscalls_one_pass_each_on_618_none_on_619():
+    b = started()
+    for _ in range(10):
+        b.syscall(0, block=True)
+    old, new = counts(b)
+    assert old.tracepoints["rseq_update"] == 11
+    assert new.tracepoints["rseq_update"] == 1  # no migration, no user interrupt: nothing to do
+
+
+def test_switch_in_the_exit_loop_collapses_with_the_syscall_pass():
+    b = started()
+    b.syscall(1)
+    b.ev(Kind.SWITCH_OUT, ROOT, 0, dt=1_000).ev(Kind.SWITCH_IN, ROOT)  # preempted at the write's exit
+    b.syscall(39)
+    old, _ = counts(b)
+    assert old.tracepoints["rseq_update"] == 2  # registration + one pass for the preempted exit
+
+
+def test_late_switch_out_is_a_new_user_mode_entry():
+    b = started()
+    b.syscall(1)
+    b.ev(Kind.SWITCH_OUT, ROOT, 0, dt=2_000_000).ev(Kind.SWITCH_IN, ROOT)  # long after: user-mode preemption
+    b.syscall(39)
+    old, new = counts(b)
+    assert old.tracepoints["rseq_update"] == 2
+    assert old.counters["exit"] == new.counters["exit"]
+    assert new.counters["fastpath"] == 2  # registration, then the preemption after a user interrupt
+
+
+def test_migration_costs_619_an_id_update():
+    b = started()
+    b.syscall(0, block=True)
+    b.ev(Kind.SYS_ENTER, ROOT, 0, -1).ev(Kind.SWITCH_OUT, ROOT, 1).ev(Kind.SWITCH_IN, ROOT, cpu=1)
+    b.ev(Kind.SYS_EXIT, ROOT, 0, 1, cpu=1)
+    b.syscall(39, cpu=1)
+    old, new = counts(b)
+    assert old.tracepoints["rseq_update"] == 3
+    assert new.counters["ids"] == 2
+
+
+def test_signal_handler_frame_is_a_pass_on_618():
+    b = started()
+    for _ in range(4):
+        b.syscall(62)  # kill(getpid()): delivered on this syscall's way out
+        b.ev(Kind.SIGNAL, ROOT, 10, 0x401000, dt=500)
+        b.syscall(15)
+    old, new = counts(b)
+    assert old.counters["signal"] == 4
+    assert old.tracepoints["rseq_update"] == 5
+    assert new.counters["signal"] == 0  # entered by a syscall: no user_irq, nothing to check
+
+
+def test_munmap_of_last_file_reference_is_deferred_fput():
+    b = started()
+    for i in range(3):
+        b.syscall(257, ret=3)
+        b.syscall(9, ret=0x7000_0000, args=(0, 4096, 3, 1, 3, 0))
+        b.syscall(3, args=(3,))
+        b.syscall(11, args=(0x7000_0000, 4096))
+    b.syscall(257, ret=3)  # and one mapping whose fd stays open: no deferred fput
+    b.syscall(9, ret=0x7100_0000, args=(0, 4096, 3, 1, 3, 0))
+    b.syscall(11, args=(0x7100_0000, 4096))
+    b.syscall(39)
+    old, new = counts(b)
+    assert old.tracepoints["rseq_update"] == 1 + 3
+    assert new.tracepoints["rseq_update"] == 1
+
+
+def test_first_tick_of_a_new_mm_queues_the_cid_work():
+    b = started()
+    b.ev(Kind.IRQ, ROOT, 0)  # tick in user mode: the work is due at once
+    b.ev(Kind.IRQ, ROOT, 0)  # 1 ms later: next scan not due
+    b.syscall(39)
+    old, _ = counts(b)
+    assert old.tracepoints["rseq_update"] == 2
+
+
+def test_thread_registers_itself_and_fork_child_inherits():
+    b = started()
+    b.ev(Kind.SYS_ENTER, ROOT, 435, -1).ev(Kind.FORK, ROOT, 101, 0x3D0F00)  # pthread_create: CLONE_VM
+    b.ev(Kind.SYS_EXIT, ROOT, 435, 101)
+    b.ev(Kind.SWITCH_IN, 101, cpu=1).ev(Kind.SYS_EXIT, 101, 435, 0, cpu=1)
+    b.syscall(334, pid=101, args=(AREA + 0x10000, 32, 0, SIG), cpu=1)
+    b.ev(Kind.SYS_ENTER, ROOT, 56, -1).ev(Kind.FORK, ROOT, 102, 0x1200011)  # fork(): no CLONE_VM
+    b.ev(Kind.SYS_EXIT, ROOT, 56, 102)
+    b.ev(Kind.SWITCH_IN, 102).ev(Kind.SYS_EXIT, 102, 56, 0)
+    b.syscall(39, pid=102)
+    b.syscall(39)
+    old, new = counts(b)
+    per = {pid: t["rseq_update"] for pid, t in old.per_task.items()}
+    assert per == {ROOT: 1, 101: 1, 102: 1}
+    assert {pid: t["rseq_update"] for pid, t in new.per_task.items()} == {ROOT: 1, 101: 1, 102: 1}
+
+
+def test_replay_output_is_byte_identical(run_cli, tmp_path):
+    b = started()
+    for i in range(20):
+        b.syscall(0, block=i % 3 == 0)
+    path = tmp_path / "r.trace"
+    save(b.trace(), path)
+    first = run_cli("replay", str(path), "--json", "--per-process")
+    second = run_cli("replay", str(path), "--json", "--per-process")
+    assert first.status == 0 and first.stdout == second.stdout
+    data = first.json
+    assert set(data["kernels"]) == {"6.18", "6.19"}
+    assert set(data["kernels"]["6.18"]) == {"exit", "signal", "slowpath", "fastpath", "ids", "cs", "clear",
+                                            "fixup", "user_reads", "user_writes", "rseq_update", "rseq_ip_fixup"}
+    assert data["observed"] == {"rseq_update": 0, "rseq_ip_fixup": 0}
+    table = run_cli("replay", str(path))
+    assert table.status == 0 and "id updates" in table.stdout
