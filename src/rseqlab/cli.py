@@ -72,6 +72,79 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
         explain_report.render(con, results)
 
 
+@cli.command()
+@click.option("--workload", "-w", default="kernel-build", show_default=True,
+              help="A built-in workload name or a workload TOML file.")
+@click.option("--kernels", default=",".join(KERNELS), show_default=True,
+              help="Comma-separated kernels (what-if variants accepted).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Run kernels in parallel processes.")
+@click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
+def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str | None, plot: str | None,
+            as_json: bool, list_only: bool) -> None:
+    """Simulate a workload under each kernel; the table of the 6.19 commit message.
+
+    \b
+    Examples:
+      rseqlab compare                               # kernel-build, 6.18 vs 6.19
+      rseqlab compare -w pingpong --kernels 6.18,6.19,6.19:no-cs-check
+      rseqlab compare -w my-workload.toml --json --plot out.svg
+    """
+    from . import compare as cmp
+    from .live.cost import estimate_ns, load_model
+    from .report.compare import render_compare
+    from .workloads import builtin_names, load_workload
+
+    con = console()
+    if list_only:
+        for name in builtin_names():
+            w = load_workload(name)
+            click.echo(f"{name:16} {w.description}")
+        return
+    names = _kernel_list(kernels)
+    w = load_workload(workload)
+    model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
+    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+                             names, w.duration_ms)
+    data = cmp.compare_json(w, seed, results, model)
+    if plot:
+        from .report.plot import plot_compare
+
+        plot_compare(plot, f"{w.name}: RSEQ work per kernel (seed {seed})", data["kernels"])
+    if as_json:
+        click.echo(dump_json(data))
+        return
+    render_compare(con, f"{w.name} (seed {seed}, {data['simulated_ns'] / 1e6:,.1f} ms simulated): "
+                        f"{w.description}", data["kernels"],
+                   cost_ns={k: estimate_ns(v, model) for k, v in data["kernels"].items()})
+    con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
+
+
+def _with_progress(run, kernels: list[str], duration_ms: int | None):
+    """A progress bar on stderr while a long simulation runs (only on a terminal)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return run(None)
+    started = time.monotonic()
+    with Progress(console=err, transient=True, disable=False) as bar:
+        tasks = {k: bar.add_task(f"simulating {k}", total=(duration_ms or 0) * 1_000_000 or None,
+                                 visible=False) for k in kernels}
+
+        def progress(kernel: str, now: int, limit: int) -> None:
+            if time.monotonic() - started > 1.0:  # only runs longer than a second get a bar
+                bar.update(tasks[kernel], completed=now, visible=True)
+
+        return run(progress)
+
+
 # ======================================================================
 # Live kernel: record, replay, validate, cost, rseq-area (issue 5)
 # ======================================================================

@@ -1,0 +1,63 @@
+"""``rseqlab compare``: one workload, simulated under each kernel, side by side.
+
+Every kernel runs the same workload on its own machine with the same seed.
+The personalities do not change scheduling decisions, so each sees the same
+timeline; the counters differ only by what the kernels do on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from .errors import BadInput
+from .workloads import RunResult, Workload, load_workload, run_workload
+
+#: Used when no measured cost model (``rseqlab cost -o FILE``) is given: the live-kernel
+#: notes measured "a few hundred ns" per legacy rseq_update pass, i.e. about 50 ns for
+#: each of its 6 user accesses (1 read, 5 writes in the glibc case).
+DEFAULT_COST_MODEL = {
+    "format": "rseqlab-cost",
+    "version": 1,
+    "ns_per_user_access": 50.0,
+    "source": "default: ~300 ns per legacy pass (live-kernel-notes.md) / 6 user accesses",
+}
+
+
+def _run_one(args: tuple[Workload, str, int, bool]) -> RunResult:
+    workload, kernel, seed, bulk = args
+    return run_workload(workload, kernel, seed, bulk=bulk)
+
+
+def compare(workload: Workload | str, kernels: Sequence[str], *, seed: int = 0, jobs: int = 1,
+            bulk: bool = True, progress: Callable[[str, int, int], None] | None = None) -> dict[str, RunResult]:
+    """Run ``workload`` under each kernel; ``jobs > 1`` runs kernels in parallel processes
+    (identical results: each run is independent and seeded)."""
+    w = load_workload(workload) if isinstance(workload, str) else workload
+    if jobs < 1:
+        raise BadInput(f"--jobs: expected a positive number, got {jobs}")
+    if jobs == 1 or len(kernels) == 1:
+        out = {}
+        for k in kernels:
+            cb = (lambda now, limit, k=k: progress(k, now, limit)) if progress else None
+            out[k] = run_workload(w, k, seed, bulk=bulk, progress=cb)
+        return out
+    with ProcessPoolExecutor(max_workers=min(jobs, len(kernels))) as pool:
+        results = list(pool.map(_run_one, [(w, k, seed, bulk) for k in kernels]))
+    return dict(zip(kernels, results))
+
+
+def compare_json(workload: Workload, seed: int, results: dict[str, RunResult],
+                 cost_model: dict | None = None) -> dict:
+    from .live.cost import estimate_ns
+
+    data = {
+        "workload": workload.name,
+        "seed": seed,
+        "kernels": {k: r.as_json() for k, r in results.items()},
+        "simulated_ns": next(iter(results.values())).sim_ns,
+    }
+    if cost_model is not None:
+        data["cost_model"] = cost_model
+        data["estimated_rseq_ns"] = {k: round(estimate_ns(v, cost_model), 1) for k, v in data["kernels"].items()}
+    return data
