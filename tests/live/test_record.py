@@ -25,8 +25,11 @@ def test_interrupted_recording_restores_tracefs(live_tracefs, tmp_path):
     inst = live_tracefs / "instances" / f"rseqlab-{proc.pid}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if (inst / "set_event_pid").exists() and (inst / "set_event_pid").read_text().strip():
-            break
+        try:  # tracing_on is switched on last, just before the workload is released
+            if (inst / "tracing_on").read_text().strip() == "1" and (inst / "set_event_pid").read_text().strip():
+                break
+        except OSError:
+            pass
         time.sleep(0.05)
     else:
         proc.kill()
