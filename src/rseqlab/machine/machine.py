@@ -77,7 +77,7 @@ class MachineConfig:
     #: Latency of a major page fault (swap-in); 0 makes every fault minor.
     major_fault_ns: int = 0
     #: How long a membarrier() caller waits for its IPIs (smp_call_function_many(..., wait=1)).
-    ipi_wait_ns: int = 2_000
+    ipi_wait_ns: int = 4_000
     #: Random per-CPU tick phase drawn from the seed; False puts every tick on the 1/HZ grid.
     tick_phase: bool = True
     #: Memory limit for threads: each costs a kernel stack and a TLS page.
@@ -566,11 +566,21 @@ class Machine:
         if target.state is State.BLOCKED and target.thread.interruptible:
             target.interrupted_by_signal = True
             self.wake(target)
-        elif target.state is State.RUNNING and target.kt.in_user:
+        elif target.state is State.RUNNING and target.thread.in_user_mode():
             # signal_wake_up(): kick the CPU so the signal is seen on the way out.
             cpu = self.cpus[target.kt.cpu]
             self.sim.at(self.sim.now, lambda: self._interrupt(cpu, "signal-kick"), Prio.IPI)
+        else:
+            self._work_at_trip_end(target)
         return 0
+
+    def _work_at_trip_end(self, st: SimTask) -> None:
+        """Work was raised on a task in the kernel part of a bulk burst: the trip's own
+        exit must see it, so the burst is cut at the instant that trip returns."""
+        end = st.thread.end_of_trip() if st.thread is not None else None
+        if end is not None and st.state is State.RUNNING:
+            cpu = self.cpus[st.kt.cpu]
+            self.sim.at(end, lambda: cpu.curr is st and self._interrupt(cpu, "exit-work"))
 
     def membarrier_rseq(self, caller: SimTask, cpu_filter: int | None) -> int:
         """IPI every CPU running a thread of the caller's process (not the caller's own CPU).
@@ -590,10 +600,11 @@ class Machine:
     def _membarrier_ipi(self, cpu: Cpu, st: SimTask) -> None:
         if cpu.curr is not st or st.state is not State.RUNNING:
             return
-        if st.waiting and st.kt.in_user:
+        if st.waiting and st.thread.in_user_mode():
             self._interrupt(cpu, "membarrier-ipi")
         else:
             self.kernel.ipi_rseq(st.kt)  # interrupted kernel mode: no user entry
+            self._work_at_trip_end(st)
 
 
 def make_machine(release: str, *, cpus: int = 2, nodes: int = 1, hz: int = 250, seed: int = 0,

@@ -66,8 +66,10 @@ class MachineSpec:
 
     cpus: int = 2
     nodes: int = 1
-    hz: int = 250
-    slice_ns: int = 3_000_000
+    #: HZ=1000 and a 1 ms slice (CFS's slice for a dozen threads on two CPUs is
+    #: about 0.75 ms): runs of a few simulated ms then see many preemptions.
+    hz: int = 1000
+    slice_ns: int = 1_000_000
     max_threads: int = 4096
 
     def config(self) -> MachineConfig:
