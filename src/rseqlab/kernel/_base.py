@@ -288,24 +288,28 @@ class Kernel:
         t.tif &= ~Tif.NOTIFY_RESUME
         self.rseq_handle_notify_resume(t, regs=regs)
 
-    def bulk_round_trips(self, t: Task, n: int, entry: Entry) -> None:
-        """``n`` kernel round trips (fast syscalls or minor faults) with nothing pending.
+    def bulk_round_trips(self, t: Task, n: int, entry: Entry) -> bool:
+        """``n`` kernel round trips (fast syscalls or minor faults) that found nothing pending.
 
-        Such a trip does no rseq work on any kernel: on its way out only ``exit``
-        is counted (6.19's ``user_irq`` is set at entry and cleared at exit). So
-        they are counted in bulk, unless a debug check runs on every syscall
-        exit, or work is pending: then each trip takes the full path.
+        The caller guarantees that no work was pending while they ran (anything
+        that raises work cuts the burst at that instant). Such a trip does no
+        rseq work on any kernel: only ``exit`` is counted (6.19's ``user_irq``
+        is set at entry and cleared at exit), so they are counted at once. The
+        one exception is a debug check that runs on every syscall exit.
         """
         if n <= 0:
-            return
-        if (self.debug and entry is Entry.SYSCALL) or t.tif & EXIT_TO_USER_MODE_WORK:
-            for _ in range(n):
-                self.enter_from_user_mode(t, entry)
-                if not self.exit_to_user_mode(t, entry):
-                    return
-            return
+            return True
+        if self.debug and entry is Entry.SYSCALL:
+            for done in range(n):
+                self.rseq_debug_syscall_return(t)
+                if t.tif & EXIT_TO_USER_MODE_WORK:  # the check forced SIGSEGV: a full exit
+                    t.stats.exit += done
+                    self.cpu_stats[t.cpu].exit += done
+                    self.exit_to_user_mode_prepare(t)
+                    return t.killed_by is None
         t.stats.exit += n
         self.cpu_stats[t.cpu].exit += n
+        return True
 
     # ==================================================================
     # Scheduler hooks (kernel/sched/core.c), called by the machine

@@ -52,6 +52,8 @@ class Thread:
         self._frames = 0
         #: Interrupts taken from user mode so far (instructions use it to know they were cut).
         self.irqs = 0
+        #: (start, period, user_ns) while a bulk burst of round trips is being served.
+        self.burst: tuple[int, int, int] | None = None
         #: The registered rseq area this thread's sections use (0: none).
         self.area = 0
         #: Per-thread user-space state for programs (e.g. TCMalloc's cached slab pointer).
@@ -155,14 +157,18 @@ class Thread:
         kt.regs.ip = self.ip
         while done < count:
             start = m.now
-            kind = m.wait_once(self.st, (count - done) * period) if period else None
+            self.burst = (start, period, user_ns)
+            try:
+                kind = m.wait_once(self.st, (count - done) * period) if period else None
+            finally:
+                self.burst = None
             if kind is None:
-                k.bulk_round_trips(kt, count - done, entry)
+                self._return_to_user(k.bulk_round_trips(kt, count - done, entry), self.ip)
                 return
-            full, pos = divmod(m.now - start, period)
-            k.bulk_round_trips(kt, full, entry)
+            full, pos = burst_position(m.now - start, period)
+            self._return_to_user(k.bulk_round_trips(kt, full, entry), self.ip)
             done += full + 1
-            if pos < user_ns:  # landed in user code: a user interrupt, then finish this trip
+            if user_ns and pos <= user_ns:  # landed in user code: a user interrupt, then finish the trip
                 self._on_user_irq(kind)
                 self.compute(user_ns - pos, self.ip)
                 self._trip(entry, kernel_ns)
@@ -172,6 +178,22 @@ class Thread:
                 self._on_kernel_irq(kind)
                 m.wait(self.st, period - pos, user=False, on_irq=self._on_kernel_irq)
                 self._return_to_user(k.exit_to_user_mode(kt, entry), self.ip)
+
+    def in_user_mode(self) -> bool:
+        """Whether the thread runs user code now (inside a bulk burst: by its position)."""
+        if self.burst is None:
+            return self.kt.in_user
+        start, period, user_ns = self.burst
+        _, pos = burst_position(self.m.now - start, period)
+        return bool(user_ns) and pos <= user_ns
+
+    def end_of_trip(self) -> int | None:
+        """In a bulk burst, the instant the current round trip returns to user space."""
+        if self.burst is None:
+            return None
+        start, period, _ = self.burst
+        full, _ = burst_position(self.m.now - start, period)
+        return start + (full + 1) * period
 
     def _trip(self, entry: Entry, kernel_ns: int) -> None:
         k, kt = self.k, self.kt
@@ -497,3 +519,16 @@ class Thread:
 
     def node_id(self) -> int:
         return self.area_field("node_id")
+
+
+def burst_position(elapsed: int, period: int) -> tuple[int, int]:
+    """(completed trips, position in the current one) ``elapsed`` ns into a burst.
+
+    An event due at the very instant a segment ends lands before the segment
+    completes (it sorts first), so an exact boundary belongs to the segment
+    that is ending, as it does when the trips run one by one.
+    """
+    if elapsed == 0:
+        return 0, 0
+    full = (elapsed - 1) // period
+    return full, elapsed - full * period
