@@ -1,0 +1,35 @@
+"""``rseqlab selftest`` output: one row per run with its verdict and the kernel's counters."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = ["exit", "slowpath", "fastpath", "ids", "cs", "clear", "fixup", "nr_abort", "switches", "migrations"]
+
+
+def verdict(r) -> str:
+    word = "pass" if r.passed else "FAIL"
+    if r.expected is None:
+        return f"{word} (what-if)"
+    return word if r.as_expected else f"{word} (unexpected)"
+
+
+def render(con: Console, results: list, elapsed_runs: int) -> None:
+    table = Table(title="Ported selftests on the simulated machine", show_lines=False)
+    table.add_column("test", no_wrap=True)
+    table.add_column("kernel")
+    table.add_column("result")
+    for c in COLUMNS:
+        table.add_column(c, justify="right")
+    for r in results:
+        table.add_row(r.test, r.kernel, verdict(r), *(str(r.counters.get(c, "")) for c in COLUMNS))
+    con.print(table)
+    for r in results:
+        if r.detail and not r.passed:
+            con.print(f"{r.test} [{r.kernel}]: {r.detail}")
+    unexpected = [r for r in results if not r.as_expected]
+    passed = sum(r.passed for r in results)
+    con.print(f"{len(results)} runs: {passed} passed, {len(results) - passed} failed; "
+              f"{len(unexpected)} differ from the expectation (6.18 and 6.19 pass everything except "
+              f"tcmalloc-slab-cache, which must fail on 6.19)")

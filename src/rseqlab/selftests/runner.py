@@ -1,0 +1,118 @@
+"""The ported suite: which tests exist, what each kernel is expected to do, running them.
+
+Test names accepted by :func:`plan` (and ``rseqlab selftest --test``):
+
+* ``syscall_errors_test``, ``basic_test``, ``basic_percpu_ops_test``,
+  ``basic_percpu_ops_mm_cid_test``, ``tcmalloc-slab-cache``;
+* ``run_param_test.sh``: the matrix (reduced, or all 2048 runs with ``full``);
+* a param_test command line, e.g. ``"param_test_mm_cid -T l -4 10000 -r 100"``:
+  the first word is the build, the rest goes through the real option parser
+  (a bad option is the test's usage error, raised before anything runs).
+
+Expectations: on 6.18 and 6.19 every test passes, except ``tcmalloc-slab-cache``,
+which passes on 6.18 and fails on 6.19. What-if kernels have no expectation.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BadInput
+from ..kernel import PERSONALITIES
+from . import basic, basic_percpu_ops, matrix, param_test, syscall_errors, tcmalloc_slab
+from .harness import MachineSpec, RunResult
+
+SUITE = ["syscall_errors_test", "basic_test", "basic_percpu_ops_test", "basic_percpu_ops_mm_cid_test",
+         "run_param_test.sh", "tcmalloc-slab-cache"]
+TCMALLOC = "tcmalloc-slab-cache"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One process run of the suite, to be run under each kernel."""
+
+    name: str
+    run: Callable[[str, int], RunResult]
+
+    def expected(self, kernel: str) -> bool | None:
+        """True: must pass; False: must fail; None: no expectation (what-if kernels)."""
+        if kernel not in PERSONALITIES:
+            return None
+        return not (self.name == TCMALLOC and kernel == "6.19")
+
+
+@dataclass
+class SelftestResult:
+    test: str
+    kernel: str
+    passed: bool
+    counters: dict[str, int]
+    detail: str
+    expected: bool | None
+
+    @property
+    def as_expected(self) -> bool:
+        return self.expected is None or self.passed == self.expected
+
+    def as_json(self) -> dict[str, Any]:
+        return {"test": self.test, "kernel": self.kernel, "passed": self.passed,
+                "counters": self.counters, "detail": self.detail}
+
+
+def _param_case(command: str, machine: MachineSpec) -> Case:
+    words = shlex.split(command)
+    build, argv = words[0], words[1:]
+    if build not in param_test.BUILDS:
+        raise BadInput(f"unknown test {command!r}; accepted: {', '.join(SUITE)}, "
+                       f"or a command line of {', '.join(param_test.BUILDS)}")
+    opts = param_test.parse_args(argv, build)  # the real usage error, before anything runs
+    if not opts.help:
+        from .harness import check_machine
+
+        check_machine(machine, opts.threads)
+    return Case(command, lambda k, s: param_test.run(argv, k, build=build, machine=machine, seed=s))
+
+
+def plan(tests: list[str] | None = None, *, full: bool = False, cpus: int = 2,
+         matrix_reps: int | None = None) -> list[Case]:
+    """The cases to run, in suite order; validates names, options and the machine first."""
+    machine = MachineSpec(cpus=cpus)
+    machine.config().validate()
+    cases: list[Case] = []
+    for name in tests or SUITE:
+        if name == "syscall_errors_test":
+            cases.append(Case(name, lambda k, s: syscall_errors.run(k, machine=machine, seed=s)))
+        elif name == "basic_test":
+            spec = MachineSpec(cpus=cpus, nodes=2 if cpus >= 2 else 1)
+            cases.append(Case(name, lambda k, s, spec=spec: basic.run(k, machine=spec, seed=s)))
+        elif name in ("basic_percpu_ops_test", "basic_percpu_ops_mm_cid_test"):
+            mm_cid = "mm_cid" in name
+            cases.append(Case(name, lambda k, s, mm=mm_cid: basic_percpu_ops.run(k, mm_cid=mm, machine=machine,
+                                                                                  seed=s)))
+        elif name == TCMALLOC:
+            spec = MachineSpec(cpus=max(cpus, 4))  # the drainer gets a CPU of its own
+            cases.append(Case(name, lambda k, s, spec=spec: tcmalloc_slab.run(k, machine=spec, seed=s)))
+        elif name in ("run_param_test.sh", "run_param_test"):
+            if full:
+                runs = matrix.full_matrix(cpus, matrix_reps or matrix.REPS)
+            else:
+                runs = matrix.reduced_matrix(cpus, matrix_reps or matrix.REDUCED_REPS)
+            cases += [_param_case(r.name, machine) for r in runs]
+        else:
+            cases.append(_param_case(name, machine))
+    return cases
+
+
+def run(cases: list[Case], kernels: list[str], *, seed: int = 0,
+        on_result: Callable[[SelftestResult], None] | None = None) -> Iterator[SelftestResult]:
+    """Run every case under every kernel (case-major order), yielding results as they come."""
+    for case in cases:
+        for kernel in kernels:
+            r = case.run(kernel, seed)
+            result = SelftestResult(case.name, kernel, r.passed, r.counters, r.detail, case.expected(kernel))
+            if on_result is not None:
+                on_result(result)
+            yield result
