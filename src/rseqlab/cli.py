@@ -73,6 +73,68 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 
 @cli.command()
+@click.option("--kernel", "-k", "kernels", multiple=True,
+              help="Kernel (what-if variants accepted); repeat for several (default: 6.18 and 6.19).")
+@click.option("--test", "-t", "tests", multiple=True,
+              help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
+@click.option("--full", is_flag=True, help="The whole run_param_test.sh matrix (2048 runs per kernel).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
+             as_json: bool) -> int:
+    """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
+
+    \b
+    Examples:
+      rseqlab selftest                                   # reduced matrix, 6.18 and 6.19
+      rseqlab selftest -t tcmalloc-slab-cache -k 6.18 -k 6.19 --json
+      rseqlab selftest -t "param_test -T l -4 10000 -r 100 -t 12" -k 6.19:no-cs-check
+      rseqlab selftest --full                            # all 2048 run_param_test.sh runs
+    """
+    from .kernel import kernel_class
+    from .report import selftest as selftest_report
+    from .selftests import param_test, runner
+
+    chosen = list(kernels) or KERNELS
+    for k in chosen:
+        kernel_class(k)  # BadInput naming the accepted kernels
+    try:
+        cases = runner.plan(list(tests) or None, full=full, cpus=cpus)
+    except param_test.ParamTestUsage as exc:
+        click.echo(exc.usage, err=True, nl=False)
+        raise
+    results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
+                                 len(cases) * len(chosen))
+    if as_json:
+        click.echo(dump_json([r.as_json() for r in results]))
+    else:
+        selftest_report.render(console(), results, len(results))
+    return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
+
+
+def _selftest_progress(run, total: int):
+    """A progress bar on stderr for suites longer than a second (only on a terminal)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return run(None)
+    started = time.monotonic()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("selftests", total=total, visible=False)
+
+        def on_result(result) -> None:
+            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0,
+                       description=f"{result.test[:40]} [{result.kernel}]")
+
+        return run(on_result)
+
+
+@cli.command()
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
 @click.option("--kernels", default=",".join(KERNELS), show_default=True,
