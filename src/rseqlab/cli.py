@@ -183,6 +183,8 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
                         f"{w.description}", data["kernels"],
                    cost_ns={k: estimate_ns(v, model) for k, v in data["kernels"].items()})
     con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
+    for kernel, checks in data.get("program_checks", {}).items():
+        con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
 
 
 def _with_progress(run, kernels: list[str], duration_ms: int | None):

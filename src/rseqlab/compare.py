@@ -57,6 +57,10 @@ def compare_json(workload: Workload, seed: int, results: dict[str, RunResult],
         "kernels": {k: r.as_json() for k, r in results.items()},
         "simulated_ns": next(iter(results.values())).sim_ns,
     }
+    checks = {k: r.extra for k, r in results.items() if r.extra}
+    if checks:
+        # What the simulated programs themselves found (allocator oracle, selftest exits).
+        data["program_checks"] = checks
     if cost_model is not None:
         data["cost_model"] = cost_model
         data["estimated_rseq_ns"] = {k: round(estimate_ns(v, cost_model), 1) for k, v in data["kernels"].items()}

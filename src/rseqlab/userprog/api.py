@@ -92,6 +92,8 @@ class Thread:
         self.ip = ip
         self.kt.regs.ip = ip
         self.m.wait(self.st, ns, user=True, on_irq=self._on_user_irq)
+        # Retired: the IP moves past it (past a section's commit, that is post_commit_ip).
+        self.ip = self.kt.regs.ip = ip + 1
 
     def insn(self, ip: int) -> None:
         self._exec(ip, self.m.config.insn_ns)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..abi import StructRseq
 from ..machine.machine import RseqAbort
-from .image import CsSite
+from .image import PLAIN_IP, CsSite
 
 
 class RseqBug(AssertionError):
@@ -137,6 +137,8 @@ def _run(th, name: str, n_insns: int, opts: CsOptions, cpu: int, body) -> int:
     except RseqAbort:
         count_abort(th)
         return -1
+    finally:
+        th.ip = PLAIN_IP  # every exit (commit, ne/eq, abort) returns to the C caller
 
 
 def _pre_ip(th, name: str, n_insns: int, opts: CsOptions) -> int:

@@ -59,6 +59,7 @@ class _ProcessRun:
         self.pipes: dict[str, Pipe] = {}
         self.threads: dict[str, list] = {}
         self.counter = 0  # heap address of the per-CPU counters of `rseq` steps
+        self.extra: dict[str, Any] = {}
 
     def pipe(self, name: str) -> Pipe:
         return self.pipes.setdefault(name, Pipe())
@@ -68,6 +69,8 @@ class WorkloadRunner:
     def __init__(self, workload: Workload, kernel: str, seed: int, *, bulk: bool = True) -> None:
         self.w = workload
         self.bulk = bulk
+        self.oracles: list = []  # TCMalloc hand-out oracles, one per cache
+        self.selftest_runs: list = []  # (args, build, exit status, output) of param_test steps
         spec = workload.machine
         self.m = Machine(kernel, MachineConfig(cpus=spec.cpus, nodes=spec.nodes, hz=spec.hz), seed=seed)
 
@@ -107,7 +110,19 @@ class WorkloadRunner:
             migrations=m.migrations,
             processes=len(m.processes),
             threads=len(m.tasks),
+            extra=self._extra(),
         )
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.oracles:
+            extra["tcmalloc_allocations"] = sum(o.allocations for o in self.oracles)
+            extra["tcmalloc_double_handouts"] = sum(len(o.double) for o in self.oracles)
+        if self.selftest_runs:
+            extra["param_test_runs"] = len(self.selftest_runs)
+            extra["param_test_failures"] = [f"{build} {args}: exit {status}"
+                                            for args, build, status, _ in self.selftest_runs if status]
+        return extra
 
     # ------------------------------------------------------------------
     def _main_program(self, spec: ProcessSpec) -> Callable[[Thread], Any]:
@@ -221,6 +236,58 @@ class WorkloadRunner:
         if step.params.get("wait", True):
             for c in children:
                 th.join(c)
+
+
+    def op_param_test(self, th: Thread, run: _ProcessRun, step: Step) -> None:
+        """posix_spawn() the ported param_test binary and wait for it (run_param_test.sh)."""
+        from ..selftests.harness import Output, library_area
+        from ..selftests.param_test import BUILDS, ParamTest, parse_args
+
+        build = step.params.get("build", "param_test")
+        prog = ParamTest(BUILDS[build], parse_args(step.params["args"].split(), build), self.m.config.cpus)
+        glibc = th.proc.runtime.version if isinstance(th.proc.runtime, Glibc) else "2.36"
+        out = Output()
+
+        def main(c: Thread) -> int:
+            library_area(c)
+            return prog.main(c, out) or 0
+
+        def child(c: Thread) -> Any:
+            c.st.proc.runtime = Glibc(glibc, rseq_tunable=False)  # the runner exports rseq=0
+            return c.execve(main)
+
+        status = th.join(th.vfork(child))
+        self.selftest_runs.append((step.params["args"], build, status, out.lines))
+
+    def op_tcmalloc(self, th: Thread, run: _ProcessRun, step: Step) -> None:
+        """malloc/free pairs through the per-CPU slab cache (its own 32-byte registration)."""
+        from ..userprog.tcmalloc import SlabCache
+
+        cache = run.extra.get("tcmalloc")
+        if cache is None:
+            cache = run.extra["tcmalloc"] = SlabCache(th, self.m.config.cpus)
+            self.oracles.append(cache.oracle)
+        if not th.local.get("tcmalloc_registered"):
+            if cache.register(th) != 0:
+                return
+            th.local["tcmalloc_registered"] = True
+        hold = step.params.get("hold", 4)
+        ns = step.params.get("ns", 0)
+        live: list[int] = []
+        for _ in range(step.params["count"]):
+            live.append(cache.malloc(th))
+            if ns:
+                th.compute(ns)
+            if len(live) > hold:
+                cache.free(th, live.pop(0))
+        for obj in live:
+            cache.free(th, obj)
+
+    def op_tcmalloc_drain(self, th: Thread, run: _ProcessRun, step: Step) -> None:
+        cache = run.extra.get("tcmalloc")
+        if cache is not None:
+            for cpu in range(self.m.config.cpus):
+                cache.drain(th, cpu)
 
 
 def _handler(th: Thread, sig: int) -> None:

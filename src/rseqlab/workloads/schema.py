@@ -48,6 +48,9 @@ yield        -                                              sched_yield()
 membarrier   -                                              MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
 rseq         count, loops                                   per-CPU counter increments (rseq sections)
 spawn        process, count, wait                           posix_spawn() children (vfork + exec)
+param_test   args, build                                    run the ported selftest binary (a child)
+tcmalloc     count, hold, ns                                malloc/free through a TCMalloc-style cache
+tcmalloc_drain -                                            the background thread drains every CPU slab
 ============ ============================================== ==========================
 
 Any error names the file, the key and what was expected, on one line.
@@ -66,6 +69,8 @@ from ..kernel._task import SIGNAL_NAMES
 from ..userprog.libc import GLIBC_VERSIONS
 
 SIGNALS = {name: num for num, name in SIGNAL_NAMES.items()}
+
+_PARAM_BUILDS = ("param_test", "param_test_compare_twice", "param_test_mm_cid", "param_test_mm_cid_compare_twice")
 
 #: op -> {parameter: (type, required, check, expected-text)}
 _POS = (lambda v: v > 0, "a positive integer")
@@ -88,6 +93,10 @@ STEP_PARAMS: dict[str, dict[str, tuple]] = {
     "rseq": {"count": (int, True, *_POS), "loops": (int, False, *_NONNEG)},
     "spawn": {"process": (str, True, lambda v: bool(v), "the name of a process"),
               "count": (int, False, *_POS), "wait": (bool, False, lambda v: True, "true or false")},
+    "param_test": {"args": (str, True, lambda v: True, "param_test's command line, e.g. \"-T s -r 100\""),
+                   "build": (str, False, lambda v: v in _PARAM_BUILDS, f"one of {', '.join(_PARAM_BUILDS)}")},
+    "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NONNEG)},
+    "tcmalloc_drain": {},
 }
 COMMON_STEP_KEYS = {"op", "every", "prob"}
 
