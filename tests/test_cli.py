@@ -47,6 +47,14 @@ def test_table_output_names_kernel_functions(run_cli):
     assert "0x401200 (abort)" in r.stdout
 
 
+def test_whatif_kernel(run_cli):
+    """A what-if variant differs from its release in exactly the changed behaviour."""
+    real = run_cli("explain", "preempt-in-cs", "-k", "6.19", "--json").json
+    whatif = run_cli("explain", "preempt-in-cs", "-k", "6.19:no-cs-check", "--json").json
+    assert real["ip_is_abort"] and not whatif["ip_is_abort"]
+    assert whatif["kernel"] == "6.19:no-cs-check"
+
+
 def test_several_kernels_json_is_a_list(run_cli):
     r = run_cli("explain", "migrate", "--json")
     assert [d["kernel"] for d in r.json] == ["6.18", "6.19"]
@@ -64,7 +72,7 @@ def test_output_is_deterministic(run_cli):
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["explain", "no-such-scenario", "--kernel", "6.19"], "unknown scenario 'no-such-scenario'; accepted: syscall-exit"),
-    (["explain", "migrate", "--kernel", "7.0"], "'7.0' is not one of '6.18', '6.19'"),
+    (["explain", "migrate", "--kernel", "7.0"], "'7.0' is not one of '6.18', '6.19', '6.19:no-cs-check'"),
     (["explain"], "missing SCENARIO; accepted: syscall-exit"),
     (["explain", "migrate", "--bogus"], "No such option '--bogus'. (see 'rseqlab explain --help')"),
     (["frobnicate"], "No such command 'frobnicate'"),

@@ -14,7 +14,7 @@ import click
 
 from . import scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
-from .kernel import PERSONALITIES
+from .kernel import PERSONALITIES, kernel_names
 from .report import console, dump_json
 from .report import explain as explain_report
 
@@ -28,8 +28,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("scenario", required=False)
-@click.option("--kernel", "-k", "kernels", multiple=True, type=click.Choice(KERNELS),
-              help="Kernel personality; repeat for a side-by-side view (default: all).")
+@click.option("--kernel", "-k", "kernels", multiple=True, type=click.Choice(kernel_names()),
+              help="Kernel personality or what-if variant; repeat for a side-by-side view "
+                   "(default: the releases).")
 @click.option("--debug", is_flag=True,
               help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

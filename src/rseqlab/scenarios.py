@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .abi import as_s32
 from .errors import BadInput
-from .kernel import COUNTERS, PERSONALITIES, Task
+from .kernel import COUNTERS, Task, kernel_class
 from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
 from .machine.bench import Bench, Placement
 from .usermem import PAGE_SIZE
@@ -283,8 +283,7 @@ def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
     """Play scenario ``name`` on a fresh bench running kernel ``release``."""
     if name not in SCENARIOS:
         raise BadInput(f"unknown scenario {name!r}; accepted: {', '.join(SCENARIOS)}")
-    if release not in PERSONALITIES:
-        raise BadInput(f"unknown kernel {release!r}; accepted: {', '.join(PERSONALITIES)}")
+    kernel_class(release)  # BadInput naming the accepted kernels
     sc = SCENARIOS[name]
     bench = Bench(release, debug=debug)
     t = sc.play(bench)

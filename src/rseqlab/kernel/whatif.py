@@ -8,9 +8,22 @@ Names are ``RELEASE:VARIANT``; :data:`WHATIF` lists them with one line each.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
+from ..abi import StructRseq
 from ._task import Task
-from .v6_18 import Linux618
+from .v6_18 import LegacyRseqState, Linux618
 from .v6_19 import Linux619
+
+_RSEQ_CS = StructRseq.RSEQ_CS
+_LEGACY_FIELDS = [f.name for f in fields(LegacyRseqState)]
+
+
+@dataclass(slots=True)
+class _LegacyWithCache(LegacyRseqState):
+    """6.18's rseq state plus the IDs last written (for ``6.18:no-ids-rewrite``)."""
+
+    last_ids: tuple[int, int, int] | None = None
 
 
 class Linux619NoCsCheck(Linux619):
@@ -63,20 +76,6 @@ class Linux618NoIdsRewrite(Linux618):
 
     def rseq_execve(self, t: Task) -> None:
         t.rseq = _LegacyWithCache()
-
-
-from dataclasses import dataclass, fields  # noqa: E402
-
-from ..abi import StructRseq  # noqa: E402
-from .v6_18 import LegacyRseqState  # noqa: E402
-
-_RSEQ_CS = StructRseq.RSEQ_CS
-_LEGACY_FIELDS = [f.name for f in fields(LegacyRseqState)]
-
-
-@dataclass(slots=True)
-class _LegacyWithCache(LegacyRseqState):
-    last_ids: tuple[int, int, int] | None = None
 
 
 WHATIF: dict[str, type] = {
