@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..abi import StructRseq
+from ._ftrace import models
 from ._task import Task
 from .v6_18 import LegacyRseqState, Linux618
 from .v6_19 import Linux619
@@ -32,6 +33,7 @@ class Linux619NoCsCheck(Linux619):
     variant = "no-cs-check"
     summary = "6.19 with the critical-section check removed from the exit fast path"
 
+    @models("rseq_exit_user_update", "what-if: the critical-section check removed")
     def rseq_exit_user_update(self, t: Task) -> bool:
         if not t.rseq.ids_changed:
             return self.get_rseq_field(t, _RSEQ_CS) is not None

@@ -214,7 +214,7 @@ class Machine:
         proc = Process(pid, mm, MmCid(self.kernel.mm_cid_policy, self.config.cpus))
         proc.image = Image(mm)
         proc.runtime = runtime
-        proc.next_mm_cid_scan = self.kernel.mm_cid_scan_period_ns or 0
+        proc.next_mm_cid_scan = 0  # a new mm's first compaction scan is due at once (measured, see trace/)
         self.processes[pid] = proc
         kt = self.kernel.new_task(pid, mm, cpu=cpu, comm="prog")
         kt.in_user = False
@@ -263,7 +263,7 @@ class Machine:
                            handlers=dict(parent.proc.handlers))
             proc.image = parent.proc.image if vfork else parent.proc.image.forked(kt.mm)
             proc.runtime = parent.proc.runtime.forked() if parent.proc.runtime is not None else None
-            proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan
+            proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan if vfork else 0  # fork: a new mm
             proc.parent = parent
             self.processes[pid] = proc
         st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity)
@@ -542,6 +542,7 @@ class Machine:
         proc.mm = mm
         proc.image = Image(mm)
         proc.handlers.clear()
+        proc.next_mm_cid_scan = 0  # a new mm: its compaction scan is due at the next tick
         proc.mmcid.switch_out(st.tid, st.kt.mm_cid)
         proc.mmcid = MmCid(self.kernel.mm_cid_policy, self.config.cpus)
         proc.mmcid.add_thread(st.tid)
