@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag, StructRseq
+from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag
 from ._ftrace import Ftrace, models
 from ._task import (
     CLONE_THREAD,
@@ -555,8 +555,3 @@ class Kernel:
 def access_ok(addr: int, size: int) -> bool:
     """Models ``access_ok()``: the whole range lies below ``TASK_SIZE``."""
     return 0 <= addr and addr + size <= TASK_SIZE
-
-
-def rseq_area_words(t: Task) -> dict[str, int]:
-    """The area's fields as user space would read them now (no accounting)."""
-    return {f.name: t.mm.peek(t.rseq.usrptr + f.offset, f.size) for f in StructRseq.FIELDS}
