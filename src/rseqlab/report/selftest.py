@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ["exit", "slowpath", "fastpath", "ids", "cs", "clear", "fixup", "nr_abort", "switches", "migrations"]
+COLUMNS = ["exit", "slowpath", "fastpath", "ids", "cs", "clear", "fixup", "nr_abort"]
 
 
 def verdict(r) -> str:
@@ -18,8 +18,8 @@ def verdict(r) -> str:
 def render(con: Console, results: list, elapsed_runs: int) -> None:
     table = Table(title="Ported selftests on the simulated machine", show_lines=False)
     table.add_column("test", no_wrap=True)
-    table.add_column("kernel")
-    table.add_column("result")
+    table.add_column("kernel", no_wrap=True)
+    table.add_column("result", no_wrap=True)
     for c in COLUMNS:
         table.add_column(c, justify="right")
     for r in results:
