@@ -44,7 +44,10 @@ def test_kernel_build_reproduces_the_commit_shape():
 def test_pingpong_is_one_legacy_pass_per_switch():
     r = compare("pingpong", ["6.18", "6.19"], seed=0)
     old, new = r["6.18"], r["6.19"]
-    assert old.counters["slowpath"] == old.switches  # every switch-out raised a pass
+    # Every switch-out raised a pass; the only others are 6.18's mm_cid compaction task_work
+    # (due at once for a new mm, then every 100 ms).
+    scans = old.sim_ns // 100_000_000 + 1
+    assert old.switches <= old.counters["slowpath"] <= old.switches + scans
     assert new.counters["ids"] <= 4  # registrations and a first placement, not per switch
 
 
