@@ -254,7 +254,11 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None) -> None:
+@click.option("--jobs", "-j", type=int, default=1, show_default=True,
+              help="Replay kernels in parallel processes (identical results).")
+@click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
+def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
+           jobs: int, reference: bool) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     \b
@@ -270,7 +274,8 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
     names = _kernel_list(kernels)
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
-    data = live_report.replay_json(trace, do_replay(trace, names), per_process=per_process, cost_model=model)
+    data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
+                                   per_process=per_process, cost_model=model)
     if as_json:
         click.echo(dump_json(data))
     else:

@@ -177,6 +177,19 @@ class AddressSpace:
         major = pte is not None and not pte.present
         return self._prepare(addr, size, Access.WRITE if write else Access.READ, True), major
 
+    def state_key(self, addr: int, size: int) -> tuple | None:
+        """Everything an access to ``[addr, addr+size)`` can observe: per page (writable, present,
+        COW, injected faults), then the bytes; None if a page is unmapped. Used by the fast replay
+        to recognise a task whose state did not change."""
+        out = []
+        for pfn in _pages(addr, size):
+            pte = self._ptes.get(pfn)
+            if pte is None:
+                return None
+            out.append((pte.writable, pte.present, pte.cow, self._injected.get(pfn, 0)))
+        out.append(self._gather(addr, size))
+        return tuple(out)
+
     # ------------------------------------------------------------------
     # Raw access for set-up and inspection: no faults, no accounting
     # ------------------------------------------------------------------

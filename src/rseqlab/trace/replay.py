@@ -472,11 +472,54 @@ class Replay:
         return KernelReplay(k.release, counters, tps, reads, writes, per_task)
 
 
-def replay(trace: Trace, kernels: list[str]) -> dict[str, KernelReplay]:
-    """Replay ``trace`` through each personality in ``kernels``."""
+#: What forked workers of ``replay(..., jobs=N)`` read (inherited, not pickled).
+_SHARED: dict = {}
+
+
+def _replay_one(rel: str) -> KernelReplay:
+    from .fastreplay import Fallback, _Executor
+
+    plan = _SHARED.get("plan")
+    if plan is not None:
+        try:
+            return _Executor(plan, rel).run()
+        except Fallback:
+            pass
+    return Replay(_SHARED["trace"], rel).run()
+
+
+def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: int = 1) -> dict[str, KernelReplay]:
+    """Replay ``trace`` through each personality in ``kernels``.
+
+    By default the array path (:mod:`.fastreplay`) runs; it gives the same results as this
+    module's per-event loop (``reference=True``) and falls back to it for what it cannot
+    reproduce. ``jobs > 1`` replays the kernels in parallel (forked) processes: each kernel's
+    replay is independent, so the results are identical to ``jobs=1``.
+    """
     if not len(trace):
         raise BadInput("the trace holds no events")
-    return {rel: Replay(trace, rel).run() for rel in kernels}
+    if jobs < 1:
+        raise BadInput(f"--jobs: expected a positive number, got {jobs}")
+    plan = None
+    if not reference:
+        from .fastreplay import Fallback, Plan
+
+        try:
+            plan = Plan(trace)
+        except Fallback:
+            plan = None
+    _SHARED.update(trace=trace, plan=plan)
+    try:
+        if jobs == 1 or len(kernels) == 1:
+            return {rel: _replay_one(rel) for rel in kernels}
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(kernels)), mp_context=ctx) as pool:
+            return dict(zip(kernels, pool.map(_replay_one, kernels)))
+    finally:
+        _SHARED.clear()
 
 
 def observed(trace: Trace) -> dict[str, int]:
