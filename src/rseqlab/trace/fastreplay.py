@@ -98,15 +98,18 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
 
     Mirrors :meth:`Replay.run` statement by statement (see there for the why)."""
     n = len(ts)
-    ninst_max = nslots + n + 1
     nforks = 0
     for i in range(n):
         if kind[i] == 3:
             nforks += 1
     ninst_max = nslots + nforks + 1
+    nexecs = 0
+    for i in range(n):
+        if kind[i] == 4:
+            nexecs += 1
     # At most 4 ops per event (finish: CHECK_NR + EXIT, then the entry and its own op) and
     # 2 per task at the end of the trace.
-    cap = 4 * n + 2 * ninst_max + 16
+    cap = 4 * n + 4 * ninst_max + 16
     op_inst = np.empty(cap, np.int64)
     op_code = np.empty(cap, np.int64)
     op_a = np.empty(cap, np.int64)
@@ -141,8 +144,8 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
     order = np.empty(ninst_max, np.int64)  # creation order (pid slots, duplicates kept)
     norder = 0
     ninst = 0
-    mm_users = np.zeros(ninst_max + 1, np.int64)
-    mm_next = np.zeros(ninst_max + 1, np.int64)
+    mm_users = np.zeros(ninst_max + nexecs + 1, np.int64)
+    mm_next = np.zeros(ninst_max + nexecs + 1, np.int64)
     nmm = 0
 
     for i in range(n + 1):
