@@ -17,11 +17,11 @@ def verdict(r) -> str:
 
 def render(con: Console, results: list, elapsed_runs: int) -> None:
     table = Table(title="Ported selftests on the simulated machine", show_lines=False)
-    table.add_column("test", no_wrap=True)
+    table.add_column("test", overflow="fold", ratio=1)
     table.add_column("kernel", no_wrap=True)
     table.add_column("result", no_wrap=True)
     for c in COLUMNS:
-        table.add_column(c, justify="right")
+        table.add_column(c, justify="right", no_wrap=True)
     for r in results:
         table.add_row(r.test, r.kernel, verdict(r), *(str(r.counters.get(c, "")) for c in COLUMNS))
     con.print(table)
