@@ -31,5 +31,12 @@ stress: $(STAMP)
 selftest-full: $(STAMP)
 	$(BIN)/rseqlab selftest --full
 
+# Engine speed (issue 6): four ratios measured in one run, table on stdout, build/bench.json.
+# The live metrics need root, tracefs and perf: perf is installed here when missing.
+bench: $(STAMP)
+	@command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+	$(BIN)/python -m rseqlab.bench
+
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,391 @@
+"""``make bench`` / ``python -m rseqlab.bench``: the engine's speed, as ratios taken in one run.
+
+Four metrics (issue 6), each with its target, measured in this process:
+
+* ``sim_exits_per_s``: simulated exits to user per second, the ``kernel-build`` workload
+  under 6.18 and 6.19 (bulk counting on); the one-by-one path is the in-run baseline.
+* ``replay_events_per_s``: recorded events replayed per second through both personalities
+  (trace in memory, array path), on a >= 5 M-event recording of the shipped ``pingpong``
+  workload (made once, cached in ``build/bench/``); the per-event reference loop on a prefix
+  is the in-run baseline, and the two paths' results are compared there.
+* ``replay_vs_perf_script``: ``perf script`` printing the same workload's events (recorded
+  with ``perf record`` and the same tracepoints, output to /dev/null), divided by rseqlab's
+  time to read its trace file and replay it through both personalities.
+* ``record_overhead``: wall time of a generated parallel compile (``make -j2``) under
+  ``rseqlab record`` divided by the untraced wall time (medians of interleaved runs).
+
+The live metrics need root, tracefs and perf; without them they are reported as
+``unavailable`` with the reason. Results go to ``build/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGETS = {
+    "sim_exits_per_s": (">=", 5_000_000),
+    "replay_events_per_s": (">=", 10_000_000),
+    "replay_vs_perf_script": (">=", 5.0),
+    "record_overhead": ("<=", 1.05),
+}
+KERNELS = ["6.18", "6.19"]
+MIN_EVENTS = 5_000_000
+PERF_EVENTS = ["sched:sched_switch", "sched:sched_process_fork", "sched:sched_process_exec",
+               "sched:sched_process_exit", "task:task_newtask", "raw_syscalls:sys_enter",
+               "raw_syscalls:sys_exit", "signal:signal_deliver", "rseq:rseq_update", "rseq:rseq_ip_fixup",
+               "irq_vectors:local_timer_entry", "irq_vectors:reschedule_entry",
+               "irq_vectors:call_function_entry", "irq_vectors:call_function_single_entry",
+               "irq_vectors:irq_work_entry", "irq:irq_handler_entry", "sched:sched_migrate_task"]
+
+
+def _metric(value, detail: dict, *, reason: str | None = None) -> dict:
+    return {"value": value, "detail": detail, **({"unavailable": reason} if reason else {})}
+
+
+# ----------------------------------------------------------------------
+# 1. simulation
+# ----------------------------------------------------------------------
+def bench_sim(seed: int = 0, baseline: bool = True) -> dict:
+    from .workloads import load_workload, run_workload
+
+    w = load_workload("kernel-build")
+    per = {}
+    exits = 0
+    total = 0.0
+    for k in KERNELS:
+        t0 = time.perf_counter()
+        r = run_workload(w, k, seed)
+        dt = time.perf_counter() - t0
+        per[k] = {"exits": r.counters["exit"], "seconds": round(dt, 3), "exits_per_s": round(r.counters["exit"] / dt)}
+        exits += r.counters["exit"]
+        total += dt
+    detail = {"workload": "kernel-build", "seed": seed, "kernels": per, "exits": exits, "seconds": round(total, 3)}
+    if baseline:
+        t0 = time.perf_counter()
+        one = [run_workload(w, k, seed, bulk=False) for k in KERNELS]
+        dt = time.perf_counter() - t0
+        detail["baseline_one_by_one_exits_per_s"] = round(sum(r.counters["exit"] for r in one) / dt)
+        detail["baseline_identical"] = all(
+            o.counters == run_workload(w, k, seed).counters for o, k in zip(one, KERNELS))
+    return _metric(exits / total, detail)
+
+
+# ----------------------------------------------------------------------
+# Live prerequisites
+# ----------------------------------------------------------------------
+def _live_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (tracefs)"
+    return None
+
+
+def _recording(out: Path, rounds: int) -> tuple[Path | None, str | None, dict]:
+    """The cached >= 5 M-event recording of ``pingpong ROUNDS same``; made on first use."""
+    from .errors import RseqlabError
+    from .live.workloads import build
+    from .trace.format import load
+    from .trace.record import record
+
+    try:
+        exe = build("pingpong")
+    except RseqlabError as exc:
+        return None, str(exc), {}
+    path = out / f"pingpong-{rounds}-{exe.parent.name}.trace"
+    info = {"workload": f"pingpong {rounds} same", "file": str(path)}
+    if path.exists():
+        n = len(load(path))
+        if n >= MIN_EVENTS:
+            return path, None, {**info, "events": n, "cached": True}
+    reason = _live_reason()
+    if reason:
+        return None, reason, info
+    try:
+        res = record([str(exe), str(rounds), "same"], path, buffer_mb=64)
+    except RseqlabError as exc:
+        return None, str(exc), info
+    n = len(res.trace)
+    if n < MIN_EVENTS:
+        return None, f"the recording holds {n} events (< {MIN_EVENTS}); raise --rounds", info
+    return path, None, {**info, "events": n, "cached": False, "lost": res.summary["lost"].get("total", 0)}
+
+
+# ----------------------------------------------------------------------
+# 2. replay
+# ----------------------------------------------------------------------
+def _prefix(trace, n: int):
+    from .trace.format import Trace
+
+    ev = {k: v[:n].copy() for k, v in trace.events.items()}
+    keep = trace.sysargs["event"] < n
+    return Trace(trace.meta, ev, {k: v[keep].copy() for k, v in trace.sysargs.items()})
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all((a[k].counters, a[k].tracepoints, a[k].user_reads, a[k].user_writes, a[k].per_task)
+               == (b[k].counters, b[k].tracepoints, b[k].user_reads, b[k].user_writes, b[k].per_task) for k in a)
+
+
+def bench_replay(path: Path, reps: int = 3, baseline_events: int = 300_000) -> tuple[dict, float]:
+    """Returns the metric and rseqlab's median end-to-end time (load + replay) for the perf ratio."""
+    from .trace.format import load
+    from .trace.replay import replay
+
+    # Warm-up: the numba driver's compiled code is loaded from its cache (or compiled) once.
+    warm = load(path)
+    replay(_prefix(warm, 20_000), KERNELS)
+    del warm
+    loads, replays, ends, jobs2 = [], [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        trace = load(path)
+        t1 = time.perf_counter()
+        res = replay(trace, KERNELS)
+        t2 = time.perf_counter()
+        loads.append(t1 - t0)
+        replays.append(t2 - t1)
+        ends.append(t2 - t0)
+    t0 = time.perf_counter()
+    res2 = replay(trace, KERNELS, jobs=2)
+    jobs2.append(time.perf_counter() - t0)
+    n = len(trace)
+    pre = _prefix(trace, min(baseline_events, n))
+    t0 = time.perf_counter()
+    ref = replay(pre, KERNELS, reference=True)
+    ref_s = time.perf_counter() - t0
+    fast_pre = replay(pre, KERNELS)
+    med = statistics.median(replays)
+    detail = {
+        "events": n, "kernels": KERNELS, "replay_s_median": round(med, 3),
+        "replay_s_all": [round(x, 3) for x in replays], "load_s_median": round(statistics.median(loads), 3),
+        "end_to_end_s_median": round(statistics.median(ends), 3),
+        "end_to_end_events_per_s": round(n / statistics.median(ends)),
+        "jobs2_replay_s": round(jobs2[0], 3), "jobs2_identical": _same(res, res2),
+        "baseline_reference_events": len(pre), "baseline_reference_events_per_s": round(len(pre) / ref_s),
+        "baseline_identical": _same(ref, fast_pre),
+        "counters": {k: r.counters for k, r in res.items()},
+    }
+    return _metric(n / med, detail), statistics.median(ends)
+
+
+# ----------------------------------------------------------------------
+# 3. perf script
+# ----------------------------------------------------------------------
+def _ensure_perf() -> str | None:
+    if shutil.which("perf") is None:
+        return "perf is not installed (make bench installs linux-perf with apt-get)"
+    res = subprocess.run(["perf", "--version"], capture_output=True, text=True)
+    if res.returncode != 0:
+        return f"perf does not run: {(res.stderr or res.stdout).strip()[:120]}"
+    return None
+
+
+def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
+    from .live.workloads import build
+    from .trace.record import TRACEFS, check_environment, unmount
+
+    reason = _live_reason() or _ensure_perf()
+    if reason:
+        return _metric(None, {}, reason=reason)
+    exe = build("pingpong")
+    data = out / "perf.data"
+    mounted = check_environment(TRACEFS)  # perf resolves tracepoints through tracefs
+    try:
+        available = [e for e in PERF_EVENTS if (TRACEFS / "events" / e.replace(":", "/")).is_dir()]
+        rec = subprocess.run(["perf", "record", "-q", "-o", str(data), "-m", "64M", "-e", ",".join(available),
+                              "--", str(exe), str(rounds), "same"], capture_output=True, text=True)
+        if rec.returncode != 0:
+            return _metric(None, {}, reason=f"perf record failed: {rec.stderr.strip()[-200:]}")
+        stats = subprocess.run(["perf", "report", "--stats", "-i", str(data)], capture_output=True, text=True).stdout
+        samples = lost = None
+        for line in stats.splitlines():
+            s = line.strip()
+            if s.startswith("SAMPLE events:") and samples is None:
+                samples = int(s.split()[2])
+            if s.startswith("LOST events:") and lost is None:
+                lost = int(s.split()[2])
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            with open(os.devnull, "w") as null:
+                subprocess.run(["perf", "script", "-i", str(data)], stdout=null, stderr=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - t0)
+    finally:
+        if mounted:
+            unmount(TRACEFS)
+    perf_s = statistics.median(times)
+    detail = {"workload": f"pingpong {rounds} same", "perf_events": samples, "perf_lost": lost or 0,
+              "perf_data_bytes": data.stat().st_size, "perf_script_s_median": round(perf_s, 3),
+              "perf_script_s_all": [round(x, 3) for x in times], "rseqlab_load_and_replay_s": round(rseqlab_s, 3),
+              "note": "rseqlab's rows split each sched_switch into a switch-out and a switch-in"}
+    data.unlink(missing_ok=True)
+    return _metric(perf_s / rseqlab_s, detail)
+
+
+# ----------------------------------------------------------------------
+# 4. record overhead
+# ----------------------------------------------------------------------
+def compile_tree(path: Path, files: int = 10, functions: int = 60) -> list[str]:
+    """The shipped compile workload: generated C units and a Makefile; returns the make command."""
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        body = "\n".join(
+            f"double f{i}_{j}(const double *v, int n) {{ double a = {j}.0; for (int k = 0; k < n; k++) "
+            f"{{ a += v[k] * (k % {j + 2}) - a / (k + {i + 1}); if (a > 1e9) a = sin(a) * {j}; }} return a; }}"
+            for j in range(functions))
+        (path / f"g{i}.c").write_text("#include <math.h>\n" + body + "\n")
+    (path / "Makefile").write_text("OBJS=$(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n"
+                                   "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n")
+    return ["make", "-s", "-C", str(path), "-j2"]
+
+
+def bench_record(out: Path, reps: int = 5) -> dict:
+    from .errors import RseqlabError
+    from .trace.record import record
+
+    reason = _live_reason()
+    if reason:
+        return _metric(None, {}, reason=reason)
+    if shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None:
+        return _metric(None, {}, reason="make and a C compiler are needed for the compile workload")
+    tree = out / "compile"
+    make = compile_tree(tree)
+    clean = ["make", "-s", "-C", str(tree), "clean"]
+    subprocess.run(clean, check=True)
+    subprocess.run(make, check=True)  # warm the page cache and the compiler
+    plain, traced, whole, events, lost = [], [], [], [], []
+    for rep in range(reps):
+        order = ("plain", "traced") if rep % 2 == 0 else ("traced", "plain")  # alternate the order
+        for what in order:
+            subprocess.run(clean, check=True)
+            if what == "plain":
+                t0 = time.monotonic()
+                subprocess.run(make, check=True)
+                plain.append(time.monotonic() - t0)
+            else:
+                t0 = time.monotonic()
+                try:
+                    res = record(make, out / "compile.trace")
+                except RseqlabError as exc:
+                    return _metric(None, {}, reason=str(exc))
+                whole.append(time.monotonic() - t0)
+                traced.append(res.summary["duration_s"])
+                events.append(res.summary["events"])
+                lost.append(res.summary["lost"].get("total", 0))
+    (out / "compile.trace").unlink(missing_ok=True)
+    ratio = statistics.median(traced) / statistics.median(plain)
+    detail = {"workload": " ".join(make[:2] + make[4:]) + " (10 generated C units)", "reps": reps,
+              "untraced_s": [round(x, 3) for x in plain], "traced_s": [round(x, 3) for x in traced],
+              "untraced_median_s": round(statistics.median(plain), 3),
+              "traced_median_s": round(statistics.median(traced), 3),
+              "record_call_median_s": round(statistics.median(whole), 3),
+              "events_median": int(statistics.median(events)), "lost_max": max(lost),
+              "basis": "the workload's wall time under the recorder (gate to waitpid) vs the same command "
+                       "untraced; record_call_median_s adds set-up, parse and save"}
+    return _metric(ratio, detail)
+
+
+# ----------------------------------------------------------------------
+def _status(name: str, metric: dict) -> str:
+    if metric.get("value") is None:
+        return "unavailable"
+    op, target = TARGETS[name]
+    ok = metric["value"] >= target if op == ">=" else metric["value"] <= target
+    return "pass" if ok else "fail"
+
+
+def _fmt(name: str, value) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_per_s"):
+        return f"{value / 1e6:,.2f} M/s"
+    return f"{value:.3f}" if name == "record_overhead" else f"{value:.2f}x"
+
+
+def render(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rseqlab bench (ratios measured in this run)", title_justify="left")
+    for col in ("metric", "measured", "target", "status", "notes"):
+        table.add_column(col, justify="right" if col in ("measured", "target") else "left")
+    for name, m in results["metrics"].items():
+        op, target = TARGETS[name]
+        d = m.get("detail", {})
+        if m.get("value") is None:
+            note = m.get("unavailable", "")
+        elif name == "sim_exits_per_s":
+            note = (f"{d['exits']:,} exits in {d['seconds']} s; one-by-one baseline "
+                    f"{d.get('baseline_one_by_one_exits_per_s', 0) / 1e6:.2f} M/s")
+        elif name == "replay_events_per_s":
+            note = (f"{d['events']:,} events x 2 kernels in {d['replay_s_median']} s (+ load {d['load_s_median']} s);"
+                    f" reference loop {d['baseline_reference_events_per_s'] / 1e6:.2f} M/s, identical: "
+                    f"{d['baseline_identical']}")
+        elif name == "replay_vs_perf_script":
+            note = (f"perf script {d['perf_script_s_median']} s for {d['perf_events']:,} events vs rseqlab load+replay "
+                    f"{d['rseqlab_load_and_replay_s']} s")
+        else:
+            note = f"median {d['traced_median_s']} s traced vs {d['untraced_median_s']} s untraced, lost {d['lost_max']}"
+        status = _status(name, m)
+        color = {"pass": "green", "fail": "red"}.get(status, "yellow")
+        target_s = f"{op} {_fmt(name, target)}"
+        table.add_row(name, _fmt(name, m.get("value")), target_s, f"[{color}]{status}[/{color}]", note)
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=160)
+    con.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rseqlab.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="build", help="output folder (bench.json, cached recording)")
+    ap.add_argument("--rounds", type=int, default=400_000, help="pingpong rounds of the recording (>= 5 M events)")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions of the record-overhead A/B")
+    ap.add_argument("--only", choices=list(TARGETS), action="append", help="run only these metrics")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cache = out / "bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    wanted = args.only or list(TARGETS)
+    metrics: dict[str, dict] = {}
+    started = time.time()
+    if "sim_exits_per_s" in wanted:
+        metrics["sim_exits_per_s"] = bench_sim()
+    if "replay_events_per_s" in wanted or "replay_vs_perf_script" in wanted:
+        path, reason, info = _recording(cache, args.rounds)
+        if path is None:
+            for name in ("replay_events_per_s", "replay_vs_perf_script"):
+                if name in wanted:
+                    metrics[name] = _metric(None, info, reason=reason)
+        else:
+            m, end_to_end = bench_replay(path)
+            m["detail"]["recording"] = info
+            if "replay_events_per_s" in wanted:
+                metrics["replay_events_per_s"] = m
+            if "replay_vs_perf_script" in wanted:
+                metrics["replay_vs_perf_script"] = bench_perf(cache, args.rounds, end_to_end)
+    if "record_overhead" in wanted:
+        metrics["record_overhead"] = bench_record(cache, args.reps)
+    import platform
+
+    results = {
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "seconds": round(time.time() - started, 1),
+        "metrics": {k: {**v, "target": {"op": TARGETS[k][0], "value": TARGETS[k][1]}, "status": _status(k, v)}
+                    for k, v in metrics.items()},
+    }
+    (out / "bench.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    render(results)
+    print(f"written {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
