@@ -136,7 +136,7 @@ def test_per_kernel_abi(release):
 
 
 def test_known_releases():
-    assert sorted(ABI_BY_RELEASE) == ["6.18", "6.19"]
+    assert sorted(ABI_BY_RELEASE) == ["6.18", "6.19", "7.1"]
 
 
 # ----------------------------------------------------------------------

@@ -72,6 +72,11 @@ class RseqFlag(IntFlag):
     UNREGISTER = 1 << 0
 
 
+#: ``RSEQ_FLAG_SLICE_EXT_DEFAULT_ON`` (uapi ``linux/rseq.h``, 7.0+): the second registration
+#: flag, accepted by ``sys_rseq`` whether or not the slice extension is configured.
+RSEQ_FLAG_SLICE_EXT_DEFAULT_ON = 1 << 1
+
+
 class RseqCsFlag(IntFlag):
     """``enum rseq_cs_flags``: deprecated since commit 0190e4198e47; any set bit is fatal."""
 
@@ -101,8 +106,12 @@ class KernelAbi:
     release: str
     #: ``AT_RSEQ_FEATURE_SIZE``: ``offsetof(struct rseq, end)``.
     feature_size: int
-    #: ``AT_RSEQ_ALIGN``: ``__alignof__(struct rseq)``.
+    #: ``AT_RSEQ_ALIGN``: ``__alignof__(struct rseq)``; from 7.0 ``rseq_alloc_align()``, the
+    #: feature size rounded up to a power of two. A registration longer than 32 bytes must be
+    #: aligned to it.
     align: int
+    #: Registration flags ``sys_rseq`` accepts besides 0 (``RSEQ_FLAGS_SUPPORTED``).
+    register_flags: int = 0
 
     def auxv(self) -> dict[str, int]:
         return {
@@ -112,10 +121,14 @@ class KernelAbi:
 
 
 #: 6.3 .. 6.19 share the 28-byte feature set (node_id and mm_cid added in 6.3);
-#: 7.0 adds ``slice_ctrl`` at offset 28 (feature size 32). Spec §1.1.
+#: 7.0 adds ``slice_ctrl`` at offset 28 (feature size 32). Spec §1.1. In the 7.1 tree
+#: (torvalds/linux b2128290, uapi ``linux/rseq.h``) a reserved byte follows ``slice_ctrl``,
+#: so ``offsetof(struct rseq, end)`` is 33 and can never be mistaken for the original 32;
+#: ``AT_RSEQ_ALIGN`` is ``rseq_alloc_align()`` = 64 (``fs/binfmt_elf.c``, ``linux/rseq.h``).
 ABI_BY_RELEASE = {
     "6.18": KernelAbi("6.18", feature_size=StructRseq.END, align=StructRseq.ALIGN),
     "6.19": KernelAbi("6.19", feature_size=StructRseq.END, align=StructRseq.ALIGN),
+    "7.1": KernelAbi("7.1", feature_size=33, align=64, register_flags=RSEQ_FLAG_SLICE_EXT_DEFAULT_ON),
 }
 
 

@@ -11,11 +11,13 @@ from ._base import Kernel, Scheduler, StayOnCpu, Topology, TraceEvent
 from ._task import COUNTERS, TRACEPOINTS, Entry, RseqStats, Task, Tif
 from .v6_18 import Linux618
 from .v6_19 import Linux619
+from .v7_1 import Linux71
 from .whatif import WHATIF
 
 PERSONALITIES: dict[str, type[Kernel]] = {
     Linux618.release: Linux618,
     Linux619.release: Linux619,
+    Linux71.release: Linux71,
 }
 
 
@@ -33,7 +35,7 @@ def kernel_class(name: str) -> type[Kernel]:
 
 def make_kernel(release: str, topology: Topology | None = None, *, debug: bool = False,
                 scheduler: Scheduler | None = None) -> Kernel:
-    """A fresh kernel: a release (``"6.18"``, ``"6.19"``) or a what-if (``"6.19:no-cs-check"``)."""
+    """A fresh kernel: a release (``"6.18"``, ``"6.19"``, ``"7.1"``) or a what-if (``"6.19:no-cs-check"``)."""
     return kernel_class(release)(topology, debug=debug, scheduler=scheduler)
 
 
@@ -45,6 +47,7 @@ __all__ = [
     "Kernel",
     "Linux618",
     "Linux619",
+    "Linux71",
     "RseqStats",
     "Scheduler",
     "StayOnCpu",

@@ -467,7 +467,7 @@ class Kernel:
             if sig != state.sig:
                 return -errno.EPERM
             return self.rseq_unregister(t)
-        if flags:
+        if flags & ~self.abi.register_flags:  # 7.0+ also accepts RSEQ_FLAG_SLICE_EXT_DEFAULT_ON
             return -errno.EINVAL
         if state.usrptr:
             # Re-registration: a different area is a bug, the same one is EBUSY.

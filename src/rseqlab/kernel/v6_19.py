@@ -456,7 +456,7 @@ class Linux619(Kernel):
 
     @models("rseq_reset", "include/linux/rseq.h")
     def rseq_reset(self, t: Task) -> None:
-        t.rseq = RseqData()
+        t.rseq = self.new_rseq_state()
 
     # ------------------------------------------------------------------
     # fork / exec (spec §3.8)
@@ -464,7 +464,7 @@ class Linux619(Kernel):
     @models("rseq_fork", "include/linux/rseq.h")
     def rseq_fork(self, child: Task, parent: Task, clone_flags: int) -> None:
         if clone_flags & CLONE_VM:
-            child.rseq = RseqData()
+            child.rseq = self.new_rseq_state()
         else:
             # The whole struct, events and cached IDs included.
             child.rseq = replace(parent.rseq)

@@ -70,7 +70,8 @@ def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
     """Every scenario under every kernel: non-zero counters, tracepoints, accesses; one row each."""
     table = Table(title="What each kernel does per spec §4 scenario (counters beyond exit; "
                         "tracepoints rseq_update/rseq_ip_fixup; user reads/writes)", title_justify="left")
-    table.add_column("scenario")
+    # The names are the command's arguments: never cut them, however many kernels share the width.
+    table.add_column("scenario", no_wrap=True, min_width=max(len(row[0].scenario) for row in rows))
     table.add_column("row", justify="right")
     for r in rows[0]:
         k = r.kernel + (" debug" if r.debug else "")
