@@ -468,7 +468,7 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
             i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
             nops, scan_delay, tick_ns):  # pragma: no cover - compiled
     entry = i_pending[t]
@@ -496,7 +496,7 @@ def _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_ins
     return nops
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _detach(t, i, i_attached, i_mm, mm_users, f_kind, f_mm, f_ev, f_op, f_other, f_args,
             nf):  # pragma: no cover - compiled
     if i_attached[t] == 1:
