@@ -207,12 +207,10 @@ class Machine:
     def spawn(self, program: Callable[..., Any], *, cpu: int = 0, affinity=None,
               runtime: Any = None) -> SimTask:
         """Start a new process (as if exec'd) whose main thread runs ``program(thread)``."""
-        from ..userprog.image import Image  # the user-space layout lives in userprog
-
         pid = self._pid()
-        mm = AddressSpace()
+        mm, image = self.new_address_space()
         proc = Process(pid, mm, MmCid(self.kernel.mm_cid_policy, self.config.cpus))
-        proc.image = Image(mm)
+        proc.image = image
         proc.runtime = runtime
         proc.next_mm_cid_scan = 0  # a new mm's first compaction scan is due at once (measured, see trace/)
         self.processes[pid] = proc
@@ -227,6 +225,13 @@ class Machine:
         st = self._add_task(kt, proc, start, affinity)
         self._wake_new(st)
         return st
+
+    def new_address_space(self) -> tuple[AddressSpace, Any]:
+        """A new process's memory and image (a hook: ``rseqlab check`` maps less per run)."""
+        from ..userprog.image import Image  # the user-space layout lives in userprog
+
+        mm = AddressSpace()
+        return mm, Image(mm)
 
     def _add_task(self, kt: Task, proc: Process, program, affinity) -> SimTask:
         live = sum(1 for t in self.tasks.values() if t.state is not State.DEAD)
