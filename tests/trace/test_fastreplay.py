@@ -13,13 +13,14 @@ import random
 import numpy as np
 import pytest
 
+from rseqlab.kernel import kernel_names
 from rseqlab.trace.fastreplay import Fallback, Plan, fast_replay
 from rseqlab.trace.format import Kind, save
 from rseqlab.trace.replay import Replay, replay
 
 from .test_replay import AREA, ROOT, SIG, Builder, started
 
-KERNELS = ["6.18", "6.19", "6.19:no-cs-check", "6.19:always-rewrite-ids", "6.18:no-ids-rewrite"]
+KERNELS = kernel_names()  # every personality and what-if variant
 
 
 def _same(trace, kernels=KERNELS):
