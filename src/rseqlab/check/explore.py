@@ -49,7 +49,7 @@ from ..kernel._ftrace import Ftrace
 from ..kernel._task import SIGNAL_NAMES, SIGUSR1
 from ..machine.machine import Machine, MachineConfig, State
 from ..userprog.image import PLAIN_IP, handler_ip
-from ..usermem import PAGE_SIZE
+from ..usermem import PAGE_SIZE, AddressSpace
 from ..userprog.libc import Glibc
 from ..userprog.primitives import RseqBug
 from .model import Final, Memory, Scenario
@@ -59,6 +59,9 @@ MAX_BOUND = 4
 MAX_DEPTH = 4000
 
 _GO = ("go",)
+#: Hand-written and primitive sections a scenario may use (one text page each).
+MAX_SECTIONS = 64
+_TEMPLATE = None  # an Image whose fields new images copy
 #: th.local keys that are statistics, not behaviour: left out of the state.
 _STATS_KEYS = frozenset({"nr_abort", "inject_passes"})
 
@@ -103,6 +106,17 @@ class ControlledMachine(Machine):
         self.placement: dict[int, int] = {}
         #: Threads running scenario code (set-up code runs without decisions).
         self.active: set[int] = set()
+        #: Threads an IPI or signal kick landed on during the current step.
+        self.kicked: list[int] = []
+
+    def _interrupt(self, cpu, kind: str) -> bool:
+        if cpu.curr is not None:
+            self.kicked.append(cpu.curr.tid)
+        return super()._interrupt(cpu, kind)
+
+    def _membarrier_ipi(self, cpu, st) -> None:
+        self.kicked.append(st.tid)
+        super()._membarrier_ipi(cpu, st)
 
     def wait(self, st, ns: int, *, user: bool, on_irq) -> None:
         """A decision point; interrupts that land (chosen, or IPIs) come back to it."""
@@ -134,6 +148,22 @@ class ControlledMachine(Machine):
                 self.migrations += 1
             self.away[st.tid] = target
         self._sleep(st)
+
+    def new_address_space(self):
+        """The image without its megabytes of zero text: only the pages sections use.
+
+        Thousands of executions each build a process; mapping the 528 pages of
+        the full layout was most of the cost. Section text (signatures) and
+        descriptors are laid out exactly as in the full image."""
+        from ..userprog.image import RODATA_BASE, SITE_BASE, SITE_STRIDE, Image
+
+        global _TEMPLATE
+        if _TEMPLATE is None:
+            _TEMPLATE = Image(AddressSpace())
+        mm = AddressSpace()
+        mm.map(SITE_BASE, MAX_SECTIONS * SITE_STRIDE, writable=False)
+        mm.map(RODATA_BASE, PAGE_SIZE, writable=False)
+        return mm, _TEMPLATE.forked(mm)
 
     def resume(self, tid: int) -> None:
         """The other process leaves the CPU: ``tid`` is switched back in."""
@@ -258,6 +288,7 @@ class World:
             msg = ("irq", "signal") if user else _GO
         switches = m.switches
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
+        m.kicked.clear()
         st.glet.switch(msg)
         m.sim.run()
         self._tls = None
@@ -304,9 +335,9 @@ class World:
             parts.append((tid, st.state.value, kt.cpu, kt.mm_cid, int(kt.tif), kt.regs.ip, kt.in_user,
                           kt.killed_by, kt.exiting, tuple(kt.pending), kt.forced_fatal,
                           tuple((f.sig, f.saved_ip) for f in kt.sigframes), repr(kt.rseq),
-                          th.ip, th.irqs, th._frames, th.area, _freeze(local),
+                          th.ip, th._frames, th.area, _freeze(local),
                           m.parked.get(tid), m.away.get(tid), tid in m.active,
-                          _stack(st.glet)))
+                          _stack(st.glet, th.irqs)))
         parts.append(tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq)) for c in m.cpus))
         for pid, proc in sorted(m.processes.items()):
             parts.append((pid, _freeze(vars(proc.mmcid))))
@@ -323,34 +354,53 @@ class World:
 _SKIP_CODE = {ControlledMachine.wait.__code__}
 
 
-def _stack(glet: greenlet | None) -> Any:
-    """A suspended thread's Python frames: code, position and plain local values."""
+def _stack(glet: greenlet | None, irqs: int) -> Any:
+    """A suspended thread's Python frames: code, position and plain local values.
+
+    ``Thread.irqs`` only ever counts up; what an instruction compares is how
+    many interrupts landed since it started (a local ``irqs``), so that local
+    is kept relative and the counter itself is left out: an execution that
+    took an interrupt outside any section can then meet one that did not.
+    """
     if glet is None or glet.dead:
         return None
     out = []
     f = glet.gr_frame
     while f is not None:
         if f.f_code not in _SKIP_CODE:
-            out.append((f.f_code.co_name, f.f_lasti, _freeze(f.f_locals)))
+            loc = f.f_locals
+            if "irqs" in loc and type(loc["irqs"]) is int:
+                loc = {**loc, "irqs": irqs - loc["irqs"]}
+            out.append((f.f_code.co_name, f.f_lasti, _freeze(loc)))
         f = f.f_back
     return tuple(out)
 
 
+_PLAIN = frozenset({type(None), bool, int, str, bytes, float})
+
+
 def _freeze(value: Any, depth: int = 0) -> Any:
     """A deterministic, hashable picture of a value: plain data kept, objects by type."""
-    if value is None or isinstance(value, (bool, int, str, bytes, float)):
-        return int(value) if isinstance(value, Enum) else value
-    if depth > 4:
-        return "..."
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v, depth + 1) for v in value)
-    if isinstance(value, (set, frozenset)):
-        return tuple(sorted(repr(_freeze(v, depth + 1)) for v in value))
-    if isinstance(value, dict):
-        return tuple(sorted((repr(k), _freeze(v, depth + 1)) for k, v in value.items()))
+    t = type(value)
+    if t in _PLAIN:
+        return value
     if isinstance(value, Enum):
         return repr(value)
-    return type(value).__name__
+    if depth > 4:
+        return "..."
+    if t is list or t is tuple:
+        return tuple([_freeze(v, depth + 1) for v in value])
+    if t is dict:
+        items = [(k, _freeze(v, depth + 1)) for k, v in value.items()]
+        try:
+            return tuple(sorted(items))
+        except TypeError:
+            return tuple(sorted(items, key=repr))
+    if t is set or t is frozenset:
+        return tuple(sorted(repr(_freeze(v, depth + 1)) for v in value))
+    if isinstance(value, int):
+        return int(value)
+    return t.__name__
 
 
 # ======================================================================
@@ -399,14 +449,17 @@ class Explorer:
         was a thread-local step (it touched only T's TLS page and switched nothing),
         it commutes with everything the other threads can do there, so only T's
         own alternatives (interrupts before that step) are explored besides it.
-        Scenarios with cross-thread kernel effects (membarrier) are not reduced.
+        A step that interrupts another thread (a membarrier IPI) is the one thing
+        that does not commute with a local step: when one happens, the decisions
+        before it at which its thread was already waiting get its "run" back
+        (a dynamic partial-order reduction in miniature).
         """
         explored = violations = depth_cut = 0
         first: list[int] | None = None
         path: list[list[Any]] = []  # [position in allowed, allowed alternatives]
         while True:
             prefix = [allowed[pos] for pos, allowed in path]
-            ex = self.execute(prefix)
+            ex = self.execute(prefix, path=path)
             explored += 1
             depth_cut += ex.ended == "depth"
             if ex.violation is not None:
@@ -432,14 +485,22 @@ class Explorer:
         seen.append(b)
         return False
 
-    def execute(self, prefix: list[int], *, trace: bool = False, prune: bool = True) -> Execution:
+    def execute(self, prefix: list[int], *, trace: bool = False, prune: bool = True,
+                path: list[list[Any]] | None = None) -> Execution:
+        """Run once: replay ``prefix``, then take the first alternative at every new decision.
+
+        ``path`` (the explorer's [position, allowed] per prefix decision) lets a step
+        that IPIs another thread widen the reduced decisions before it (see :meth:`run`).
+        """
         world = World(self.scenario, self.kernel, debug=self.debug)
         tracer = Tracer(world) if trace else None
         budget = [self.bounds.preemptions, self.bounds.migrations, self.bounds.signals]
         ex = Execution([], [], "done")
-        reduce = not self.scenario.membarrier
+        m = world.m
+        moves: dict[int, int] = {}  # tid -> transitions taken so far
+        records: list[tuple[list[tuple[str, int, int]], dict[int, int]]] = []
         try:
-            world.m.sim.run()
+            m.sim.run()
             while True:
                 alts = world.alternatives(budget)
                 if not alts:
@@ -456,17 +517,23 @@ class Explorer:
                         break
                     choice = 0
                 ex.choices.append(choice)
+                records.append((alts, {tid: moves.get(tid, 0) for tid in m.parked}))
                 if tracer is not None:
                     tracer.before(alts[choice])
+                kind, tid, _ = alts[choice]
+                before = moves.get(tid, 0)
                 local = world.apply(alts[choice], budget)
+                moves[tid] = before + 1
                 if tracer is not None:
                     tracer.after()
                 if depth >= len(prefix):
                     allowed = list(range(len(alts)))
-                    if local and reduce:
-                        tid = alts[0][1]
-                        allowed = [i for i in allowed if i == 0 or (alts[i][1] == tid and alts[i][0] != "run")]
+                    if local:
+                        t0 = alts[0][1]
+                        allowed = [i for i in allowed if i == 0 or (alts[i][1] == t0 and alts[i][0] != "run")]
                     ex.allowed.append(allowed)
+                if m.kicked and kind == "run" and path is not None:
+                    self._widen(records, path or [], len(prefix), ex.allowed, tid, before)
             if ex.ended == "done":
                 ex.violation = world.verdict()
             if tracer is not None:
@@ -474,6 +541,20 @@ class Explorer:
         finally:
             world.teardown()
         return ex
+
+    @staticmethod
+    def _widen(records, path, n_prefix: int, new_allowed, tid: int, moves: int) -> None:
+        """Thread ``tid``'s step just interrupted another thread, so it does not commute
+        with that thread's local steps: wherever ``tid`` was already waiting to take this
+        same step, its "run" must be explored too."""
+        for i in range(len(records) - 2, -1, -1):
+            alts, parked = records[i]
+            if parked.get(tid) != moves:
+                return
+            allowed = path[i][1] if i < n_prefix else new_allowed[i - n_prefix]
+            run = alts.index(("run", tid, 0))
+            if run not in allowed:
+                allowed.append(run)
 
 
 def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debug: bool = False) -> CheckResult:
