@@ -38,12 +38,27 @@ class Access(Enum):
     WRITE = "write"
 
 
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
 @dataclass(slots=True)
 class _Page:
-    """A physical page; shared by several address spaces after fork."""
+    """A physical page; shared by several address spaces after fork.
 
-    data: bytearray = field(default_factory=lambda: bytearray(PAGE_SIZE))
+    Its bytes are allocated on the first write: until then it reads as zeros
+    (a simulated program maps far more than it touches).
+    """
+
+    data: bytearray | None = None
     mappers: int = 1
+
+    def view(self) -> bytes | bytearray:
+        return _ZERO_PAGE if self.data is None else self.data
+
+    def writable(self) -> bytearray:
+        if self.data is None:
+            self.data = bytearray(PAGE_SIZE)
+        return self.data
 
 
 @dataclass(slots=True)
@@ -166,7 +181,7 @@ class AddressSpace:
             # do_wp_page(): copy if still shared, otherwise just claim the page.
             if pte.page.mappers > 1:
                 pte.page.mappers -= 1
-                pte.page = _Page(bytearray(pte.page.data))
+                pte.page = _Page(None if pte.page.data is None else bytearray(pte.page.data))
             pte.cow = False
             self.faults.cow_breaks += 1
 
@@ -202,7 +217,7 @@ class AddressSpace:
             pte = self._pte(pfn)
             if pte.cow and pte.page.mappers > 1:
                 pte.page.mappers -= 1
-                pte.page = _Page(bytearray(pte.page.data))
+                pte.page = _Page(None if pte.page.data is None else bytearray(pte.page.data))
                 pte.cow = False
         self._scatter(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
 
@@ -217,7 +232,7 @@ class AddressSpace:
         while size:
             pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
             n = min(size, PAGE_SIZE - off)
-            out += self._pte(pfn).page.data[off : off + n]
+            out += self._pte(pfn).page.view()[off : off + n]
             addr, size = addr + n, size - n
         return bytes(out)
 
@@ -225,7 +240,7 @@ class AddressSpace:
         while data:
             pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
             n = min(len(data), PAGE_SIZE - off)
-            self._pte(pfn).page.data[off : off + n] = data[:n]
+            self._pte(pfn).page.writable()[off : off + n] = data[:n]
             addr, data = addr + n, data[n:]
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag
-from ._ftrace import Ftrace, models
+from ._ftrace import Ftrace, attach, models
 from ._task import (
     CLONE_THREAD,
     CLONE_VM,
@@ -105,6 +105,16 @@ class Kernel:
     mm_cid_scan_period_ns: int | None = None
 
     @property
+    def ftrace(self) -> Ftrace | None:
+        """The call-graph log, if one is attached (``rseqlab explain``)."""
+        return self._ftrace
+
+    @ftrace.setter
+    def ftrace(self, log: Ftrace | None) -> None:
+        self._ftrace = log
+        attach(self, log)
+
+    @property
     def name(self) -> str:
         return f"{self.release}:{self.variant}" if self.variant else self.release
 
@@ -117,7 +127,7 @@ class Kernel:
         self.cpu_stats = [RseqStats() for _ in range(self.topology.cpus)]
         self.trace_totals = TraceCounts()
         self.trace_subscribers: list[Callable[[TraceEvent], None]] = []
-        self.ftrace: Ftrace | None = None
+        self._ftrace: Ftrace | None = None
 
     # ==================================================================
     # Statistics, tracepoints, user access: one line at the place of the event
@@ -150,8 +160,8 @@ class Kernel:
                                         "post_commit_offset": post_commit_offset, "abort_ip": abort_ip})
 
     def _emit(self, t: Task, name: str, fields: dict[str, int]) -> None:
-        if self.ftrace is not None:
-            self.ftrace.event(f"tracepoint rseq:{name} " + " ".join(f"{k}={v:#x}" for k, v in fields.items()))
+        if self._ftrace is not None:
+            self._ftrace.event(f"tracepoint rseq:{name} " + " ".join(f"{k}={v:#x}" for k, v in fields.items()))
         for subscriber in self.trace_subscribers:
             subscriber(TraceEvent(name, t.pid, fields))
 
@@ -183,13 +193,13 @@ class Kernel:
         return self.put_user(t, t.rseq.usrptr + f.offset, f.size, value, f.name)
 
     def _log_access(self, kind: str, label: str, value: int | None, size: int) -> None:
-        if self.ftrace is not None:
+        if self._ftrace is not None:
             shown = "FAULT" if value is None else f"{value:#x}" if size <= 8 else f"<{size} bytes>"
-            self.ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
+            self._ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
 
     def note(self, text: str) -> None:
-        if self.ftrace is not None:
-            self.ftrace.event(text)
+        if self._ftrace is not None:
+            self._ftrace.event(text)
 
     @contextmanager
     def pagefault_disable(self, t: Task):

@@ -1,10 +1,11 @@
-"""A function-graph log of the model, for ``rseqlab explain``.
+"""A function-graph log of the model, for ``rseqlab explain`` and ``rseqlab check``.
 
-Model functions are wrapped with :func:`models`, which names the kernel
-function they stand for. When a kernel has an :class:`Ftrace` attached, each
-call, user access and tracepoint becomes an indented line, much like the
-kernel's function_graph tracer. With none attached the wrapper costs one
-attribute test.
+Model functions are marked with :func:`models`, which names the kernel
+function they stand for. Marking costs nothing at run time: only when a log
+is attached to a kernel (``kernel.ftrace = Ftrace()``) does :func:`attach`
+put a logging wrapper in front of each marked method of that one kernel
+object, so each call, user access and tracepoint becomes an indented line,
+much like the kernel's function_graph tracer. Detaching removes them.
 """
 
 from __future__ import annotations
@@ -30,21 +31,36 @@ class Ftrace:
 def models(kernel_function: str, source: str) -> Callable[[F], F]:
     """Mark a method as the model of ``kernel_function`` (defined in ``source``)."""
 
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-            log: Ftrace | None = self.ftrace
-            if log is None:
-                return fn(self, *args, **kwargs)
-            log.call(kernel_function)
-            log.depth += 1
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                log.depth -= 1
+    def mark(fn: F) -> F:
+        fn.kernel_function = kernel_function  # type: ignore[attr-defined]
+        fn.kernel_source = source  # type: ignore[attr-defined]
+        return fn
 
-        traced.kernel_function = kernel_function  # type: ignore[attr-defined]
-        traced.kernel_source = source  # type: ignore[attr-defined]
-        return traced  # type: ignore[return-value]
+    return mark
 
-    return decorate
+
+def attach(obj: Any, log: Ftrace | None) -> None:
+    """Log every marked method of ``obj`` into ``log`` (None: stop logging)."""
+    cls = type(obj)
+    for name in dir(cls):
+        fn = getattr(cls, name, None)
+        kernel_function = getattr(fn, "kernel_function", None)
+        if kernel_function is None:
+            continue
+        if log is None:
+            obj.__dict__.pop(name, None)
+        else:
+            obj.__dict__[name] = _traced(fn.__get__(obj, cls), kernel_function, log)
+
+
+def _traced(bound: Callable[..., Any], kernel_function: str, log: Ftrace) -> Callable[..., Any]:
+    @functools.wraps(bound)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        log.call(kernel_function)
+        log.depth += 1
+        try:
+            return bound(*args, **kwargs)
+        finally:
+            log.depth -= 1
+
+    return traced

@@ -33,7 +33,7 @@ from greenlet import greenlet
 
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
-from ..kernel._task import CLONE_THREAD, CLONE_VFORK, CLONE_VM, SIGCHLD
+from ..kernel._task import CLONE_THREAD, CLONE_VFORK, CLONE_VM, EXIT_TO_USER_MODE_WORK, SIGCHLD
 from ..usermem import PAGE_SIZE, AddressSpace
 from .mmcid import MmCid
 from .sim import Prio, Sim
@@ -503,7 +503,36 @@ class Machine:
         self.sim.after(self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
         if cpu.ticks % self.config.balance_ticks == 0:
             self._periodic_balance(cpu)
+        st = cpu.curr
+        if st is not None and st.waiting and st.state is State.RUNNING and self._quiet_tick(st):
+            return
         self._interrupt(cpu, "tick")
+
+    def _quiet_tick(self, st: SimTask) -> bool:
+        """A tick that raises no work is handled where it lands: the thread's wait goes on.
+
+        ``scheduler_tick`` would neither ask for a reschedule nor queue task_work, so the
+        interrupt is a bare round trip: from user mode, entry and exit hooks with nothing
+        pending (``exit`` is counted; 6.19 sets and clears ``user_irq``); from kernel mode,
+        nothing at all. The effect equals delivering it into the thread's greenlet, which
+        is what every other tick still does.
+        """
+        now = self.sim.now
+        if self.cpus[st.kt.cpu].rq and now - st.ran_since >= self.config.slice_ns:
+            return False
+        period = self.kernel.mm_cid_scan_period_ns
+        if period and now >= st.proc.next_mm_cid_scan:
+            return False
+        th = st.thread
+        if not th.in_user_mode():
+            return True
+        if st.kt.tif & EXIT_TO_USER_MODE_WORK:
+            return False
+        th.irqs += 1
+        self.user_irqs += 1
+        k, kt = self.kernel, st.kt
+        k.enter_from_user_mode(kt, Entry.IRQ)
+        return k.irqentry_exit_to_user_mode(kt)
 
     def scheduler_tick(self, st: SimTask) -> None:
         """Tick work for the running task: slice expiry, 6.18's mm_cid compaction task_work."""
