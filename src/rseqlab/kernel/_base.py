@@ -260,7 +260,7 @@ class Kernel:
             self.exit_to_user_mode_loop(t, ti_work)
 
     @models("exit_to_user_mode_loop", "kernel/entry/common.c")
-    def exit_to_user_mode_loop(self, t: Task, ti_work: Tif) -> Tif:
+    def exit_to_user_mode_loop(self, t: Task, ti_work: int) -> int:
         """The outer loop: 6.19 re-runs the work loop when the RSEQ fast path wants the slow path."""
         while True:
             ti_work = self._exit_to_user_mode_loop(t, ti_work)
@@ -270,7 +270,7 @@ class Kernel:
                 return ti_work
             ti_work = t.tif
 
-    def _exit_to_user_mode_loop(self, t: Task, ti_work: Tif) -> Tif:
+    def _exit_to_user_mode_loop(self, t: Task, ti_work: int) -> int:
         """Models ``__exit_to_user_mode_loop()``: one pass per snapshot of the TIF bits.
 
         The snapshot matters: a ``schedule()`` in one pass sets
@@ -530,7 +530,7 @@ class Kernel:
     def rseq_handle_notify_resume(self, t: Task, *, regs: bool) -> None:
         """The rseq part of ``resume_user_mode_work()``."""
 
-    def rseq_exit_to_user_mode_restart(self, t: Task, ti_work: Tif) -> bool:
+    def rseq_exit_to_user_mode_restart(self, t: Task, ti_work: int) -> bool:
         """After the work loop: True asks for another loop round (6.19 fast path)."""
         return False
 

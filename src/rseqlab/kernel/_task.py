@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import Enum, IntFlag
+from enum import Enum
 from typing import Any
 
 from ..usermem import AddressSpace
@@ -30,11 +30,12 @@ CLONE_VFORK = 0x4000
 CLONE_THREAD = 0x10000
 
 
-class Tif(IntFlag):
+class Tif:
     """Thread-info work flags that the exit-to-user loop acts on.
 
     The bit values are this model's; only the names and meanings are the
     kernel's. ``RSEQ`` exists only in 6.19 with generic TIF bits (spec §0.1).
+    Plain ints, not an ``IntFlag``: they are tested on every exit to user.
     """
 
     NOTIFY_RESUME = 1 << 0
@@ -149,7 +150,7 @@ class Task:
         self.cpu = cpu  # task_cpu()
         self.mm_cid = mm_cid  # task_mm_cid()
         self.regs = Regs()
-        self.tif = Tif(0)
+        self.tif = 0  # Tif bits
         self.in_user = True
         self.exiting = False  # PF_EXITING
         self.killed_by: int | None = None  # the signal that ended the task, if any

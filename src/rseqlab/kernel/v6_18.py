@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from enum import IntFlag
-
 from ..abi import (
     ABI_BY_RELEASE,
     TASK_SIZE,
@@ -44,8 +42,8 @@ from ._ftrace import models
 from ._task import CLONE_VM, Task, Tif
 
 
-class RseqEvent(IntFlag):
-    """``enum rseq_event_mask_bits``: same bit numbers as the deprecated CS flags."""
+class RseqEvent:
+    """``enum rseq_event_mask_bits``: same bit numbers as the deprecated CS flags (plain ints)."""
 
     PREEMPT = 1 << 0
     SIGNAL = 1 << 1
@@ -62,7 +60,7 @@ class LegacyRseqState:
     usrptr: int = 0
     len: int = 0
     sig: int = 0
-    event_mask: RseqEvent = RseqEvent(0)
+    event_mask: int = 0  # RseqEvent bits
     #: CONFIG_DEBUG_RSEQ: the kernel's copy of the four ID fields.
     kernel_fields: tuple[int, int, int, int] | None = None
 
@@ -94,7 +92,7 @@ class Linux618(Kernel):
     # ------------------------------------------------------------------
     # Event producers (spec §2.2)
     # ------------------------------------------------------------------
-    def _raise_event(self, t: Task, bit: RseqEvent) -> None:
+    def _raise_event(self, t: Task, bit: int) -> None:
         # RSEQ_EVENT_GUARD makes this safe against the membarrier IPI; the model is atomic anyway.
         t.rseq.event_mask |= bit
         self.rseq_set_notify_resume(t)
@@ -221,7 +219,7 @@ class Linux618(Kernel):
         if flags:
             self.note("pr_warn_once: Deprecated flags in rseq")
             return -errno.EINVAL
-        mask, t.rseq.event_mask = t.rseq.event_mask, RseqEvent(0)
+        mask, t.rseq.event_mask = t.rseq.event_mask, 0
         return 1 if mask else 0
 
     @models("clear_rseq_cs", "kernel/rseq.c")

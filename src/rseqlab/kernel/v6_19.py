@@ -131,7 +131,7 @@ class Linux619(Kernel):
     # Exit to user: the fast path (spec §3.3, §3.4)
     # ------------------------------------------------------------------
     @models("rseq_exit_to_user_mode_restart", "include/linux/rseq_entry.h")
-    def rseq_exit_to_user_mode_restart(self, t: Task, ti_work: Tif) -> bool:
+    def rseq_exit_to_user_mode_restart(self, t: Task, ti_work: int) -> bool:
         """Runs with interrupts disabled, after the work loop. True: loop again."""
         if not ti_work & Tif.RSEQ:
             return False
