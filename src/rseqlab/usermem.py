@@ -24,7 +24,7 @@ whatever the state, to exercise error paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from .abi import U64_MASK

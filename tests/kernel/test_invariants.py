@@ -332,7 +332,7 @@ class Run:
                 if t.sigframes:
                     b.syscall(work=lambda k, task: k.sigreturn(task))
                     self._returned()
-            case Fork(clone_vm, child_place, follow):
+            case Fork(clone_vm, child_place, _follow):
                 rec.parent_mask_at_fork = before.mask
                 child = b.spawn_child(clone_flags=CLONE_VM if clone_vm else 0, child_place=child_place)
                 self._returned()

@@ -43,7 +43,7 @@ from dataclasses import fields, is_dataclass
 import numpy as np
 
 from ..kernel import Entry, Tif, make_kernel
-from ..kernel._task import CLONE_VM, RseqStats, TraceCounts
+from ..kernel._task import RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
 from .format import Kind, Trace
 

@@ -549,7 +549,6 @@ def build_trace(raw_main: dict[int, bytes], raw_mig: dict[int, bytes],
     rec_mig = parse.walk_pages(raw_mig, page_size)
     ctype = parse.common_types(rec)
     rows: list[dict[str, np.ndarray]] = []
-    args_rows: list[tuple[int, np.ndarray]] = []  # (index into sys_enter rows, args)
 
     def get(key, raw=rec, ct=ctype):
         fmt = formats.get(key)
