@@ -396,6 +396,64 @@ def workload(name: str | None, list_only: bool) -> None:
     click.echo(str(build(name)))
 
 
+@cli.command("check")
+@click.argument("scenario", required=False)
+@click.option("--kernel", "-k", "kernel", help="Kernel personality or what-if variant (see --list-kernels).")
+@click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
+@click.option("--migrations", type=int, default=0, show_default=True, help="At most this many migrations.")
+@click.option("--signals", type=int, default=1, show_default=True, help="At most this many SIGUSR1 deliveries.")
+@click.option("--debug", is_flag=True, help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
+@click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrations: int, signals: int,
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool) -> int:
+    """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
+
+    SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
+    Exits 1 if some execution breaks the invariant.
+
+    \b
+    Examples:
+      rseqlab check --list
+      rseqlab check percpu-list --kernel 6.19
+      rseqlab check tcmalloc-slab-cache --kernel 6.19 --preemptions 1 --json
+      rseqlab check examples/percpu-counter.rseq --kernel 6.19:no-cs-check
+    """
+    from . import check as checker
+    from .check.stepfile import load_step_file
+    from .kernel import kernel_class
+    from .report import check as check_report
+
+    if list_only:
+        found = [factory() for factory in checker.SCENARIOS.values()]
+        if as_json:
+            click.echo(dump_json([{"scenario": s.name, "summary": s.summary, "invariant": s.invariant}
+                                  for s in found]))
+        else:
+            click.echo(check_report.render_list(found))
+        return ExitStatus.SUCCESS
+    if list_kernels:
+        rows = [(name, kernel_class(name).summary) for name in kernel_names()]
+        click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
+        return ExitStatus.SUCCESS
+    if scenario is None:
+        raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
+    if kernel is None:
+        raise BadInput(f"missing --kernel; accepted: {', '.join(kernel_names())}")
+    if scenario in checker.SCENARIOS:
+        sc = checker.SCENARIOS[scenario]()
+    elif scenario.endswith(".rseq") or "/" in scenario:
+        sc = load_step_file(scenario)
+    else:
+        raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
+                       "or a step file (*.rseq)")
+    bounds = checker.Bounds(preemptions, migrations, signals)
+    result = checker.check(sc, kernel, bounds, debug=debug)
+    click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
+    return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
     try:

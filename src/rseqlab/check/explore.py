@@ -71,7 +71,7 @@ class Bounds:
     """How many of each event one execution may contain."""
 
     preemptions: int = 2
-    migrations: int = 1
+    migrations: int = 0
     signals: int = 1
 
     def validate(self) -> None:
@@ -218,10 +218,12 @@ class World:
             if scenario.membarrier:
                 th.membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ)
             for i in range(1, len(scenario.threads)):
-                th.spawn_thread(wrap(i), affinity={scenario.threads[i].cpu})
+                child = th.spawn_thread(wrap(i), affinity={scenario.threads[i].cpu})
+                self.index[child.tid] = i
             wrap(0)(th)
 
         self.main = m.spawn(main, cpu=scenario.threads[0].cpu, runtime=Glibc())
+        self.index[self.main.tid] = 0
         self.image = self.main.proc.image
         self.mem.layout(self.image, scenario.memory)
         # Footprint of a "run" step: did it touch writable memory outside the thread's TLS?
@@ -347,7 +349,8 @@ class World:
         for pfn, pte in sorted(self.main.proc.mm._ptes.items()):
             if pte.writable:
                 h.update(pfn.to_bytes(8, "little"))
-                h.update(pte.page.data)
+                page = pte.page
+                h.update(page.view() if hasattr(page, "view") else page.data)  # lazily zeroed or not
         return h.digest()
 
 
@@ -581,7 +584,8 @@ class Step:
     where: str
     in_cs: bool
     user: list[str] = field(default_factory=list)
-    kernel: list[str] = field(default_factory=list)
+    #: The kernel's call graph during the step, by thread ("T0", "T1", ...).
+    kernel: dict[str, list[str]] = field(default_factory=dict)
     area_before: dict[str, int] | None = None
     area_after: dict[str, int] | None = None
     events: list[str] = field(default_factory=list)
@@ -591,6 +595,31 @@ class Step:
                 "where": self.where, "in_cs": self.in_cs, "user": self.user, "kernel": self.kernel,
                 "rseq_area_before": self.area_before, "rseq_area_after": self.area_after,
                 "events": self.events}
+
+
+class _ThreadFtrace(Ftrace):
+    """The kernel's call-graph log, kept per thread: a step that switches threads
+    (a preemption lets the next thread run its exit path) stays readable."""
+
+    def __init__(self, label) -> None:  # noqa: D107 - no super().__init__: depth is per greenlet
+        self.lines: list[str] = []
+        self.by_thread: dict[str, list[str]] = {}
+        self._depths: dict[Any, int] = {}
+        self._label = label
+
+    @property
+    def depth(self) -> int:  # type: ignore[override]
+        return self._depths.get(greenlet.getcurrent(), 0)
+
+    @depth.setter
+    def depth(self, value: int) -> None:
+        self._depths[greenlet.getcurrent()] = value
+
+    def call(self, name: str) -> None:
+        self.event(name + "()")
+
+    def event(self, text: str) -> None:
+        self.by_thread.setdefault(self._label(), []).append("  " * self.depth + text)
 
 
 class Tracer:
@@ -703,13 +732,18 @@ class Tracer:
         if kind != "run" or m.parked.get(tid) == "kernel":
             self._current.area_before = self.area(tid)
         self._states = {t: (s.state, s.kt.killed_by) for t, s in m.tasks.items()}
-        m.kernel.ftrace = Ftrace()
+        m.kernel.ftrace = _ThreadFtrace(self._label)
+
+    def _label(self) -> str:
+        st = self._thread_of_current()
+        return "the scheduler (switch-in)" if st is None else f"T{self.w.index.get(st.tid, '?')}"
 
     def after(self) -> None:
         m = self.w.m
         step = self._current
         assert step is not None
-        step.kernel = list(m.kernel.ftrace.lines) if m.kernel.ftrace else []
+        log = m.kernel.ftrace
+        step.kernel = dict(sorted(log.by_thread.items())) if isinstance(log, _ThreadFtrace) else {}
         m.kernel.ftrace = None
         if step.area_before is not None:
             step.area_after = self.area(self._tid)
@@ -721,8 +755,8 @@ class Tracer:
                     step.events.append(f"{name} killed by {SIGNAL_NAMES.get(st.kt.killed_by, st.kt.killed_by)}")
                 else:
                     step.events.append(f"{name} exits")
-        for line in step.kernel:
-            if "rseq:rseq_ip_fixup" in line:
-                step.events.append(f"the kernel moved {step.thread}'s IP to the abort handler")
+        for who, lines in step.kernel.items():
+            if any("rseq:rseq_ip_fixup" in line for line in lines):
+                step.events.append(f"the kernel moved {who}'s IP to the abort handler")
         self.steps.append(step)
         self._current = None

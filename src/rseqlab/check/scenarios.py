@@ -266,7 +266,7 @@ def _tcm_allocator(th, mem) -> None:
             if r == EMPTY:
                 break
             if r == MISS and _tcm_refresh(th, mem) == 1:
-                th.sched_yield()  # CPU stopped: wait for the resize to finish
+                break  # CPU stopped: the allocation goes to the central free list instead
 
 
 def _tcm_resizer(th, mem) -> None:
