@@ -58,6 +58,7 @@ _PRIMS = {**P.PRIMITIVES, **P.ALIASES}
 _FUNCS = {"sum": sum, "len": len, "min": min, "max": max, "sorted": sorted}
 _KEYWORDS = {"scenario", "summary", "cpus", "memory", "thread", "handler", "invariant", "end",
              "repeat", "loop", "until", "if", "section", "exit_if"}
+_DIRECTIVES = {"scenario", "summary", "cpus", "memory", "thread", "handler", "invariant"}
 _OPS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor,
         ast.LShift, ast.RShift, ast.USub, ast.Invert, ast.Not, ast.And, ast.Or, ast.Eq, ast.NotEq,
         ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -173,6 +174,9 @@ class _Parser:
                 return body
             if word in ("end", "until"):
                 raise self.error(line, f"unexpected '{word}' (expected '{closer}')")
+            if word in _DIRECTIVES:
+                raise self.error(start, f"block opened here is never closed with '{closer}' "
+                                        f"(line {line} starts '{word}')")
             body.append(self.statement(line, text))
 
     def statement(self, line: int, text: str) -> Stmt:
