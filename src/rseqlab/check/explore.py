@@ -683,7 +683,7 @@ class Tracer:
 
     def where(self, th, ip: int) -> tuple[str, bool]:
         """The IP as a place in the program, and whether it is inside the armed section."""
-        if ip == PLAIN_IP:
+        if PLAIN_IP <= ip < PLAIN_IP + 0x100:
             return "plain code", False
         if ip == handler_ip(SIGUSR1):
             return "SIGUSR1 handler", False
