@@ -11,5 +11,16 @@ from .explore import Bounds, CheckResult, Execution, Step, check
 from .model import Cs, Final, Memory, Scenario, ThreadSpec
 from .scenarios import SCENARIOS
 
-__all__ = ["Bounds", "CheckResult", "Cs", "Execution", "Final", "Memory", "SCENARIOS", "Scenario",
-           "Step", "ThreadSpec", "check"]
+__all__ = [
+           "SCENARIOS",
+           "Bounds",
+           "CheckResult",
+           "Cs",
+           "Execution",
+           "Final",
+           "Memory",
+           "Scenario",
+           "Step",
+           "ThreadSpec",
+           "check",
+]

@@ -15,7 +15,10 @@ from collections.abc import Callable
 
 from ..abi import StructRseq, StructRseqCs
 from ..userprog import primitives as P
-from ..userprog.api import MEMBARRIER_CMD_FLAG_CPU, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
+from ..userprog.api import (
+    MEMBARRIER_CMD_FLAG_CPU,
+    MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+)
 from .model import WORD, Cs, Final, Scenario, ThreadSpec, cpu_start, left_section
 
 
@@ -354,7 +357,7 @@ def _stale_thread(th, mem) -> None:
     while True:
         cpu = cpu_start(th)
 
-        def body(c: Cs) -> int:
+        def body(c: Cs, cpu: int = cpu) -> int:
             th.add(mem["counter", cpu], 1, ip=c.site.ip(1))  # commit
             return 0
 

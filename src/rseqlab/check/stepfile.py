@@ -343,8 +343,8 @@ class _Thread:
         env = dict(regs)
         env["__addr__"] = self.mem.addr
         try:
-            return eval(code, {"__builtins__": {}}, env)  # noqa: S307 - a checked, compiled subset
-        except Exception as exc:
+            return eval(code, {"__builtins__": {}}, env)
+        except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
             raise StepRuntimeError(f"{self.path}:{line}: {type(exc).__name__}: {exc}") from None
 
     def block(self, body: list[Stmt], regs: dict[str, int]) -> None:
@@ -406,7 +406,7 @@ class _Thread:
 
         def body(c: Cs) -> int:
             k = 0
-            for j, x in enumerate(s.body):  # noqa: B007 - j is part of the hashed state
+            for j, x in enumerate(s.body):
                 if x.kind == "set":
                     regs[x.target] = self.ev(x.args[0], regs, x.line)
                 elif x.kind == "exit_if":
@@ -445,8 +445,8 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
     def value(code: Any):
         def at_layout(m) -> int:
             try:
-                return eval(code, {"__builtins__": {}}, {"__addr__": m.addr})  # noqa: S307
-            except Exception as exc:
+                return eval(code, {"__builtins__": {}}, {"__addr__": m.addr})
+            except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
                 raise StepRuntimeError(f"{code.co_filename}: {type(exc).__name__}: {exc}") from None
 
         return at_layout
@@ -458,8 +458,8 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
         env = {"__words__": f.words, "__word__": f.word, **_FUNCS}
         for line, text, code in inv:
             try:
-                ok = eval(code, {"__builtins__": {}}, env)  # noqa: S307
-            except Exception as exc:
+                ok = eval(code, {"__builtins__": {}}, env)
+            except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
                 raise StepRuntimeError(f"{path}:{line}: {type(exc).__name__}: {exc}") from None
             if not ok:
                 return f"invariant {text} (line {line}) does not hold"
@@ -484,4 +484,4 @@ def parse_step_text(text: str, path: str = "<text>") -> Scenario:
     return _Parser(path, text).parse()
 
 
-__all__ = ["StepFileError", "StepRuntimeError", "load_step_file", "parse_step_text", "WORD"]
+__all__ = ["WORD", "StepFileError", "StepRuntimeError", "load_step_file", "parse_step_text"]

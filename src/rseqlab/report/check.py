@@ -52,8 +52,8 @@ def render(r: CheckResult) -> str:
     b = r.bounds
     sc = r.scenario
     head = [
-        f"{sc.name} under {r.kernel}{' (debug)' if r.debug else ''}: up to {b.preemptions} preemption(s), "
-        f"{b.migrations} migration(s), {b.signals} signal(s) at every instruction boundary",
+        (f"{sc.name} under {r.kernel}{' (debug)' if r.debug else ''}: up to {b.preemptions} preemption(s), "
+         f"{b.migrations} migration(s), {b.signals} signal(s) at every instruction boundary"),
         f"  {sc.summary}",
         f"  invariant: {sc.invariant} (and every thread exits normally)",
     ]
