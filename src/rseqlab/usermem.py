@@ -140,15 +140,30 @@ class AddressSpace:
     # ------------------------------------------------------------------
     def read(self, addr: int, size: int, *, faults_allowed: bool = True) -> int | None:
         """Read a little-endian unsigned value; ``None`` if the access faulted."""
+        off = addr & (PAGE_SIZE - 1)
+        if addr >= 0 and off + size <= PAGE_SIZE and not self._injected:
+            # NOTE: the common case, inlined: one present page, no injected faults.
+            pte = self._ptes.get(addr >> PAGE_SHIFT)
+            if pte is not None and pte.present:
+                data = pte.page.data
+                return 0 if data is None else int.from_bytes(data[off : off + size], "little")
         if not self._prepare(addr, size, Access.READ, faults_allowed):
             return None
         return int.from_bytes(self._gather(addr, size), "little")
 
     def write(self, addr: int, size: int, value: int, *, faults_allowed: bool = True) -> bool:
         """Write a little-endian value (negative values in two's complement); False on fault."""
+        raw = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        off = addr & (PAGE_SIZE - 1)
+        if addr >= 0 and off + size <= PAGE_SIZE and not self._injected:
+            # NOTE: the common case, inlined: one present, writable, private page.
+            pte = self._ptes.get(addr >> PAGE_SHIFT)
+            if pte is not None and pte.present and pte.writable and not pte.cow:
+                pte.page.writable()[off : off + size] = raw
+                return True
         if not self._prepare(addr, size, Access.WRITE, faults_allowed):
             return False
-        self._scatter(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+        self._scatter(addr, raw)
         return True
 
     def _prepare(self, addr: int, size: int, kind: Access, faults_allowed: bool) -> bool:
@@ -159,6 +174,8 @@ class AddressSpace:
         for pfn in pfns:
             if self._injected.get(pfn):
                 self._injected[pfn] -= 1
+                if not self._injected[pfn]:
+                    del self._injected[pfn]
                 self.faults.failed += 1
                 return False
             pte = self._ptes.get(pfn)
