@@ -91,7 +91,7 @@ def _recording(out: Path, rounds: int) -> tuple[Path | None, str | None, dict]:
     """The cached >= 5 M-event recording of ``pingpong ROUNDS same``; made on first use."""
     from .errors import RseqlabError
     from .live.workloads import build
-    from .trace.format import load
+    from .trace.format import FORMAT_VERSION, file_version, load, save
     from .trace.record import record
 
     try:
@@ -101,9 +101,16 @@ def _recording(out: Path, rounds: int) -> tuple[Path | None, str | None, dict]:
     path = out / f"pingpong-{rounds}-{exe.parent.name}.trace"
     info = {"workload": f"pingpong {rounds} same", "file": str(path)}
     if path.exists():
-        n = len(load(path))
+        trace = load(path)
+        n = len(trace)
         if n >= MIN_EVENTS:
+            if file_version(path) != FORMAT_VERSION:  # an older cache: same events, current format
+                tmp = path.with_name(path.name + ".tmp")
+                save(trace, tmp)
+                os.replace(tmp, path)
+                info["converted_to_version"] = FORMAT_VERSION
             return path, None, {**info, "events": n, "cached": True}
+        del trace
     reason = _live_reason()
     if reason:
         return None, reason, info

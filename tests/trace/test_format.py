@@ -10,7 +10,7 @@ import pytest
 
 from rseqlab.errors import BadInput
 from rseqlab.trace.format import (EVENT_COLUMNS, FORMAT_VERSION, MAGIC, SYSARG_COLUMNS, Kind, Trace,
-                                  empty_table, load, save)
+                                  empty_table, file_version, load, save)
 
 
 def synthetic(n: int = 500, seed: int = 1) -> Trace:
@@ -138,3 +138,120 @@ def test_replay_cli_unknown_kernel(run_cli, good):
     res = run_cli("replay", str(good), "--kernels", "5.10")
     assert res.status == 2
     assert "unknown kernel" in res.stderr
+
+
+# ----------------------------------------------------------------------
+# Version 2 (per-column encodings) and version 1 (still read)
+# ----------------------------------------------------------------------
+def _columns(path):
+    data = path.read_bytes()
+    _, version, hdr_len = struct.unpack_from("<8sII", data)
+    return version, {(c["table"], c["name"]): c for c in json.loads(data[16:16 + hdr_len])["columns"]}
+
+
+def _same(a: Trace, b: Trace) -> None:
+    assert a.meta == b.meta
+    for table, spec in (("events", EVENT_COLUMNS), ("sysargs", SYSARG_COLUMNS)):
+        for name, dtype in spec.items():
+            got, want = getattr(b, table)[name], getattr(a, table)[name]
+            assert got.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(got, want)
+            assert got.flags.writeable
+
+
+def recording_like(n: int = 5000, seed: int = 3) -> Trace:
+    """Columns shaped like a real recording: each v2 encoding is used."""
+    rng = np.random.default_rng(seed)
+    ev = empty_table(EVENT_COLUMNS, n)
+    ev["ts"] = 11_000 + np.cumsum(rng.integers(0, 70_000, n))  # delta
+    ev["cpu"] = rng.integers(0, 2, n).astype(np.int16)  # offset u1
+    ev["kind"] = rng.integers(0, len(Kind), n).astype(np.uint8)  # raw (already one byte)
+    ev["pid"] = rng.integers(19_973, 19_976, n).astype(np.int32)  # offset u1
+    ev["a"] = rng.integers(-3, 20_000, n)  # offset u2, negative base
+    ev["b"] = rng.integers(-2, 2**47, n)  # raw
+    ev["c"] = np.full(n, -7)  # const
+    # d stays all zero: const
+    sa = empty_table(SYSARG_COLUMNS, 4)
+    sa["event"] = np.array([3, 10, 11, 400], np.uint32)
+    sa["arg3"] = np.array([2, 2**64 - 1, 0, 2**63], np.uint64)  # beyond int64: raw
+    sa["arg0"] = np.array([2**63 - 1, 2**63 - 5, 2**63 - 2, 2**63 - 1], np.uint64)  # offset near the top
+    return Trace({"command": ["x"], "cpus": 2}, ev, sa)
+
+
+def test_v2_encodings_round_trip_exactly(tmp_path):
+    tr = recording_like()
+    path = tmp_path / "v2.trace"
+    save(tr, path)
+    version, cols = _columns(path)
+    assert version == FORMAT_VERSION == 2
+    enc = {k[1]: c["encoding"] for k, c in cols.items() if k[0] == "events"}
+    assert enc == {"ts": "delta", "cpu": "offset", "kind": "raw", "pid": "offset", "a": "offset",
+                   "b": "raw", "c": "const", "d": "const"}
+    assert cols[("sysargs", "arg3")]["encoding"] == "raw"
+    assert cols[("sysargs", "arg0")]["encoding"] == "offset"
+    back = load(path)
+    _same(tr, back)
+    save(back, tmp_path / "again.trace")
+    assert (tmp_path / "again.trace").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_v2_random_columns_round_trip(tmp_path, seed):
+    tr = synthetic(300, seed)
+    rng = np.random.default_rng(seed)
+    tr.events["a"] = rng.integers(-5, 5, 300)
+    tr.events["b"] = np.sort(rng.integers(-(2**40), 2**40, 300))
+    save(tr, tmp_path / "r.trace")
+    _same(tr, load(tmp_path / "r.trace"))
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    tr = recording_like(2000)
+    v1 = tmp_path / "v1.trace"
+    save(tr, v1, version=1)
+    version, cols = _columns(v1)
+    assert version == 1 and not any("encoding" in c for c in cols.values())
+    _same(tr, load(v1))
+    # converting a v1 file gives the v2 file
+    save(load(v1), tmp_path / "conv.trace")
+    save(tr, tmp_path / "direct.trace")
+    assert (tmp_path / "conv.trace").read_bytes() == (tmp_path / "direct.trace").read_bytes()
+    assert file_version(v1) == 1 and file_version(tmp_path / "direct.trace") == 2
+
+
+def test_version_1_damage_is_still_reported(tmp_path):
+    p = tmp_path / "v1.trace"
+    save(synthetic(), p, version=1)
+    data = bytearray(p.read_bytes())
+    data[-40] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(BadInput, match="corrupt"):
+        load(p)
+
+
+def test_v2_damaged_encoded_column(tmp_path):
+    p = tmp_path / "v2.trace"
+    save(recording_like(), p)
+    _, cols = _columns(p)
+    ts = cols[("events", "ts")]
+    data = bytearray(p.read_bytes())
+    start = len(data) - sum(c["size"] for c in cols.values())
+    data[start + ts["offset"] + ts["size"] // 2] ^= 0x41
+    p.write_bytes(bytes(data))
+    with pytest.raises(BadInput, match="corrupt"):
+        load(p)
+
+
+def test_v2_unknown_encoding(tmp_path):
+    header = json.dumps({"meta": {}, "payload_size": 0, "columns": [
+        {"table": "events", "name": "c", "dtype": "<i8", "rows": 1, "offset": 0, "size": 0, "crc32": 0,
+         "encoding": "zigzag", "base": 0, "stored": "<i8"}]}).encode()
+    p = tmp_path / "enc.trace"
+    p.write_bytes(struct.pack("<8sII", MAGIC, 2, len(header)) + header)
+    with pytest.raises(BadInput, match="unknown encoding"):
+        load(p)
+
+
+def test_cannot_write_unknown_version(tmp_path):
+    with pytest.raises(ValueError):
+        save(synthetic(), tmp_path / "x.trace", version=3)

@@ -572,18 +572,45 @@ def _segments(op_inst, op_code, op_a, op_b, op_c, ninst, memo_table, barrier_tab
 
 
 @njit(cache=True)
-def _verify(order, starts, lengths, rep, op_code, op_a, op_b, op_c):  # pragma: no cover - compiled
-    """Every segment equals its type's representative, op by op (hashes only propose types)."""
-    for s in range(len(starts)):
-        r = starts[rep[s]]
-        if lengths[s] != lengths[rep[s]]:
-            return False
+def _type_segments(order, starts, lengths, hashes, op_code, op_a, op_b, op_c):  # pragma: no cover - compiled
+    """Segment types by hash (an open-addressing table), numbered in order of first appearance; every
+    segment is checked op by op against its type's first segment (hashes only propose types).
+    Returns the types and whether all checks held (False: a hash collision)."""
+    nseg = len(starts)
+    size = 16
+    while size < 2 * nseg:
+        size *= 2
+    mask = np.uint64(size - 1)
+    slot_hash = np.empty(size, np.uint64)
+    slot_type = np.full(size, -1, np.int64)
+    rep_seg = np.empty(nseg, np.int64)
+    seg_type = np.empty(nseg, np.int64)
+    ntypes = 0
+    for s in range(nseg):
+        h = hashes[s]
+        p = np.int64((h ^ (h >> np.uint64(29))) & mask)
+        while slot_type[p] >= 0 and slot_hash[p] != h:
+            p = (p + 1) & (size - 1)
+        typ = slot_type[p]
+        if typ < 0:
+            slot_type[p] = ntypes
+            slot_hash[p] = h
+            rep_seg[ntypes] = s
+            seg_type[s] = ntypes
+            ntypes += 1
+            continue
+        seg_type[s] = typ
+        r = rep_seg[typ]
+        if lengths[s] != lengths[r]:
+            return seg_type, False
+        a0 = starts[s]
+        b0 = starts[r]
         for q in range(lengths[s]):
-            i = order[starts[s] + q]
-            k = order[r + q]
+            i = order[a0 + q]
+            k = order[b0 + q]
             if op_code[i] != op_code[k] or op_a[i] != op_a[k] or op_b[i] != op_b[k] or op_c[i] != op_c[k]:
-                return False
-    return True
+                return seg_type, False
+    return seg_type, True
 
 
 # ----------------------------------------------------------------------
@@ -746,10 +773,8 @@ class Plan:
         order, starts, h, seg_memo, epoch = _segments(inst, code, self.op_a, self.op_b, self.op_c,
                                                       len(self.inst_pid), memo_table, barrier_table)
         lengths = np.diff(np.concatenate([starts, [n]])).astype(np.int64)
-        _, first, seg_type = np.unique(h, return_index=True, return_inverse=True)
-        seg_type = seg_type.ravel().astype(np.int64)
-        rep = first[seg_type].astype(np.int64)
-        if not _verify(order, starts, lengths, rep, code, self.op_a, self.op_b, self.op_c):
+        seg_type, ok = _type_segments(order, starts, lengths, h, code, self.op_a, self.op_b, self.op_c)
+        if not ok:
             raise Fallback("segment hash collision")
         self.order = order
         # Groups: the segments of one task within one epoch (between barriers), in order.

@@ -3,14 +3,18 @@
 Layout (all integers little-endian)::
 
     magic     8 bytes   b"RSEQTRC\\0"
-    version   u32       FORMAT_VERSION (1)
+    version   u32       FORMAT_VERSION (2; version 1 files are still read)
     hdr_len   u32       length of the header
     header    hdr_len   UTF-8 JSON: {"meta": {...}, "columns": [...], "payload_size": N}
     payload             the column blobs, each zlib-compressed, back to back
 
 Each entry of ``columns`` is ``{"table", "name", "dtype", "rows", "offset", "size", "crc32"}``:
 the blob at ``payload[offset:offset+size]`` inflates to ``rows`` values of numpy
-``dtype``; ``crc32`` is over the inflated bytes. Two tables:
+``dtype``; ``crc32`` is over the inflated bytes. Version 2 adds ``encoding`` (``raw``, as in
+version 1; ``const``: no blob, every value is ``base``; ``offset``: the blob holds value - ``base``
+as the unsigned ``stored`` dtype; ``delta``: the first value is ``base`` and the blob holds the
+non-negative differences to the previous value as ``stored``): narrower bytes to inflate, so
+loading is faster; every value round-trips exactly. Two tables:
 
 * ``events``: one row per event, sorted by (ts, cpu, per-CPU sequence). Columns
   ``ts`` (i8, ns since the start of the recording, ``trace_clock=mono``),
@@ -38,7 +42,11 @@ import numpy as np
 from ..errors import BadInput
 
 MAGIC = b"RSEQTRC\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader accepts (1: raw zlib columns; 2: adds the per-column encodings).
+SUPPORTED_VERSIONS = (1, 2)
+_ENCODINGS = ("raw", "const", "offset", "delta")
+_STORED = {"u1", "<u2", "<u4", "<i2", "<i4", "<i8", "<u8"}
 _PREFIX = struct.Struct("<8sII")
 
 
@@ -98,30 +106,109 @@ def empty_table(columns: dict[str, str], rows: int = 0) -> dict[str, np.ndarray]
     return {name: np.zeros(rows, dtype=dt) for name, dt in columns.items()}
 
 
-def save(trace: Trace, path: str | Path) -> int:
-    """Write ``trace`` to ``path``; returns the file size."""
+def _encode(arr: np.ndarray, dtype: str) -> tuple[dict, bytes]:
+    """Version 2's encoding of one integer column: the smallest exact form of its values.
+
+    ``const`` (every value ``base``; no blob), ``offset`` (values - ``base`` as the narrowest
+    unsigned ``stored`` dtype), ``delta`` (the first value is ``base``, then the differences to the
+    previous value, non-negative, as ``stored``: sorted timestamps), or ``raw``."""
+    raw = {"encoding": "raw"}
+    n = len(arr)
+    if n == 0 or np.dtype(dtype).kind not in "iu":
+        return raw, arr.tobytes()
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi >= 1 << 63 or lo < -(1 << 63):  # beyond int64 arithmetic
+        return raw, arr.tobytes()
+    if lo == hi:
+        return {"encoding": "const", "base": lo, "stored": dtype}, b""
+    itemsize = np.dtype(dtype).itemsize
+    best = (itemsize, raw, None)
+
+    def narrow(span: int, tie: bool = False) -> str | None:
+        for cand in ("u1", "<u2", "<u4"):
+            size = np.dtype(cand).itemsize
+            if span <= np.iinfo(cand).max and (size < best[0] or (tie and size == best[0] and best[2])):
+                return cand
+        return None
+
+    if hi - lo < 1 << 32:
+        cand = narrow(hi - lo)
+        if cand is not None:
+            best = (np.dtype(cand).itemsize, {"encoding": "offset", "base": lo, "stored": cand},
+                    lambda c=cand: (arr.astype(np.int64) - lo).astype(c))
+    if n > 1 and hi - lo < 1 << 62:
+        d = np.diff(arr.astype(np.int64))
+        if d.min() >= 0:
+            cand = narrow(int(d.max()), tie=True)  # as narrow as the offsets: deltas compress better
+            if cand is not None:
+                first = int(arr[0])
+                best = (np.dtype(cand).itemsize, {"encoding": "delta", "base": first, "stored": cand},
+                        lambda c=cand, d=d: np.concatenate([[0], d]).astype(c))
+    _, enc, make = best
+    return (enc, make().tobytes()) if make is not None else (raw, arr.tobytes())
+
+
+def _decode(enc: dict, raw: bytes, dtype: str, rows: int) -> np.ndarray:
+    kind = enc.get("encoding", "raw")
+    if kind == "raw":
+        # bytes -> a writable array
+        return np.frombuffer(bytearray(raw), dtype=dtype) if len(raw) < 1 << 16 else \
+            np.frombuffer(raw, dtype=dtype).copy()
+    base = int(enc["base"])
+    if kind == "const":
+        return np.full(rows, base, dtype=dtype)
+    stored = np.frombuffer(raw, dtype=enc["stored"])
+    if kind == "offset":
+        out = stored.astype(np.int64)
+        out += base
+    elif kind == "delta":
+        out = np.cumsum(stored, dtype=np.int64)
+        out += base
+    else:
+        raise ValueError(kind)
+    return out.astype(dtype, copy=False)
+
+
+def save(trace: Trace, path: str | Path, *, version: int = FORMAT_VERSION) -> int:
+    """Write ``trace`` to ``path`` (format ``version``, 2 by default; 1 for old readers); returns the file size."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cannot write trace format version {version}")
     blobs, columns, offset = [], [], 0
     for table, spec in _TABLES.items():
         data = getattr(trace, table)
         rows = len(data[next(iter(spec))])
         for name, dtype in spec.items():
-            raw = np.ascontiguousarray(data[name], dtype=dtype).tobytes()
-            if len(raw) != rows * np.dtype(dtype).itemsize:
+            arr = np.ascontiguousarray(data[name], dtype=dtype)
+            if len(arr) != rows:
                 raise ValueError(f"column {table}.{name} has the wrong length")
-            blob = zlib.compress(raw, 6)
+            enc, raw = _encode(arr, dtype) if version >= 2 else ({}, arr.tobytes())
+            blob = zlib.compress(raw, 6) if raw or version < 2 else b""
             columns.append({"table": table, "name": name, "dtype": dtype, "rows": rows,
-                            "offset": offset, "size": len(blob), "crc32": zlib.crc32(raw)})
+                            "offset": offset, "size": len(blob), "crc32": zlib.crc32(raw), **enc})
             blobs.append(blob)
             offset += len(blob)
     header = json.dumps({"meta": trace.meta, "columns": columns, "payload_size": offset},
                         sort_keys=True).encode()
     path = Path(path)
     with open(path, "wb") as f:
-        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+        f.write(_PREFIX.pack(MAGIC, version, len(header)))
         f.write(header)
         for blob in blobs:
             f.write(blob)
     return path.stat().st_size
+
+
+def file_version(path: str | Path) -> int | None:
+    """The format version a trace file declares (None: not a trace file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_PREFIX.size)
+    except OSError:
+        return None
+    if len(head) < _PREFIX.size:
+        return None
+    magic, version, _ = _PREFIX.unpack(head)
+    return version if magic == MAGIC else None
 
 
 def load(path: str | Path) -> Trace:
@@ -137,9 +224,9 @@ def load(path: str | Path) -> Trace:
     magic, version, hdr_len = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise BadInput(f"{name}: not an rseqlab trace (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise BadInput(f"{name}: unsupported trace format version {version} "
-                       f"(this rseqlab reads version {FORMAT_VERSION})")
+                       f"(this rseqlab reads versions {', '.join(map(str, SUPPORTED_VERSIONS))})")
     start = _PREFIX.size + hdr_len
     if start > len(data):
         raise BadInput(f"{name}: truncated trace (header cut short)")
@@ -159,20 +246,26 @@ def load(path: str | Path) -> Trace:
         table, cname, dtype = col["table"], col["name"], col["dtype"]
         if table not in _TABLES or _TABLES[table].get(cname) != dtype:
             raise BadInput(f"{name}: corrupt trace (unexpected column {table}.{cname})")
-        lo, size = int(col["offset"]), int(col["size"])
-        if lo < 0 or size < 0 or lo + size > payload_size:
+        lo, size, rows = int(col["offset"]), int(col["size"]), int(col["rows"])
+        if lo < 0 or size < 0 or lo + size > payload_size or rows < 0:
             raise BadInput(f"{name}: corrupt trace (column {table}.{cname} out of bounds)")
-        raw = zlib.decompress(payload[lo : lo + size])
-        if zlib.crc32(raw) != col["crc32"] or len(raw) != int(col["rows"]) * np.dtype(dtype).itemsize:
+        enc = {"encoding": "raw"} if version == 1 else col
+        kind = enc.get("encoding", "raw")
+        if kind not in _ENCODINGS:
+            raise BadInput(f"{name}: corrupt trace (unknown encoding of column {table}.{cname})")
+        stored = dtype if kind == "raw" else enc["stored"]
+        if stored not in _STORED:
+            raise BadInput(f"{name}: corrupt trace (unknown encoding of column {table}.{cname})")
+        expect = 0 if kind == "const" else rows * np.dtype(stored).itemsize
+        raw = zlib.decompress(payload[lo : lo + size], 15, max(expect, 1)) if size else b""
+        if zlib.crc32(raw) != col["crc32"] or len(raw) != expect:
             raise BadInput(f"{name}: corrupt trace (checksum of column {table}.{cname})")
-        # bytes -> a writable array without a second copy
-        return table, cname, np.frombuffer(bytearray(raw), dtype=dtype) if len(raw) < 1 << 16 else \
-            np.frombuffer(raw, dtype=dtype).copy()
+        return table, cname, _decode(enc, raw, dtype, rows)
 
     try:
         if not isinstance(columns, list):
             raise TypeError
-        # zlib and crc32 release the GIL: the columns inflate in parallel on the machine's cores.
+        # zlib, crc32 and numpy's casts release the GIL: the columns decode in parallel threads.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1) or 1) as pool:
@@ -180,7 +273,7 @@ def load(path: str | Path) -> Trace:
                 tables[table][cname] = arr
     except zlib.error:
         raise BadInput(f"{name}: corrupt trace (compressed data damaged)") from None
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise BadInput(f"{name}: corrupt trace (column table)") from None
     for table, spec in _TABLES.items():
         missing = [c for c in spec if c not in tables[table]]
