@@ -183,3 +183,34 @@ def test_live_recording_identical(tmp_path):
         res = _same(trace, ["6.18", "6.19"])
         assert res["6.18"].tracepoints["rseq_update"] > 0
     assert np.any(traces[0].events["kind"] == Kind.SWITCH_IN)
+
+
+def test_segment_typing_checks_every_segment_exactly():
+    """Types are proposed by hash and numbered by first appearance; a segment whose ops differ from
+    its type's first segment under the same hash is a collision (the caller falls back)."""
+    from rseqlab.trace.fastreplay import _type_segments
+
+    # three segments of 2 ops each; ops: (code, a, b, c)
+    code = np.array([1, 4, 1, 4, 1, 4], np.int8)
+    a = np.array([0, 0, 0, 0, 0, 0], np.int64)
+    b = np.zeros(6, np.int64)
+    c = np.zeros(6, np.int64)
+    order = np.arange(6, dtype=np.int64)
+    starts = np.array([0, 2, 4], np.int64)
+    lengths = np.array([2, 2, 2], np.int64)
+    types, ok = _type_segments(order, starts, lengths, np.array([7, 9, 7], np.uint64), code, a, b, c)
+    assert ok and types.tolist() == [0, 1, 0]
+    a[5] = 1  # the third segment differs from the first, under the same hash
+    _, ok = _type_segments(order, starts, lengths, np.array([7, 9, 7], np.uint64), code, a, b, c)
+    assert not ok
+    _, ok = _type_segments(order, starts, np.array([2, 2, 1], np.int64), np.array([7, 9, 7], np.uint64),
+                           code, a, b, c)
+    assert not ok  # a different length under the same hash
+    # many distinct types (the table is sized for them) and colliding table slots
+    n = 5000
+    hashes = (np.arange(n, dtype=np.uint64) * np.uint64(1 << 40)) | np.uint64(3)
+    code = np.tile(np.array([1], np.int8), n)
+    zero = np.zeros(n, np.int64)
+    types, ok = _type_segments(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), np.ones(n, np.int64),
+                               hashes, code, np.arange(n, dtype=np.int64), zero, zero)
+    assert ok and types.tolist() == list(range(n))

@@ -92,11 +92,12 @@ assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT) == (0, 11, 12, 7)
 
 
 @njit(cache=True)
-def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus, tick_ns,
+def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, ncpus, tick_ns,
            syscall_window, irq_window, scan_delay, exec_lookup_errors):  # pragma: no cover - compiled
     """The reference replay's event loop, minus the kernel: emits the op stream.
 
-    Mirrors :meth:`Replay.run` statement by statement (see there for the why)."""
+    Mirrors :meth:`Replay.run` statement by statement (see there for the why). A pid's dense slot
+    is ``slot_of[pid - pid_lo]`` (for a fork's child too: ``a``)."""
     n = len(ts)
     nforks = 0
     for i in range(n):
@@ -110,8 +111,8 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
     # At most 4 ops per event (finish: CHECK_NR + EXIT, then the entry and its own op) and
     # 2 per task at the end of the trace.
     cap = 4 * n + 4 * ninst_max + 16
-    op_inst = np.empty(cap, np.int64)
-    op_code = np.empty(cap, np.int64)
+    op_inst = np.empty(cap, np.int32)
+    op_code = np.empty(cap, np.int8)
     op_a = np.empty(cap, np.int64)
     op_b = np.empty(cap, np.int64)
     op_c = np.empty(cap, np.int64)
@@ -154,7 +155,7 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
         k = kind[i]
         if k == _K_LOST or k == _K_MIGRATE:
             continue
-        s = slot[i]
+        s = slot_of[pid[i] - pid_lo]
         t = pid_cur[s]
         now = ts[i]
         if t < 0:
@@ -370,7 +371,7 @@ def _drive(ts, cpu, kind, slot, a, b, child_slot, pids, nslots, root_slot, ncpus
             flags = b[i]
             if flags < 0:
                 flags = 0
-            cs_ = child_slot[i]
+            cs_ = slot_of[a[i] - pid_lo]
             ch = ninst
             ninst += 1
             i_slot[ch] = cs_
@@ -613,6 +614,20 @@ def _type_segments(order, starts, lengths, hashes, op_code, op_a, op_b, op_c):  
     return seg_type, True
 
 
+@njit(cache=True)
+def _known_run(seg_type, i, end, known):  # pragma: no cover - compiled
+    """From segment ``i`` up to ``end``, the first segment whose type is not in ``known`` (sorted),
+    and how often each known type occurs before it."""
+    counts = np.zeros(len(known), np.int64)
+    for j in range(i, end):
+        x = seg_type[j]
+        k = np.searchsorted(known, x)
+        if k == len(known) or known[k] != x:
+            return j, counts
+        counts[k] += 1
+    return end, counts
+
+
 # ----------------------------------------------------------------------
 # The file table (deferred fput after munmap), as the reference tracks it
 # ----------------------------------------------------------------------
@@ -744,14 +759,11 @@ class Plan:
         seen[child_pids - lo] = True
         seen[self.root - lo] = True
         pids = np.nonzero(seen)[0].astype(np.int64) + lo
-        table = np.cumsum(seen) - 1
-        slot = table[pid - lo]
-        child_slot = np.full(len(pid), -1, np.int64)
-        child_slot[forks] = table[child_pids - lo]
+        table = (np.cumsum(seen) - 1).astype(np.int32)
         root_slot = int(table[self.root - lo])
-        out = _drive(ev["ts"].astype(np.int64, copy=False), ev["cpu"], kind, slot, a, b,
-                     child_slot, pids, len(pids), root_slot, ncpus, tick_ns, SYSCALL_EXIT_WINDOW_NS,
-                     IRQ_EXIT_WINDOW_NS, MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64))
+        out = _drive(ev["ts"].astype(np.int64, copy=False), ev["cpu"], kind, pid, table, lo, a, b, pids,
+                     len(pids), root_slot, ncpus, tick_ns, SYSCALL_EXIT_WINDOW_NS, IRQ_EXIT_WINDOW_NS,
+                     MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64))
         (op_inst, op_code, op_a, op_b, op_c, *flog) = out[:11]
         i_slot, i_exits, i_upd, i_fix, order, pid_cur = out[11:]
         _resolve_files(trace, flog, op_code)  # placeholders become TASK_WORK or NOP (kept: ignored)
@@ -902,8 +914,11 @@ class _Executor:
                 if fp is not None:
                     known = fixed.get(fp)
                     if known is not None and typ in known:
-                        j = self._stretch(i, end, known)
-                        self._apply_stretch(t, i, j, known)
+                        types = np.array(sorted(known), np.int64)
+                        j, counts = _known_run(seg_type, i, end, types)
+                        for typ_, times in zip(types.tolist(), counts.tolist()):
+                            if times:
+                                self._apply(t, known[typ_], times)
                         if j < end:
                             heapq.heappush(heap, (int(seg_global[j]), g, j))
                         continue
@@ -918,33 +933,6 @@ class _Executor:
             if i + 1 < end:
                 heapq.heappush(heap, (int(seg_global[i + 1]), g, i + 1))
         return self._result()
-
-    def _stretch(self, i: int, end: int, known: dict) -> int:
-        """The first segment at or after ``i`` whose type is not a known fixed point (or ``end``)."""
-        types = self.plan.seg_type
-        arr = np.fromiter(known, dtype=types.dtype, count=len(known))
-        w = 64
-        while i < end:
-            hi = min(i + w, end)
-            miss = ~np.isin(types[i:hi], arr)
-            if miss.any():
-                return i + int(np.argmax(miss))
-            i = hi
-            w *= 4
-        return end
-
-    def _apply_stretch(self, t, i: int, j: int, known: dict) -> None:
-        types = self.plan.seg_type[i:j]
-        if len(types) < 32:
-            counts: dict[int, int] = {}
-            for x in types.tolist():
-                counts[x] = counts.get(x, 0) + 1
-            items = counts.items()
-        else:
-            u, c = np.unique(types, return_counts=True)
-            items = zip(u.tolist(), c.tolist())
-        for typ, times in items:
-            self._apply(t, known[typ], times)
 
     def _exec(self, inst: int, block: tuple, seg: int) -> None:
         ops = self.ops_cache.get(block)
