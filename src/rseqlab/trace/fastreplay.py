@@ -533,7 +533,7 @@ def _segments(op_inst, op_code, op_a, op_b, op_c, ninst, memo_table, barrier_tab
     for i in range(n):
         order[counts[op_inst[i]]] = i
         counts[op_inst[i]] += 1
-    epoch = np.empty(n, np.int64)
+    epoch = np.empty(n, np.int32)  # 2 * barriers + 1 at most
     nb = 0
     for i in range(n):
         isb = barrier_table[op_code[i]]
