@@ -188,7 +188,14 @@ def test_live_recording_identical(tmp_path):
 def test_segment_typing_checks_every_segment_exactly():
     """Types are proposed by hash and numbered by first appearance; a segment whose ops differ from
     its type's first segment under the same hash is a collision (the caller falls back)."""
-    from rseqlab.trace.fastreplay import _type_segments
+    from rseqlab.trace import fastreplay
+
+    def _type_segments(*args, size=16):
+        while True:  # as Plan._segment: a larger table when this one is half full
+            types, ok = fastreplay._type_segments(*args, np.empty(size, np.uint64), np.zeros(size, np.int64))
+            if ok >= 0:
+                return types, bool(ok)
+            size *= 2
 
     # three segments of 2 ops each; ops: (code, a, b, c)
     code = np.array([1, 4, 1, 4, 1, 4], np.int8)
@@ -214,3 +221,8 @@ def test_segment_typing_checks_every_segment_exactly():
     types, ok = _type_segments(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), np.ones(n, np.int64),
                                hashes, code, np.arange(n, dtype=np.int64), zero, zero)
     assert ok and types.tolist() == list(range(n))
+    # the table full signal itself
+    _, status = fastreplay._type_segments(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64),
+                                          np.ones(n, np.int64), hashes, code, np.arange(n, dtype=np.int64), zero,
+                                          zero, np.empty(64, np.uint64), np.zeros(64, np.int64))
+    assert status == -1

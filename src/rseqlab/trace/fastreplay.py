@@ -573,28 +573,29 @@ def _segments(op_inst, op_code, op_a, op_b, op_c, ninst, memo_table, barrier_tab
 
 
 @njit(cache=True)
-def _type_segments(order, starts, lengths, hashes, op_code, op_a, op_b, op_c):  # pragma: no cover - compiled
+def _type_segments(order, starts, lengths, hashes, op_code, op_a, op_b, op_c, slot_hash,
+                   slot_type):  # pragma: no cover - compiled
     """Segment types by hash (an open-addressing table), numbered in order of first appearance; every
     segment is checked op by op against its type's first segment (hashes only propose types).
-    Returns the types and whether all checks held (False: a hash collision)."""
+    Returns the types and 1 when all checks held, 0 on a hash collision, -1 when the table (``slot_hash``
+    and ``slot_type``: type + 1, all zero, a power of two long) is half full: the caller retries with
+    a larger one. Most traces have few types; a small table keeps this pass in cache."""
     nseg = len(starts)
-    size = 16
-    while size < 2 * nseg:
-        size *= 2
+    size = len(slot_type)
     mask = np.uint64(size - 1)
-    slot_hash = np.empty(size, np.uint64)
-    slot_type = np.full(size, -1, np.int64)
-    rep_seg = np.empty(nseg, np.int64)
+    rep_seg = np.empty(size // 2, np.int64)
     seg_type = np.empty(nseg, np.int64)
     ntypes = 0
     for s in range(nseg):
         h = hashes[s]
         p = np.int64((h ^ (h >> np.uint64(29))) & mask)
-        while slot_type[p] >= 0 and slot_hash[p] != h:
+        while slot_type[p] > 0 and slot_hash[p] != h:
             p = (p + 1) & (size - 1)
-        typ = slot_type[p]
+        typ = slot_type[p] - 1
         if typ < 0:
-            slot_type[p] = ntypes
+            if 2 * (ntypes + 1) > size:
+                return seg_type, -1
+            slot_type[p] = ntypes + 1
             slot_hash[p] = h
             rep_seg[ntypes] = s
             seg_type[s] = ntypes
@@ -603,15 +604,15 @@ def _type_segments(order, starts, lengths, hashes, op_code, op_a, op_b, op_c):  
         seg_type[s] = typ
         r = rep_seg[typ]
         if lengths[s] != lengths[r]:
-            return seg_type, False
+            return seg_type, 0
         a0 = starts[s]
         b0 = starts[r]
         for q in range(lengths[s]):
             i = order[a0 + q]
             k = order[b0 + q]
             if op_code[i] != op_code[k] or op_a[i] != op_a[k] or op_b[i] != op_b[k] or op_c[i] != op_c[k]:
-                return seg_type, False
-    return seg_type, True
+                return seg_type, 0
+    return seg_type, 1
 
 
 @njit(cache=True)
@@ -785,7 +786,13 @@ class Plan:
         order, starts, h, seg_memo, epoch = _segments(inst, code, self.op_a, self.op_b, self.op_c,
                                                       len(self.inst_pid), memo_table, barrier_table)
         lengths = np.diff(np.concatenate([starts, [n]])).astype(np.int64)
-        seg_type, ok = _type_segments(order, starts, lengths, h, code, self.op_a, self.op_b, self.op_c)
+        size = 1 << 12
+        while True:
+            seg_type, ok = _type_segments(order, starts, lengths, h, code, self.op_a, self.op_b, self.op_c,
+                                          np.empty(size, np.uint64), np.zeros(size, np.int64))
+            if ok >= 0:
+                break
+            size *= 16
         if not ok:
             raise Fallback("segment hash collision")
         self.order = order
