@@ -194,16 +194,9 @@ class Linux619(Kernel):
         """W cpu_id_start, cpu_id, node_id, mm_cid (+ R rseq_cs); cache and trace on success."""
         if self.debug and not self.rseq_debug_validate_ids(t):
             return False, 0
-        for f, value in ((StructRseq.CPU_ID_START, cpu_id), (StructRseq.CPU_ID, cpu_id),
-                         (StructRseq.NODE_ID, node_id), (StructRseq.MM_CID, mm_cid)):
-            if not self.put_rseq_field(t, f, value):
-                return False, 0
-        csaddr = 0
-        if want_cs:
-            value = self.get_rseq_field(t, StructRseq.RSEQ_CS)
-            if value is None:
-                return False, 0
-            csaddr = value
+        ok, csaddr = self._put_ids_get_csaddr(t, cpu_id, mm_cid, node_id, want_cs=want_cs)
+        if not ok:
+            return False, 0
         # The cache is what user space holds now: only updated after the write succeeded.
         t.rseq.ids_cpu_id, t.rseq.ids_mm_cid = cpu_id, mm_cid
         self.stat_inc(t, "ids")
@@ -211,6 +204,19 @@ class Linux619(Kernel):
         cached_node = 0 if cpu_id == _UNINITIALIZED else self.cpu_to_node(cpu_id)
         self.trace_rseq_update(t, cpu_id, cached_node, mm_cid)
         return True, csaddr
+
+    def _put_ids_get_csaddr(self, t: Task, cpu_id: int, mm_cid: int, node_id: int,
+                            *, want_cs: bool) -> tuple[bool, int]:
+        """The user-access part of ``rseq_set_ids_get_csaddr()``: W cpu_id_start (the CPU
+        again), cpu_id, node_id, mm_cid, then R rseq_cs if asked; any fault ends it."""
+        for f, value in ((StructRseq.CPU_ID_START, cpu_id), (StructRseq.CPU_ID, cpu_id),
+                         (StructRseq.NODE_ID, node_id), (StructRseq.MM_CID, mm_cid)):
+            if not self.put_rseq_field(t, f, value):
+                return False, 0
+        if not want_cs:
+            return True, 0
+        csaddr = self.get_rseq_field(t, StructRseq.RSEQ_CS)
+        return (False, 0) if csaddr is None else (True, csaddr)
 
     @models("rseq_debug_validate_ids", "include/linux/rseq_entry.h")
     def rseq_debug_validate_ids(self, t: Task) -> bool:

@@ -180,16 +180,9 @@ class Linux71(Linux619):
                 if value != want:
                     ev.fatal = True
                     return False, 0
-        for f, value in ((StructRseq.CPU_ID_START, cpu_id), (StructRseq.CPU_ID, cpu_id),
-                         (StructRseq.NODE_ID, node_id), (StructRseq.MM_CID, mm_cid)):
-            if not self.put_rseq_field(t, f, value):
-                return False, 0
-        csaddr = 0
-        if want_cs:
-            value = self.get_rseq_field(t, StructRseq.RSEQ_CS)
-            if value is None:
-                return False, 0
-            csaddr = value
+        ok, csaddr = self._put_ids_get_csaddr(t, cpu_id, mm_cid, node_id, want_cs=want_cs)
+        if not ok:
+            return False, 0
         # The cache is what user space holds now: only updated after the write succeeded.
         ev.ids_cpu_id, ev.ids_mm_cid, ev.ids_node_id = cpu_id, mm_cid, node_id
         self.stat_inc(t, "ids")
