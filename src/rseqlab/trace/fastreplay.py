@@ -91,6 +91,32 @@ _K_SYS_ENTER, _K_SYS_EXIT, _K_SIGNAL, _K_RSEQ_UPDATE, _K_RSEQ_IP_FIXUP, _K_IRQ, 
 assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT) == (0, 11, 12, 7)
 
 
+@njit(cache=True, inline="always")
+def _emit(op_inst, op_code, op_a, op_b, op_c, nops, inst, code, a=0, b=0, c=0):  # pragma: no cover - compiled
+    """Append one kernel op (task, code, up to three arguments); returns the new op count."""
+    op_inst[nops] = inst
+    op_code[nops] = code
+    op_a[nops] = a
+    op_b[nops] = b
+    op_c[nops] = c
+    return nops + 1
+
+
+@njit(cache=True, inline="always")
+def _free_cid(t, m, ninst, i_attached, i_mm, i_cid):  # pragma: no cover - compiled
+    """The lowest mm_cid no other attached task of mm ``m`` holds."""
+    cid = 0
+    while True:
+        used = False
+        for u in range(ninst):
+            if u != t and i_attached[u] == 1 and i_mm[u] == m and i_cid[u] == cid:
+                used = True
+                break
+        if not used:
+            return cid
+        cid += 1
+
+
 @njit(cache=True)
 def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, ncpus, tick_ns,
            syscall_window, irq_window, scan_delay, exec_lookup_errors):  # pragma: no cover - compiled
@@ -171,34 +197,13 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             nmm += 1
             # _attach
             m = i_mm[t]
-            cid = 0
-            while True:
-                used = False
-                for u in range(ninst):
-                    if u != t and i_attached[u] == 1 and i_mm[u] == m and i_cid[u] == cid:
-                        used = True
-                        break
-                if not used:
-                    break
-                cid += 1
+            cid = _free_cid(t, m, ninst, i_attached, i_mm, i_cid)
             i_cid[t] = cid
             i_attached[t] = 1
             mm_users[m] += 1
-            op_inst[nops] = t
-            op_code[nops] = OP_CREATE
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            op_a[nops] = pids[s]
-            op_b[nops] = cid
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_CREATE, pids[s], cid)
             if s == root_slot:
-                op_inst[nops] = t
-                op_code[nops] = OP_ROOT_START
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ROOT_START)
                 i_syscall[t] = 0
         if i_dead[t] == 1 and k != _K_RSEQ_UPDATE:
             continue
@@ -208,29 +213,13 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             if i_pending[t] != 0:
                 nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code,
                                op_a, op_b, op_c, nops, scan_delay, tick_ns)
-            op_inst[nops] = t
-            op_code[nops] = OP_ENTER_SYS
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_SYS)
             i_syscall[t] = nr
             i_argrow[t] = b[i]
             if nr == 334 and b[i] >= 0:
-                op_inst[nops] = t
-                op_code[nops] = OP_RSEQ
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                op_a[nops] = b[i]
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_RSEQ, b[i])
             elif nr == 15:
-                op_inst[nops] = t
-                op_code[nops] = OP_SIGRETURN
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SIGRETURN)
         elif k == _K_SYS_EXIT:
             if i_pending[t] != 0:
                 nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code,
@@ -244,12 +233,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     if ret == e:
                         lookup = True
                 if not lookup:
-                    op_inst[nops] = t
-                    op_code[nops] = OP_EXEC_FAIL
-                    op_a[nops] = 0
-                    op_b[nops] = 0
-                    op_c[nops] = 0
-                    nops += 1
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_EXEC_FAIL)
             elif nr == 2 or nr == 85 or nr == 257 or nr == 437 or nr == 3 or nr == 9 or nr == 11:
                 fk = F_OPEN
                 if nr == 3:
@@ -266,13 +250,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                 f_op[nf] = -1
                 if fk == F_MUNMAP:
                     f_op[nf] = nops
-                    op_inst[nops] = t
-                    op_code[nops] = OP_TASK_WORK_IF
-                    op_a[nops] = 0
-                    op_b[nops] = 0
-                    op_c[nops] = 0
-                    op_a[nops] = nf
-                    nops += 1
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK_IF, nf)
                 nf += 1
             i_syscall[t] = -1
             i_pending[t] = 1
@@ -284,40 +262,18 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
                                    op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
                 if i_pending[t] == 0:
-                    op_inst[nops] = t
-                    op_code[nops] = OP_ENTER_IRQ if a[i] == 0 else OP_ENTER_EXC
-                    op_a[nops] = 0
-                    op_b[nops] = 0
-                    op_c[nops] = 0
-                    nops += 1
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ if a[i] == 0 else OP_ENTER_EXC)
                     i_pending[t] = 2 if a[i] == 0 else 3
                     i_pts[t] = now
-            op_inst[nops] = t
-            op_code[nops] = OP_SWITCH_OUT
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_OUT)
         elif k == _K_SWITCH_IN:
             c = cpu[i]
             if c != i_cpu[t]:
-                op_inst[nops] = t
-                op_code[nops] = OP_SET_CPU
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                op_a[nops] = c
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SET_CPU, c)
                 i_cpu[t] = c
             m = i_mm[t]
             cid = c if mm_users[m] > ncpus else (i_cid[t] if i_attached[t] == 1 else 0)
-            op_inst[nops] = t
-            op_code[nops] = OP_SWITCH_IN
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            op_a[nops] = cid
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_IN, cid)
             if i_pending[t] != 0:
                 i_pts[t] = now
         elif k == _K_IRQ:
@@ -325,24 +281,14 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                 if i_pending[t] != 0:
                     nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
                                    op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
-                op_inst[nops] = t
-                op_code[nops] = OP_ENTER_IRQ
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
                 i_pending[t] = 2
                 i_pts[t] = now
             if a[i] == 0:
                 # _tick(): exiting tasks are dead here (a kernel kill makes the caller fall back).
                 if i_cidwork[t] == 0 and now >= mm_next[i_mm[t]]:
                     i_cidwork[t] = 1
-                    op_inst[nops] = t
-                    op_code[nops] = OP_TASK_WORK
-                    op_a[nops] = 0
-                    op_b[nops] = 0
-                    op_c[nops] = 0
-                    nops += 1
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK)
         elif k == _K_SIGNAL:
             handler = b[i]
             if handler > 1:
@@ -351,22 +297,10 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     i_pending[t] = 1
                     i_pts[t] = now
                 if i_pending[t] == 0:
-                    op_inst[nops] = t
-                    op_code[nops] = OP_ENTER_IRQ
-                    op_a[nops] = 0
-                    op_b[nops] = 0
-                    op_c[nops] = 0
-                    nops += 1
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
                     i_pending[t] = 2
                     i_pts[t] = now
-                op_inst[nops] = t
-                op_code[nops] = OP_SIGNAL
-                op_a[nops] = 0
-                op_b[nops] = 0
-                op_c[nops] = 0
-                op_a[nops] = a[i]
-                op_b[nops] = handler
-                nops += 1
+                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SIGNAL, a[i], handler)
         elif k == _K_FORK:
             flags = b[i]
             if flags < 0:
@@ -395,28 +329,11 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             order[norder] = cs_
             norder += 1
             m = i_mm[ch]
-            cid = 0
-            while True:
-                used = False
-                for u in range(ninst):
-                    if u != ch and i_attached[u] == 1 and i_mm[u] == m and i_cid[u] == cid:
-                        used = True
-                        break
-                if not used:
-                    break
-                cid += 1
+            cid = _free_cid(ch, m, ninst, i_attached, i_mm, i_cid)
             i_cid[ch] = cid
             i_attached[ch] = 1
             mm_users[m] += 1
-            op_inst[nops] = t
-            op_code[nops] = OP_FORK
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            op_a[nops] = ch
-            op_b[nops] = flags
-            op_c[nops] = cid
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_FORK, ch, flags, cid)
         elif k == _K_EXEC:
             nf = _detach(t, i, i_attached, i_mm, mm_users, f_kind, f_mm, f_ev, f_op, f_other, f_args, nf)
             i_mm[t] = nmm
@@ -424,34 +341,14 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             nmm += 1
             i_cidwork[t] = 0
             m = i_mm[t]
-            cid = 0
-            while True:
-                used = False
-                for u in range(ninst):
-                    if u != t and i_attached[u] == 1 and i_mm[u] == m and i_cid[u] == cid:
-                        used = True
-                        break
-                if not used:
-                    break
-                cid += 1
+            cid = _free_cid(t, m, ninst, i_attached, i_mm, i_cid)
             i_cid[t] = cid
             i_attached[t] = 1
             mm_users[m] += 1
-            op_inst[nops] = t
-            op_code[nops] = OP_EXEC_OK
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            op_a[nops] = cid
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_EXEC_OK, cid)
         elif k == _K_EXIT:
             i_pending[t] = 0
-            op_inst[nops] = t
-            op_code[nops] = OP_DO_EXIT
-            op_a[nops] = 0
-            op_b[nops] = 0
-            op_c[nops] = 0
-            nops += 1
+            nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_DO_EXIT)
             i_dead[t] = 1
             nf = _detach(t, i, i_attached, i_mm, mm_users, f_kind, f_mm, f_ev, f_op, f_other, f_args, nf)
         elif k == _K_RSEQ_UPDATE:
@@ -477,22 +374,12 @@ def _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_ins
     if entry == 0 or i_dead[t] == 1:
         return nops
     if i_cidwork[t] == 1:
-        op_inst[nops] = t
-        op_code[nops] = OP_CHECK_NR
-        op_a[nops] = 0
-        op_b[nops] = 0
-        op_c[nops] = 0
-        nops += 1
+        nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_CHECK_NR)
         i_cidwork[t] = 0
         m = i_mm[t]
         if now >= mm_next[m]:
             mm_next[m] = now + scan_delay - tick_ns // 2
-    op_inst[nops] = t
-    op_code[nops] = OP_EXIT_SYS if entry == 1 else OP_EXIT_IRQ
-    op_a[nops] = 0
-    op_b[nops] = 0
-    op_c[nops] = 0
-    nops += 1
+    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_EXIT_SYS if entry == 1 else OP_EXIT_IRQ)
     i_exits[t] += 1
     return nops
 
