@@ -46,6 +46,7 @@ from ..kernel import Entry, Tif, make_kernel
 from ..kernel._task import RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
 from .format import Kind, Trace
+from .replay import unmap_range
 
 try:  # numba compiles the driver; without it the same function runs as Python (slow, same result)
     from numba import njit
@@ -543,20 +544,7 @@ def _resolve_files(trace: Trace, flog, op_code: np.ndarray) -> None:
         return tuple(int(c[row]) for c in cols) if row >= 0 else ()
 
     def unmap(m: int, start: int, length: int) -> bool:
-        end = start + length
-        last = False
-        kept = []
-        for lo, hi, f in vmas.get(m, []):
-            if hi <= start or lo >= end:
-                kept.append((lo, hi, f))
-                continue
-            pieces = [(lo, start)] if lo < start else []
-            pieces += [(end, hi)] if hi > end else []
-            f.refs += len(pieces) - 1
-            kept.extend((p_lo, p_hi, f) for p_lo, p_hi in pieces)
-            if f.refs == 0:
-                last = True
-        vmas[m] = kept
+        vmas[m], last = unmap_range(vmas.get(m, []), start, length)
         return last
 
     for fk, m, ev, op, other, argrow in zip(f_kind.tolist(), f_mm.tolist(), f_ev.tolist(), f_op.tolist(),

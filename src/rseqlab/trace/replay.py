@@ -408,20 +408,7 @@ class Replay:
 
     def _unmap(self, rt: _Rt, start: int, length: int) -> bool:
         """Drop tracked file mappings in the range; True if a file lost its last reference."""
-        end = start + length
-        last = False
-        kept = []
-        for lo, hi, f in rt.mm.vmas:
-            if hi <= start or lo >= end:
-                kept.append((lo, hi, f))
-                continue
-            pieces = [(lo, start)] if lo < start else []
-            pieces += [(end, hi)] if hi > end else []
-            f.refs += len(pieces) - 1
-            kept.extend((p_lo, p_hi, f) for p_lo, p_hi in pieces)
-            if f.refs == 0:
-                last = True
-        rt.mm.vmas = kept
+        rt.mm.vmas, last = unmap_range(rt.mm.vmas, start, length)
         return last
 
     def _fork(self, parent: _Rt, child_pid: int, flags: int, ts: int) -> None:
@@ -529,3 +516,23 @@ def observed(trace: Trace) -> dict[str, int]:
 
 
 __all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "KernelReplay", "Replay", "observed", "replay"]
+
+
+def unmap_range(vmas: list, start: int, length: int) -> tuple[list, bool]:
+    """munmap() of ``[start, start+length)`` over tracked file mappings ``(lo, hi, file)``:
+    the mappings left (split where the range cuts them), and whether a file lost its last
+    reference (its release is deferred to task_work). Shared by both replays."""
+    end = start + length
+    last = False
+    kept = []
+    for lo, hi, f in vmas:
+        if hi <= start or lo >= end:
+            kept.append((lo, hi, f))
+            continue
+        pieces = [(lo, start)] if lo < start else []
+        pieces += [(end, hi)] if hi > end else []
+        f.refs += len(pieces) - 1
+        kept.extend((p_lo, p_hi, f) for p_lo, p_hi in pieces)
+        if f.refs == 0:
+            last = True
+    return kept, last
