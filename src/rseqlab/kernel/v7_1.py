@@ -145,10 +145,7 @@ class Linux71(Linux619):
     @models("__rseq_signal_deliver", "kernel/rseq.c")
     def _rseq_signal_deliver(self, t: Task, sig: int) -> None:
         """Check the section before the frame is built; legacy then forces an ID rewrite."""
-        self.stat_inc(t, "signal")
-        if not self.rseq_handle_cs(t):
-            t.rseq.clear_error()
-            self.force_sigsegv(t)
+        super()._rseq_signal_deliver(t, sig)
         # Legacy users expect the IDs rewritten before the handler runs (legacy_check reads
         # cpu_id_start in its SIGUSR1 handler): the exit fast path does it.
         if not self.rseq_v2(t):
