@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rseqlab.abi import U64_MASK
 from rseqlab.usermem import PAGE_SIZE, AddressSpace, FaultStats
@@ -364,3 +366,57 @@ def test_peek_of_unmapped_page_raises():
     with pytest.raises(ValueError, match="not mapped"):
         mm.poke(BASE + PAGE_SIZE, 4, 0)
     assert mm.faults.failed == 0
+
+
+# ----------------------------------------------------------------------
+# Entries made on first use behave exactly like entries made at map time
+# ----------------------------------------------------------------------
+def test_unmap_in_the_middle_of_a_mapping_keeps_both_ends():
+    mm = fresh(4)
+    mm.unmap(BASE + PAGE_SIZE, 2 * PAGE_SIZE)
+    assert [mm.is_mapped(BASE + i * PAGE_SIZE) for i in range(4)] == [True, False, False, True]
+    assert mm.read(BASE + 3 * PAGE_SIZE, 4) == 0
+    mm.map(BASE + PAGE_SIZE, PAGE_SIZE)  # the hole can be mapped again, its neighbours cannot
+    with pytest.raises(ValueError, match="already mapped"):
+        mm.map(BASE + 3 * PAGE_SIZE, PAGE_SIZE)
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["map", "unmap", "protect", "evict", "read", "write", "fork"]),
+                          st.integers(0, 7), st.integers(1, 3), st.booleans(), st.booleans()),
+                max_size=40)
+
+
+@given(_OPS)
+@settings(max_examples=200, derandomize=True)
+def test_lazy_entries_equal_eager_entries(ops):
+    """Every operation on an address space gives the same result whether its page table
+    entries were made at map time (``populate()`` after each map) or on first use."""
+    lazy, eager = AddressSpace(), AddressSpace()
+    for op, page, pages, flag, other in ops:
+        addr, length = BASE + page * PAGE_SIZE, pages * PAGE_SIZE
+        outcomes = []
+        for mm in (lazy, eager):
+            try:
+                if op == "map":
+                    mm.map(addr, length, writable=flag, present=other)
+                    if mm is eager:
+                        mm.populate()
+                    out = None
+                elif op == "unmap":
+                    out = mm.unmap(addr, length)
+                elif op == "protect":
+                    out = mm.protect(addr, length, writable=flag)
+                elif op == "evict":
+                    out = mm.evict(addr, length)
+                elif op == "read":
+                    out = mm.read(addr + PAGE_SIZE - 4, 8, faults_allowed=flag)
+                elif op == "write":
+                    out = mm.write(addr + 4, 8, page * 0x0101 + pages, faults_allowed=flag)
+                else:
+                    child = mm.fork()
+                    out = child.read(addr, 4), child.write(addr, 4, 9), child.faults
+            except ValueError as e:
+                out = str(e)
+            outcomes.append((out, mm.faults, [(mm.is_mapped(BASE + i * PAGE_SIZE), mm.is_cow(BASE + i * PAGE_SIZE))
+                                              for i in range(10)]))
+        assert outcomes[0] == outcomes[1], (op, page, pages, flag, other)

@@ -85,6 +85,10 @@ class AddressSpace:
 
     def __init__(self) -> None:
         self._ptes: dict[int, _Pte] = {}
+        # Mapped ranges whose entries are made on first use: (first pfn, end pfn, writable,
+        # present). An image maps ~500 pages and touches a few; an entry in ``_ptes`` always
+        # wins over a range, and unmap carves ranges, so the two never disagree.
+        self._unpopulated: list[tuple[int, int, bool, bool]] = []
         self._injected: dict[int, int] = {}  # page number -> hard faults still to inject
         self.faults = FaultStats()
 
@@ -93,16 +97,57 @@ class AddressSpace:
     # ------------------------------------------------------------------
     def map(self, addr: int, length: int, *, writable: bool = True, present: bool = True) -> None:
         """Map fresh zeroed pages covering ``[addr, addr+length)``."""
-        for pfn in _pages(addr, length):
-            if pfn in self._ptes:
+        pfns = _pages(addr, length)
+        if not pfns:
+            return
+        lo, hi = pfns.start, pfns.stop
+        ranges = self._unpopulated
+        for pfn in pfns:
+            if pfn in self._ptes or any(r[0] <= pfn < r[1] for r in ranges):
                 raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is already mapped")
-            self._ptes[pfn] = _Pte(_Page(), writable=writable, present=present)
+        for i, r in enumerate(ranges):
+            if r[1] == lo and r[2:] == (writable, present):
+                ranges[i] = (r[0], hi, writable, present)  # the heap or TLS grows: the list stays short
+                return
+        ranges.append((lo, hi, writable, present))
 
     def unmap(self, addr: int, length: int) -> None:
-        for pfn in _pages(addr, length):
+        pfns = _pages(addr, length)
+        for pfn in pfns:
             pte = self._ptes.pop(pfn, None)
             if pte is not None:
                 pte.page.mappers -= 1
+        if pfns and self._unpopulated:
+            lo, hi = pfns.start, pfns.stop
+            kept = []
+            for r in self._unpopulated:
+                if r[1] <= lo or r[0] >= hi:
+                    kept.append(r)
+                    continue
+                if r[0] < lo:
+                    kept.append((r[0], lo, *r[2:]))
+                if r[1] > hi:
+                    kept.append((hi, r[1], *r[2:]))
+            self._unpopulated = kept
+
+    def _lookup(self, pfn: int) -> _Pte | None:
+        """The page table entry of ``pfn``, made now if its mapping had none yet."""
+        pte = self._ptes.get(pfn)
+        if pte is None and self._unpopulated:
+            for lo, hi, writable, present in self._unpopulated:
+                if lo <= pfn < hi:
+                    pte = self._ptes[pfn] = _Pte(_Page(), writable=writable, present=present)
+                    break
+        return pte
+
+    def populate(self) -> dict[int, _Pte]:
+        """Make every mapped page's entry (fork copies them all; ``check`` hashes them)."""
+        for lo, hi, writable, present in self._unpopulated:
+            for pfn in range(lo, hi):
+                if pfn not in self._ptes:
+                    self._ptes[pfn] = _Pte(_Page(), writable=writable, present=present)
+        self._unpopulated = []
+        return self._ptes
 
     def protect(self, addr: int, length: int, *, writable: bool) -> None:
         for pfn in _pages(addr, length):
@@ -121,7 +166,7 @@ class AddressSpace:
     def fork(self) -> AddressSpace:
         """Models the page-table copy of ``fork()``: private writable pages become COW in both."""
         child = AddressSpace()
-        for pfn, pte in self._ptes.items():
+        for pfn, pte in self.populate().items():
             pte.page.mappers += 1
             if pte.writable:
                 pte.cow = True
@@ -129,7 +174,13 @@ class AddressSpace:
         return child
 
     def is_mapped(self, addr: int) -> bool:
-        return (addr >> PAGE_SHIFT) in self._ptes
+        pfn = addr >> PAGE_SHIFT
+        return pfn in self._ptes or any(lo <= pfn < hi for lo, hi, *_ in self._unpopulated)
+
+    def is_writable(self, addr: int) -> bool:
+        """Mapped and the mapping allows writes (COW or not)."""
+        pte = self._lookup(addr >> PAGE_SHIFT)
+        return pte is not None and pte.writable
 
     def is_cow(self, addr: int) -> bool:
         pte = self._ptes.get(addr >> PAGE_SHIFT)
@@ -178,7 +229,7 @@ class AddressSpace:
                     del self._injected[pfn]
                 self.faults.failed += 1
                 return False
-            pte = self._ptes.get(pfn)
+            pte = self._lookup(pfn)
             if pte is None or (kind is Access.WRITE and not pte.writable):
                 self.faults.failed += 1
                 return False
@@ -204,8 +255,7 @@ class AddressSpace:
 
     def fault_in(self, addr: int, size: int, *, write: bool) -> tuple[bool, bool]:
         """Resolve the fault a user access takes: (resolved, needed I/O i.e. page not present)."""
-        pfn = addr >> PAGE_SHIFT
-        pte = self._ptes.get(pfn)
+        pte = self._lookup(addr >> PAGE_SHIFT)
         major = pte is not None and not pte.present
         return self._prepare(addr, size, Access.WRITE if write else Access.READ, True), major
 
@@ -215,7 +265,7 @@ class AddressSpace:
         to recognise a task whose state did not change."""
         out = []
         for pfn in _pages(addr, size):
-            pte = self._ptes.get(pfn)
+            pte = self._lookup(pfn)
             if pte is None:
                 return None
             out.append((pte.writable, pte.present, pte.cow, self._injected.get(pfn, 0)))
@@ -239,10 +289,10 @@ class AddressSpace:
         self._scatter(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
 
     def _pte(self, pfn: int) -> _Pte:
-        try:
-            return self._ptes[pfn]
-        except KeyError:
-            raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is not mapped") from None
+        pte = self._lookup(pfn)
+        if pte is None:
+            raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is not mapped")
+        return pte
 
     def _gather(self, addr: int, size: int) -> bytes:
         out = bytearray()

@@ -231,13 +231,12 @@ class World:
         self.foreign = False
         mm = self.main.proc.mm
         read, write = mm.read, mm.write
-        ptes = mm._ptes  # NOTE: page writability, to tell shared data from text and descriptors
 
         def note(addr: int) -> None:
             lo_hi = self._tls
             if lo_hi is not None and not lo_hi[0] <= addr < lo_hi[1]:
-                pte = ptes.get(addr >> 12)
-                if pte is None or pte.writable:
+                # NOTE: page writability tells shared data from text and descriptors.
+                if not mm.is_mapped(addr) or mm.is_writable(addr):
                     self.foreign = True
 
         def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
@@ -343,7 +342,7 @@ class World:
         h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
         # NOTE: the page table is read directly: hashing the bytes of every writable page
         # is the one complete and cheap description of user memory.
-        for pfn, pte in sorted(self.main.proc.mm._ptes.items()):
+        for pfn, pte in sorted(self.main.proc.mm.populate().items()):
             if pte.writable:
                 h.update(pfn.to_bytes(8, "little"))
                 page = pte.page
