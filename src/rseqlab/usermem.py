@@ -102,9 +102,12 @@ class AddressSpace:
             return
         lo, hi = pfns.start, pfns.stop
         ranges = self._unpopulated
-        for pfn in pfns:
-            if pfn in self._ptes or any(r[0] <= pfn < r[1] for r in ranges):
-                raise ValueError(f"page {pfn << PAGE_SHIFT:#x} is already mapped")
+        ptes = self._ptes
+        clash = [r[0] for r in ranges if r[0] < hi and lo < r[1]]
+        clash += [p for p in ptes if lo <= p < hi] if len(ptes) < hi - lo else [p for p in pfns if p in ptes]
+        if clash:
+            first = max(lo, min(clash))
+            raise ValueError(f"page {first << PAGE_SHIFT:#x} is already mapped")
         for i, r in enumerate(ranges):
             if r[1] == lo and r[2:] == (writable, present):
                 ranges[i] = (r[0], hi, writable, present)  # the heap or TLS grows: the list stays short

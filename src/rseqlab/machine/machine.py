@@ -302,8 +302,9 @@ class Machine:
             self.kill(parent, SIGCHLD)  # do_notify_parent(); ignored unless handled
         cpu = self.cpus[st.kt.cpu]
         self._switch_away(cpu, st)
-        if not any(t.state is not State.DEAD for t in self.tasks.values()):
+        if self._ticking and not any(t.state is not State.DEAD for t in self.tasks.values()):
             self._ticking = False
+            self.sim.halt()  # run() returns before the next event
 
     # ==================================================================
     # Running
@@ -317,7 +318,7 @@ class Machine:
                 cpu.tick_phase = self.rng.randrange(self.tick_ns) if self.config.tick_phase else 0
                 cpu.tick_armed = True
                 self.sim.at(self._next_tick(cpu), lambda c=cpu: self._tick(c), Prio.TIMER)
-        self.sim.run(until=until_ns, stop=lambda: not self._ticking)
+        self.sim.run(until=until_ns)
         if self._ticking and self.sim.pending == 0:
             blocked = sorted(t.tid for t in self.tasks.values() if t.state is State.BLOCKED)
             raise BadInput(f"the simulated program deadlocks: threads {blocked} sleep at "
@@ -353,6 +354,8 @@ class Machine:
         """Wait up to ``ns``; None if it all passed, else the kind of the interrupt that
         landed (now is its instant; the caller handles it)."""
         st.token += 1
+        if self.sim.advance(ns):
+            return None  # nothing can land meanwhile: no event, no hand-off to the loop
         token = st.token
         self.sim.at(self.sim.now + ns, lambda: self._complete(st, token))
         st.waiting = True

@@ -35,6 +35,8 @@ class Sim:
         self._queue: list[tuple[int, int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.steps = 0
+        self._until: int | None = None  # the horizon of the current run()
+        self._halted = False
 
     def at(self, when: int, callback: Callable[[], None], prio: Prio = Prio.NORMAL) -> None:
         if when < self.now:
@@ -42,23 +44,53 @@ class Sim:
         heapq.heappush(self._queue, (when, prio, next(self._seq), callback))
 
     def after(self, delay: int, callback: Callable[[], None], prio: Prio = Prio.NORMAL) -> None:
-        self.at(self.now + delay, callback, prio)
+        if delay < 0:
+            raise RuntimeError(f"rseqlab bug: event scheduled in the past (delay {delay})")
+        heapq.heappush(self._queue, (self.now + delay, prio, next(self._seq), callback))
+
+    def halt(self) -> None:
+        """Make the current ``run()`` return before its next event (the machine has stopped)."""
+        self._halted = True
+
+    def advance(self, delay: int) -> bool:
+        """Let ``delay`` pass at once if the caller's completion event would be the next one run.
+
+        True when no queued event falls due before or at ``now + delay`` (one at the same
+        instant would run first: it has a smaller ``seq``) and the run's horizon is not
+        passed: then scheduling the completion and running the loop would only move ``now``
+        there. It is counted as the step it replaces.
+        """
+        when = self.now + delay
+        queue = self._queue
+        if (queue and queue[0][0] <= when) or (self._until is not None and when > self._until):
+            return False
+        self.now = when
+        self.steps += 1
+        return True
 
     def step(self) -> None:
         self.now, _, _, callback = heapq.heappop(self._queue)
         self.steps += 1
         callback()
 
-    def run(self, until: int | None = None, stop: Callable[[], bool] | None = None) -> None:
-        """Run events in order until the queue is empty, ``until`` is reached or ``stop()``."""
+    def run(self, until: int | None = None) -> None:
+        """Run events in order until the queue is empty, ``until`` is reached or ``halt()``."""
         queue = self._queue
-        while queue:
-            if until is not None and queue[0][0] > until:
-                self.now = until
-                return
-            if stop is not None and stop():
-                return
-            self.step()
+        pop = heapq.heappop
+        self._until = until
+        self._halted = False
+        try:
+            while queue:
+                if until is not None and queue[0][0] > until:
+                    self.now = until
+                    return
+                if self._halted:
+                    return
+                self.now, _, _, callback = pop(queue)  # NOTE: step(), inlined: the hottest loop
+                self.steps += 1
+                callback()
+        finally:
+            self._until = None
 
     @property
     def pending(self) -> int:
