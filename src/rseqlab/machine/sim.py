@@ -37,6 +37,8 @@ class Sim:
         self.steps = 0
         self._until: int | None = None  # the horizon of the current run()
         self._halted = False
+        #: ``advance()`` may skip events; off, every wait is an event (the reference path).
+        self.fast_forward = True
 
     def at(self, when: int, callback: Callable[[], None], prio: Prio = Prio.NORMAL) -> None:
         if when < self.now:
@@ -60,6 +62,8 @@ class Sim:
         passed: then scheduling the completion and running the loop would only move ``now``
         there. It is counted as the step it replaces.
         """
+        if not self.fast_forward:
+            return False
         when = self.now + delay
         queue = self._queue
         if (queue and queue[0][0] <= when) or (self._until is not None and when > self._until):

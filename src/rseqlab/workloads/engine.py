@@ -73,6 +73,8 @@ class WorkloadRunner:
         self.selftest_runs: list = []  # (args, build, exit status, output) of param_test steps
         spec = workload.machine
         self.m = Machine(kernel, MachineConfig(cpus=spec.cpus, nodes=spec.nodes, hz=spec.hz), seed=seed)
+        # bulk=False is the reference path: every exit one by one, every wait an event.
+        self.m.sim.fast_forward = bulk
 
     # ------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
