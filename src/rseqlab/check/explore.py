@@ -330,7 +330,7 @@ class World:
         for tid, st in sorted(m.tasks.items()):
             kt, th = st.kt, st.thread
             local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
-            parts.append((tid, st.state.value, kt.cpu, kt.mm_cid, int(kt.tif), kt.regs.ip, kt.in_user,
+            parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.regs.ip, kt.in_user,
                           kt.killed_by, kt.exiting, tuple(kt.pending), kt.forced_fatal,
                           tuple((f.sig, f.saved_ip) for f in kt.sigframes), repr(kt.rseq),
                           th.ip, th._frames, th.area, _freeze(local),

@@ -168,23 +168,18 @@ class Kernel:
     def get_user(self, t: Task, addr: int, size: int, label: str) -> int | None:
         """Models ``get_user()``/``unsafe_get_user()``: ``None`` means the access faulted."""
         value = t.mm.read(addr, size, faults_allowed=not t.pagefault_disabled)
-        if value is None:
-            t.uaccess.faults[label] += 1
-            self._log_access("R", label, None, size)
-            return None
-        t.uaccess.reads[label] += 1
-        self._log_access("R", label, value, size)
+        (t.uaccess.faults if value is None else t.uaccess.reads)[label] += 1
+        if self._ftrace is not None:
+            self._log_access("R", label, value, size)
         return value
 
     def put_user(self, t: Task, addr: int, size: int, value: int, label: str) -> bool:
         """Models ``put_user()``/``unsafe_put_user()``: False means the access faulted."""
-        if not t.mm.write(addr, size, value, faults_allowed=not t.pagefault_disabled):
-            t.uaccess.faults[label] += 1
-            self._log_access("W", label, None, size)
-            return False
-        t.uaccess.writes[label] += 1
-        self._log_access("W", label, value, size)
-        return True
+        done = t.mm.write(addr, size, value, faults_allowed=not t.pagefault_disabled)
+        (t.uaccess.writes if done else t.uaccess.faults)[label] += 1
+        if self._ftrace is not None:
+            self._log_access("W", label, value if done else None, size)
+        return done
 
     def get_rseq_field(self, t: Task, f: Field) -> int | None:
         return self.get_user(t, t.rseq.usrptr + f.offset, f.size, f.name)
@@ -193,9 +188,9 @@ class Kernel:
         return self.put_user(t, t.rseq.usrptr + f.offset, f.size, value, f.name)
 
     def _log_access(self, kind: str, label: str, value: int | None, size: int) -> None:
-        if self._ftrace is not None:
-            shown = "FAULT" if value is None else f"{value:#x}" if size <= 8 else f"<{size} bytes>"
-            self._ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
+        """One user access in the call-graph log (callers call it only while a log is attached)."""
+        shown = "FAULT" if value is None else f"{value:#x}" if size <= 8 else f"<{size} bytes>"
+        self._ftrace.event(f"{kind} {label} {'->' if kind == 'R' else '<-'} {shown}")
 
     def note(self, text: str) -> None:
         if self._ftrace is not None:
@@ -216,7 +211,7 @@ class Kernel:
     # ==================================================================
     # Generic entry code (kernel/entry/common.c, include/linux/entry-common.h)
     # ==================================================================
-    def enter_from_user_mode(self, t: Task, entry: Entry) -> None:
+    def enter_from_user_mode(self, t: Task, entry: str) -> None:
         """A task leaves user mode through a syscall, an interrupt or an exception."""
         t.in_user = False
         if entry is not Entry.SYSCALL:
@@ -248,7 +243,7 @@ class Kernel:
         t.in_user = True
         return True
 
-    def exit_to_user_mode(self, t: Task, entry: Entry) -> bool:
+    def exit_to_user_mode(self, t: Task, entry: str) -> bool:
         if entry is Entry.SYSCALL:
             return self.syscall_exit_to_user_mode(t)
         return self.irqentry_exit_to_user_mode(t)
@@ -298,7 +293,7 @@ class Kernel:
         t.tif &= ~Tif.NOTIFY_RESUME
         self.rseq_handle_notify_resume(t, regs=regs)
 
-    def bulk_round_trips(self, t: Task, n: int, entry: Entry) -> bool:
+    def bulk_round_trips(self, t: Task, n: int, entry: str) -> bool:
         """``n`` kernel round trips (fast syscalls or minor faults) that found nothing pending.
 
         The caller guarantees that no work was pending while they ran (anything

@@ -171,7 +171,7 @@ class Bench:
         return ret if k.syscall_exit_to_user_mode(t) else None
 
     def interrupt(self, t: Task | None = None, *, resched: Placement | None = None,
-                  signal: int | None = None, entry: Entry = Entry.IRQ) -> bool:
+                  signal: int | None = None, entry: str = Entry.IRQ) -> bool:
         """An interrupt (or exception) from user mode; ``resched`` preempts the task,
         ``signal`` is queued meanwhile (as a kill from another CPU would)."""
         t = t or self.task

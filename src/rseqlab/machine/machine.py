@@ -26,7 +26,6 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from greenlet import greenlet
@@ -53,7 +52,9 @@ class TaskExit(BaseException):
     """Unwinds a thread's program when the thread exits or is killed (never caught by programs)."""
 
 
-class State(Enum):
+class State:
+    """A task's scheduling state (plain strings: checked on every event, see ``Prio``)."""
+
     RUNNABLE = "runnable"
     RUNNING = "running"
     BLOCKED = "blocked"
@@ -155,7 +156,7 @@ class SimTask:
         return self.kt.pid
 
     def __repr__(self) -> str:
-        return f"SimTask({self.tid}, {self.state.value}, cpu={self.kt.cpu})"
+        return f"SimTask({self.tid}, {self.state}, cpu={self.kt.cpu})"
 
 
 @dataclass(eq=False)
@@ -168,6 +169,8 @@ class Cpu:
     tick_armed: bool = False
     #: Offset of this CPU's tick from the 1/HZ grid (local APIC timers are not synchronised).
     tick_phase: int = 0
+    #: The tick's event callback, made once (a tick fires thousands of times).
+    tick: Callable[[], None] | None = None
 
 
 _RUN = ("run",)
@@ -187,6 +190,8 @@ class Machine:
         self.rng = random.Random(seed)
         self.seed = seed
         self.cpus = [Cpu(i) for i in range(cfg.cpus)]
+        for cpu in self.cpus:
+            cpu.tick = lambda c=cpu: self._tick(c)
         self.tasks: dict[int, SimTask] = {}
         self.processes: dict[int, Process] = {}
         self._next_pid = 1000
@@ -317,7 +322,7 @@ class Machine:
                 # The phase is drawn from the seed: it is what makes two seeds interleave differently.
                 cpu.tick_phase = self.rng.randrange(self.tick_ns) if self.config.tick_phase else 0
                 cpu.tick_armed = True
-                self.sim.at(self._next_tick(cpu), lambda c=cpu: self._tick(c), Prio.TIMER)
+                self.sim.at(self._next_tick(cpu), cpu.tick, Prio.TIMER)
         self.sim.run(until=until_ns)
         if self._ticking and self.sim.pending == 0:
             blocked = sorted(t.tid for t in self.tasks.values() if t.state is State.BLOCKED)
@@ -408,7 +413,7 @@ class Machine:
     def _switch_away(self, cpu: Cpu, prev: SimTask) -> None:
         """Context switch on ``cpu`` away from ``prev`` (which is not re-queued here)."""
         self.kernel.prepare_task_switch(prev.kt)
-        prev.proc.mmcid.switch_out(prev.tid, prev.kt.mm_cid)
+        prev.proc.mmcid.switch_out(prev.kt.pid, prev.kt.mm_cid)
         self.switches += 1
         cpu.curr = None
         if not cpu.rq:
@@ -428,9 +433,9 @@ class Machine:
         if not cpu.tick_armed and self._ticking:
             # Leaving NOHZ idle: the tick resumes on its period's grid.
             cpu.tick_armed = True
-            self.sim.at(self._next_tick(cpu), lambda: self._tick(cpu), Prio.TIMER)
+            self.sim.at(self._next_tick(cpu), cpu.tick, Prio.TIMER)
         assert st.kt.cpu == cpu.index, "rseqlab bug: task dispatched on a CPU it was not placed on"
-        cid = st.proc.mmcid.switch_in(st.tid, cpu.index)
+        cid = st.proc.mmcid.switch_in(st.kt.pid, cpu.index)
         self.kernel.finish_task_switch_in(st.kt, cid)
         st.state = State.RUNNING
         st.ran_since = self.sim.now
@@ -503,7 +508,7 @@ class Machine:
             cpu.tick_armed = False
             return
         cpu.ticks += 1
-        self.sim.after(self.tick_ns, lambda: self._tick(cpu), Prio.TIMER)
+        self.sim.after(self.tick_ns, cpu.tick, Prio.TIMER)
         if cpu.ticks % self.config.balance_ticks == 0:
             self._periodic_balance(cpu)
         st = cpu.curr

@@ -20,6 +20,7 @@ class MmCid:
         if policy not in ("percpu-recent", "per-task"):
             raise ValueError(f"unknown mm_cid policy {policy!r}")
         self.policy = policy
+        self._per_task = policy == "per-task"
         self.cpus = cpus
         self.threads: set[int] = set()  # tids (ints: iteration order is irrelevant here)
         self._running: dict[int, int] = {}  # cid -> tid currently running with it
@@ -34,7 +35,7 @@ class MmCid:
         self._owned.pop(tid, None)
 
     def switch_in(self, tid: int, cpu: int) -> int:
-        if self.policy == "per-task" and len(self.threads) <= self.cpus:
+        if self._per_task and len(self.threads) <= self.cpus:
             cid = self._owned.get(tid)
             if cid is None or self._running.get(cid, tid) != tid:
                 taken = set(self._owned.values()) | set(self._running)

@@ -118,7 +118,7 @@ class _Rt:
     mm: _Mm
     syscall: int | None = None  # inside this syscall
     args: tuple[int, ...] = ()
-    pending: Entry | None = None  # a return to user mode is due
+    pending: str | None = None  # a return to user mode is due
     pending_ts: int = 0
     cid_work: bool = False  # the mm_cid task_work is queued
     on_cpu: bool = True
@@ -268,7 +268,7 @@ class Replay:
         if t.killed_by is not None:
             rt.dead = True
 
-    def _enter(self, rt: _Rt, entry: Entry, ts: int) -> None:
+    def _enter(self, rt: _Rt, entry: str, ts: int) -> None:
         if rt.pending is not None:
             self._finish(rt, ts)
         self.kernel.enter_from_user_mode(rt.task, entry)

@@ -137,7 +137,7 @@ class Thread:
                 return
             self._user_fault(addr, size, write=True)
 
-    def round_trips(self, count: int, user_ns: int, kernel_ns: int, *, entry: Entry = Entry.SYSCALL,
+    def round_trips(self, count: int, user_ns: int, kernel_ns: int, *, entry: str = Entry.SYSCALL,
                     bulk: bool = True) -> None:
         """``count`` times: ``user_ns`` of user code, then a kernel entry (a fast syscall,
         or a minor page fault with ``Entry.EXCEPTION``) that stays ``kernel_ns``.
@@ -197,7 +197,7 @@ class Thread:
         full, _ = burst_position(self.m.now - start, period)
         return start + (full + 1) * period
 
-    def _trip(self, entry: Entry, kernel_ns: int) -> None:
+    def _trip(self, entry: str, kernel_ns: int) -> None:
         k, kt = self.k, self.kt
         kt.regs.ip = self.ip
         k.enter_from_user_mode(kt, entry)
