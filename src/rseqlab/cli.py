@@ -77,7 +77,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 @cli.command()
 @click.option("--kernel", "-k", "kernels", multiple=True,
-              help="Kernel (what-if variants accepted); repeat for several (default: 6.18 and 6.19).")
+              help="Kernel (what-if variants accepted); repeat for several (default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
 @click.option("--full", is_flag=True, help="The whole run_param_test.sh matrix (2048 runs per kernel).")
@@ -90,7 +90,7 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
 
     \b
     Examples:
-      rseqlab selftest                                   # reduced matrix, 6.18 and 6.19
+      rseqlab selftest                                   # reduced matrix, every personality
       rseqlab selftest -t tcmalloc-slab-cache -k 6.18 -k 6.19 --json
       rseqlab selftest -t "param_test -T l -4 10000 -r 100 -t 12" -k 6.19:no-cs-check
       rseqlab selftest --full                            # all 2048 run_param_test.sh runs
