@@ -252,22 +252,9 @@ def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
 # ----------------------------------------------------------------------
 # 4. record overhead
 # ----------------------------------------------------------------------
-def compile_tree(path: Path, files: int = 10, functions: int = 60) -> list[str]:
-    """The shipped compile workload: generated C units and a Makefile; returns the make command."""
-    path.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        body = "\n".join(
-            f"double f{i}_{j}(const double *v, int n) {{ double a = {j}.0; for (int k = 0; k < n; k++) "
-            f"{{ a += v[k] * (k % {j + 2}) - a / (k + {i + 1}); if (a > 1e9) a = sin(a) * {j}; }} return a; }}"
-            for j in range(functions))
-        (path / f"g{i}.c").write_text("#include <math.h>\n" + body + "\n")
-    (path / "Makefile").write_text("OBJS=$(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n"
-                                   "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n")
-    return ["make", "-s", "-C", str(path), "-j2"]
-
-
 def bench_record(out: Path, reps: int = 5) -> dict:
     from .errors import RseqlabError
+    from .live.workloads import compile_tree
     from .trace.record import record
 
     reason = _live_reason()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rseqlab.live.workloads import build
+from rseqlab.live.workloads import build, compile_tree
 from rseqlab.trace.format import load
 
 from .conftest import tracefs_state
@@ -106,20 +106,8 @@ def test_validate_shipped_workloads_within_2_percent(live_tracefs, run_cli, work
     assert len(data["tasks"]) >= (5 if workload == "threadmix" else 1)
 
 
-def _compile_tree(path, files: int = 6, functions: int = 30):
-    for i in range(files):
-        body = "\n".join(
-            f"double f{i}_{j}(const double *v, int n) {{ double a = {j}.0; for (int k = 0; k < n; k++) "
-            f"{{ a += v[k] * (k % {j + 2}) - a / (k + {i + 1}); if (a > 1e9) a = sin(a) * {j}; }} return a; }}"
-            for j in range(functions))
-        (path / f"g{i}.c").write_text("#include <math.h>\n" + body + "\n")
-    (path / "Makefile").write_text("OBJS=$(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n"
-                                   "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n")
-
-
 def test_parallel_compile_loses_nothing_and_reports_its_cost(live_tracefs, run_cli, tmp_path):
-    _compile_tree(tmp_path)
-    make = ["make", "-s", "-C", str(tmp_path), "-j2"]
+    make = compile_tree(tmp_path, files=6, functions=30)
     plain, traced = [], []
     for rep in range(3):  # interleaved A/B: the VM is noisy
         subprocess.run(["make", "-s", "-C", str(tmp_path), "clean"], check=True)

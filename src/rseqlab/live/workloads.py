@@ -56,3 +56,18 @@ def build(name: str, *, cc: str | None = None) -> Path:
         raise Unavailable(f"building {name} failed: {res.stderr.strip().splitlines()[-1:]}")
     os.replace(tmp, out)
     return out
+
+
+def compile_tree(path: Path, files: int = 10, functions: int = 60) -> list[str]:
+    """The shipped compile workload (``make bench``, the live tests): generated C units and a
+    Makefile in ``path``; returns the ``make -j2`` command that builds them."""
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        body = "\n".join(
+            f"double f{i}_{j}(const double *v, int n) {{ double a = {j}.0; for (int k = 0; k < n; k++) "
+            f"{{ a += v[k] * (k % {j + 2}) - a / (k + {i + 1}); if (a > 1e9) a = sin(a) * {j}; }} return a; }}"
+            for j in range(functions))
+        (path / f"g{i}.c").write_text("#include <math.h>\n" + body + "\n")
+    (path / "Makefile").write_text("OBJS=$(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n"
+                                   "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n")
+    return ["make", "-s", "-C", str(path), "-j2"]
