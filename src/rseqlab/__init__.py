@@ -8,10 +8,16 @@ Layers, bottom up: ``abi`` (struct layouts and constants), ``usermem``
 
 from __future__ import annotations
 
-from .errors import BadInput, ExitStatus, RseqlabError
-from .kernel import COUNTERS, PERSONALITIES, TRACEPOINTS, Kernel, Topology, make_kernel
-from .machine.bench import Bench, Placement
-from .scenarios import SCENARIOS, Explanation, explain
+from . import _startup
+
+_previous_sigint = _startup.guard()
+
+from .errors import BadInput, ExitStatus, RseqlabError  # noqa: E402 - after the start-up guard
+from .kernel import COUNTERS, PERSONALITIES, TRACEPOINTS, Kernel, Topology, make_kernel  # noqa: E402
+from .machine.bench import Bench, Placement  # noqa: E402
+from .scenarios import SCENARIOS, Explanation, explain  # noqa: E402
+
+_startup.release(_previous_sigint)
 
 __all__ = [
     "COUNTERS",

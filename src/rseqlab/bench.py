@@ -209,14 +209,15 @@ def _ensure_perf() -> str | None:
 
 def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
     from .live.workloads import build
-    from .trace.record import TRACEFS, check_environment, unmount
+    from .trace.record import TRACEFS, TracefsMount
 
     reason = _live_reason() or _ensure_perf()
     if reason:
         return _metric(None, {}, reason=reason)
     exe = build("pingpong")
     data = out / "perf.data"
-    mounted = check_environment(TRACEFS)  # perf resolves tracepoints through tracefs
+    mount = TracefsMount(TRACEFS)  # perf resolves tracepoints through tracefs
+    mount.acquire()
     try:
         available = [e for e in PERF_EVENTS if (TRACEFS / "events" / e.replace(":", "/")).is_dir()]
         rec = subprocess.run(["perf", "record", "-q", "-o", str(data), "-m", "64M", "-e", ",".join(available),
@@ -238,8 +239,7 @@ def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
                 subprocess.run(["perf", "script", "-i", str(data)], stdout=null, stderr=subprocess.DEVNULL, check=True)
             times.append(time.perf_counter() - t0)
     finally:
-        if mounted:
-            unmount(TRACEFS)
+        mount.release()
     perf_s = statistics.median(times)
     detail = {"workload": f"pingpong {rounds} same", "perf_events": samples, "perf_lost": lost or 0,
               "perf_data_bytes": data.stat().st_size, "perf_script_s_median": round(perf_s, 3),

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import sys
 
-import click
+from . import _startup
+
+_previous_sigint = _startup.guard()  # released at the end of this module
+
+import click  # noqa: E402
 
 from . import scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
@@ -468,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     except RseqlabError as exc:
         _error(str(exc))
         return exc.status
-    except (KeyboardInterrupt, click.Abort):
-        _error("interrupted")
+    except (KeyboardInterrupt, click.Abort) as exc:
+        # click turns a KeyboardInterrupt into Abort; the recorder's says what it kept.
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
+        _error(str(cause) if isinstance(cause, KeyboardInterrupt) and str(cause) else "interrupted")
         return ExitStatus.INTERRUPTED
     return status if isinstance(status, int) else ExitStatus.SUCCESS
 
@@ -477,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
 def _error(message: str) -> None:
     print(f"rseqlab: error: {message}", file=sys.stderr)
 
+
+_startup.release(_previous_sigint)
 
 if __name__ == "__main__":
     sys.exit(main())

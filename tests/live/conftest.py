@@ -14,17 +14,17 @@ TRACEFS = Path("/sys/kernel/tracing")
 def live_tracefs():
     """tracefs mounted for the whole session (so tests can inspect it); skips with the reason."""
     from rseqlab.errors import Unavailable
-    from rseqlab.trace.record import check_environment, unmount
+    from rseqlab.trace.record import TracefsMount
 
     if os.geteuid() != 0:
         pytest.skip("live-kernel tests need root (tracefs)")
+    mount = TracefsMount(TRACEFS)
     try:
-        mounted = check_environment(TRACEFS)
+        mount.acquire()
     except Unavailable as exc:
         pytest.skip(f"live kernel cannot be traced here: {exc}")
     yield TRACEFS
-    if mounted:
-        unmount(TRACEFS)
+    mount.release()
 
 
 def tracefs_state(root: Path) -> dict:

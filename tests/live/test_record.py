@@ -17,32 +17,41 @@ from rseqlab.trace.format import load
 from .conftest import tracefs_state
 
 
+def _wait_for_instance(live_tracefs, proc, deadline_s: float = 20):
+    """The recorder's main instance (``rseqlab-<pid>-<token>``) once it is tracing."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for inst in (live_tracefs / "instances").glob(f"rseqlab-{proc.pid}-*"):
+            if inst.name.endswith("-mig"):
+                continue
+            try:  # tracing_on is switched on last, just before the workload is released
+                if (inst / "tracing_on").read_text().strip() == "1" and (inst / "set_event_pid").read_text().strip():
+                    return inst
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the recorder never set up its instance")
+
+
 def test_interrupted_recording_restores_tracefs(live_tracefs, tmp_path):
     before = tracefs_state(live_tracefs)
     out = tmp_path / "int.trace"
     proc = subprocess.Popen([sys.executable, "-m", "rseqlab.cli", "record", "-o", str(out), "--", "sleep", "30"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    inst = live_tracefs / "instances" / f"rseqlab-{proc.pid}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:  # tracing_on is switched on last, just before the workload is released
-            if (inst / "tracing_on").read_text().strip() == "1" and (inst / "set_event_pid").read_text().strip():
-                break
-        except OSError:
-            pass
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the recorder never set up its instance")
+    inst = _wait_for_instance(live_tracefs, proc)
     assert "sched_switch" in (inst / "set_event").read_text()
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert err.strip().splitlines() == ["rseqlab: error: interrupted"]
+    assert err.strip().splitlines() == [
+        f"rseqlab: error: interrupted by SIGINT; kept what was recorded in {out} (marked incomplete)"]
     assert tracefs_state(live_tracefs) == before
     assert not inst.exists()
-    assert not out.exists()
+    trace = load(out)  # what was recorded is kept, and says so
+    assert trace.meta["incomplete"]["reason"] == "interrupted by SIGINT"
+    assert trace.kind_counts()["exec"] >= 1
     # the workload was stopped with the recorder
     assert subprocess.run(["pgrep", "-f", "^sleep 30$", "-P", str(proc.pid)], capture_output=True).stdout == b""
 

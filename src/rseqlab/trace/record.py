@@ -8,15 +8,25 @@ after the run. ``sched_migrate_task`` fires in the context of whoever moves
 the task, so a second small instance records it system-wide and the rows are
 filtered to the tree afterwards.
 
-Nothing outside the two private instances is touched, except mounting
-tracefs when it is not mounted (and unmounting it again afterwards). Every
-exit path (success, error, Ctrl-C, SIGTERM) disables the events, clears the
-pid filter, closes the readers and removes the instances.
+Nothing outside the private instances is touched, except mounting tracefs
+when it is not mounted (and unmounting it again when the last rseqlab recorder
+using it ends: concurrent recorders share the mount through a ``flock``-ed
+registry, ``MOUNT_LOCK``). SIGINT, SIGTERM and SIGHUP are caught from before
+the mount to after the unmount; during teardown they are only noted, so a
+second signal cannot cut it short, and the reader thread blocks them. Every
+exit path disables the events, clears the pid filter, closes the readers and
+removes the instances; an interrupted recording is still saved, marked
+``incomplete``. An instance is another recorder's while any file of it is open
+(its ``rmdir`` fails with EBUSY), whatever PID namespace that recorder is in,
+so stale-instance clean-up never touches a live one. The pid filter uses the
+pid the kernel sees (learned from a ``trace_marker`` write of the child), so a
+recorder inside a PID namespace (a container) records what it runs.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import os
 import platform
@@ -99,46 +109,100 @@ def _read(path: Path) -> str:
 # ======================================================================
 # tracefs: mounting, instances, clean-up
 # ======================================================================
-def check_environment(tracefs: Path = TRACEFS) -> bool:
-    """Root and a usable tracefs with rseq tracepoints; returns True if we mounted it."""
-    if os.geteuid() != 0:
-        raise Unavailable("recording needs root (tracefs and pid filters); run rseqlab as root")
-    mounted = False
-    if not (tracefs / "instances").is_dir():
-        res = subprocess.run(["mount", "-t", "tracefs", "nodev", str(tracefs)],
-                             capture_output=True, text=True)
-        if res.returncode != 0 or not (tracefs / "instances").is_dir():
-            why = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no tracefs"]
-            raise Unavailable(f"tracefs is not mounted at {tracefs} and mounting it failed: {why[0]}")
-        mounted = True
-    if not (tracefs / "events" / "rseq" / "rseq_update").is_dir():
-        if mounted:
-            unmount(tracefs)
-        raise Unavailable("this kernel has no rseq:rseq_update tracepoint (needs CONFIG_RSEQ and tracepoints)")
-    return mounted
+#: The registry of recorders sharing the tracefs mount, two ``flock``-ed files: ``MOUNT_LOCK``
+#: is held exclusively for the short mount and unmount decisions (and says whether rseqlab
+#: mounted tracefs); ``MOUNT_LOCK.users`` is held shared by every recorder while it records, so
+#: the one leaving can tell whether it is the last. ``flock`` works across PID namespaces, and
+#: the kernel drops the locks of a recorder that was killed.
+MOUNT_LOCK = Path("/run/rseqlab-tracefs.lock") if Path("/run").is_dir() else Path("/tmp/rseqlab-tracefs.lock")
 
 
-def unmount(tracefs: Path) -> None:
-    subprocess.run(["umount", str(tracefs)], capture_output=True)
+class TracefsMount:
+    """tracefs mounted for as long as any rseqlab recorder needs it, and no longer."""
+
+    def __init__(self, tracefs: Path = TRACEFS, lock_path: Path | None = None) -> None:
+        self.tracefs = tracefs
+        self.lock_path = lock_path or MOUNT_LOCK
+        self.users_path = self.lock_path.with_name(self.lock_path.name + ".users")
+        self.users: int | None = None
+
+    @contextmanager
+    def _decision(self):
+        """The mutex, held only while mounting or unmounting is decided."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise Unavailable(f"cannot open the recorders' lock {self.lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        """Mount tracefs if it is not mounted, and join the recorders using it."""
+        if os.geteuid() != 0:
+            raise Unavailable("recording needs root (tracefs and pid filters); run rseqlab as root")
+        with self._decision() as fd:
+            if not (self.tracefs / "instances").is_dir():
+                res = subprocess.run(["mount", "-t", "tracefs", "nodev", str(self.tracefs)],
+                                     capture_output=True, text=True)
+                if res.returncode != 0 or not (self.tracefs / "instances").is_dir():
+                    why = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no tracefs"]
+                    raise Unavailable(f"tracefs is not mounted at {self.tracefs} and mounting it failed: {why[0]}")
+                _set_marker(fd, True)
+            self.users = os.open(self.users_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.users, fcntl.LOCK_SH)
+            if not (self.tracefs / "events" / "rseq" / "rseq_update").is_dir():
+                self._leave(fd)
+                raise Unavailable("this kernel has no rseq:rseq_update tracepoint (needs CONFIG_RSEQ and tracepoints)")
+
+    def release(self) -> None:
+        """Leave; the last recorder out unmounts what rseqlab mounted."""
+        if self.users is None:
+            return
+        with self._decision() as fd:
+            self._leave(fd)
+
+    def _leave(self, fd: int) -> None:
+        try:
+            # Exclusive only if no other recorder holds its share: then this one is the last.
+            fcntl.flock(self.users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            if _marker(fd):
+                res = subprocess.run(["umount", str(self.tracefs)], capture_output=True, text=True)
+                if res.returncode == 0:
+                    _set_marker(fd, False)
+        finally:
+            os.close(self.users)
+            self.users = None
+
+
+def _marker(fd: int) -> bool:
+    return os.pread(fd, 16, 0).startswith(b"mounted")
+
+
+def _set_marker(fd: int, mounted: bool) -> None:
+    os.ftruncate(fd, 0)
+    if mounted:
+        os.pwrite(fd, b"mounted\n", 0)
 
 
 def remove_stale_instances(tracefs: Path = TRACEFS) -> list[str]:
-    """Remove ``instances/rseqlab-<pid>*`` left by a recorder that no longer exists."""
+    """Remove ``instances/rseqlab-*`` that no recorder uses any more (one that was killed).
+
+    A live recorder keeps a file of each of its instances open from the moment it creates it,
+    and tracefs refuses to remove an instance with open files (EBUSY): so the ``rmdir`` itself
+    is the liveness test, valid across PID namespaces, and nothing is written to an instance
+    before it is known to be stale."""
     removed = []
-    inst = tracefs / "instances"
-    for d in sorted(inst.glob(INSTANCE_PREFIX + "*")):
-        m = re.match(rf"{INSTANCE_PREFIX}(\d+)", d.name)
-        if not m:
-            continue
-        pid = int(m.group(1))
+    for d in sorted((tracefs / "instances").glob(INSTANCE_PREFIX + "*")):
         try:
-            os.kill(pid, 0)
-            continue  # still alive: not ours to remove
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        _teardown_instance(d)
+            os.rmdir(d)
+        except OSError:
+            continue  # EBUSY: in use; anything else: not ours to force
         removed.append(d.name)
     return removed
 
@@ -167,9 +231,12 @@ class Instance:
     def __init__(self, tracefs: Path, name: str) -> None:
         self.path = tracefs / "instances" / name
         self.fds: dict[int, int] = {}
+        self.hold: int | None = None
 
     def create(self) -> None:
         os.mkdir(self.path)
+        # An open file marks the instance as in use (see remove_stale_instances) until remove().
+        self.hold = os.open(self.path / "tracing_on", os.O_RDWR | os.O_CLOEXEC)
         _write(self.path / "tracing_on", "0")
 
     def set(self, rel: str, value: str) -> None:
@@ -207,6 +274,9 @@ class Instance:
 
     def remove(self) -> None:
         self.close_readers()
+        if self.hold is not None:
+            os.close(self.hold)
+            self.hold = None
         if self.path.exists():
             _teardown_instance(self.path)
 
@@ -225,6 +295,8 @@ class Reader(threading.Thread):
         self.pages = 0
 
     def run(self) -> None:
+        # Signals go to the main thread, whose handler decides (never this one's default action).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _CAUGHT)
         t0 = time.thread_time()
         try:
             poller = select.poll()
@@ -279,83 +351,161 @@ class Reader(threading.Thread):
 # ======================================================================
 # Signals: Ctrl-C and SIGTERM end the recording through the same clean-up
 # ======================================================================
+_CAUGHT = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 class _Stop(KeyboardInterrupt):
     pass
 
 
-@contextmanager
-def _interruptible():
-    def handler(signum, frame):
-        raise _Stop(signal.Signals(signum).name)
+class Interrupted(KeyboardInterrupt):
+    """The recording was stopped by a signal; what was recorded is in ``path`` (if any)."""
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "interrupted"
+
+
+class _SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP for the whole recording, from before the mount to after it.
+
+    Outside teardown the first one raises :class:`_Stop` in the main thread. Inside
+    :meth:`deferred` (teardown) every one is only noted: a second Ctrl-C or SIGTERM cannot cut
+    the clean-up short, and the handler never falls back to the default action, which would kill
+    the process with the instances live."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferring = 0
+        self._old: dict = {}
+
+    def __enter__(self) -> _SignalGuard:
+        self._old = {s: signal.signal(s, self._handle) for s in _CAUGHT}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
             signal.signal(s, h)
 
+    def _handle(self, signum, frame) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if not self._deferring and first:
+            raise _Stop(signal.Signals(signum).name)
 
-@contextmanager
-def _signals_blocked():
-    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    @contextmanager
+    def deferred(self):
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""
 
 
 # ======================================================================
 # Recording
 # ======================================================================
+#: The largest ring buffer per CPU ``--buffer-mb`` accepts: the kernel allocates it up front for
+#: every CPU, so far more than memory would fail (or invite the OOM killer) at start-up.
+MAX_BUFFER_MB = 4096
+
+
+def check_output(output: str | Path) -> Path:
+    """Refuse an output path that cannot be written, before anything runs (not after)."""
+    if str(output) == "":
+        raise BadInput("-o: an empty path; name the trace file to write")
+    path = Path(output)
+    if path.is_dir():
+        raise BadInput(f"-o {path}: is a directory")
+    if path.exists() and not path.is_file():
+        raise BadInput(f"-o {path}: not a regular file (a trace is written as a file)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"-o {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadInput(f"-o {path}: not writable")
+    return path
+
+
 def record(command: list[str], output: str | Path | None = None, *, buffer_mb: int = 32,
            tracefs: Path = TRACEFS, stdout_to_stderr: bool = False) -> RecordResult:
     """Run ``command`` under the recorder and return (and optionally save) its trace.
 
     ``stdout_to_stderr`` sends the command's output to stderr (when our stdout carries JSON).
+    Interrupted by SIGINT, SIGTERM or SIGHUP, it stops the command's whole tree, saves what was
+    recorded (``meta["incomplete"]``) and raises :class:`Interrupted`.
     """
     from .format import save
 
     if not command:
         raise BadInput("missing COMMAND (usage: rseqlab record [-o FILE] -- COMMAND [ARGS...])")
-    if buffer_mb < 1:
-        raise BadInput(f"--buffer-mb must be at least 1 (got {buffer_mb})")
+    if not 1 <= buffer_mb <= MAX_BUFFER_MB:
+        raise BadInput(f"--buffer-mb must be in 1..{MAX_BUFFER_MB} (got {buffer_mb})")
+    free_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // (1 << 20)
+    cpus = os.cpu_count() or 1
+    if buffer_mb * cpus > free_mb // 2:
+        raise BadInput(f"--buffer-mb {buffer_mb}: {buffer_mb * cpus:,} MiB for {cpus} CPUs is more than half "
+                       f"of the free memory ({free_mb:,} MiB)")
     exe = shutil.which(command[0])
     if exe is None:
         raise BadInput(f"command not found: {command[0]}")
-    mounted = check_environment(tracefs)
-    try:
-        trace = _record(command, exe, buffer_mb, tracefs, stdout_to_stderr)
-    finally:
-        if mounted:
-            unmount(tracefs)
-    result = RecordResult(trace, Path(output) if output else None)
-    if output:
-        result.size = save(trace, output)
+    path = check_output(output) if output is not None else None
+    with _SignalGuard() as guard:
+        mount = TracefsMount(tracefs)
+        try:
+            mount.acquire()
+            trace = _record(command, exe, buffer_mb, tracefs, stdout_to_stderr, guard)
+        except _Stop:
+            trace = None
+        finally:
+            with guard.deferred():
+                mount.release()
+        if guard.received is not None:
+            with guard.deferred():
+                kept = ""
+                if trace is not None and path is not None:
+                    save(trace, path)
+                    kept = f"; kept what was recorded in {path} (marked incomplete)"
+            raise Interrupted(f"interrupted by {guard.name}{kept}")
+    result = RecordResult(trace, path)
+    if path is not None:
+        try:
+            result.size = save(trace, path)
+        except OSError as exc:
+            raise BadInput(f"-o {path}: cannot write: {exc.strerror or exc}") from None
     result.summary = summarize(trace, result.size)
     return result
 
 
-def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_to_stderr: bool) -> Trace:
-    remove_stale_instances(tracefs)
+def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_to_stderr: bool,
+            guard: _SignalGuard) -> Trace | None:
+    """The recording itself. Interrupted after the child started, it returns what was recorded
+    (``meta["incomplete"]``); before that, it returns None. ``guard.received`` tells which."""
     cpus = os.cpu_count() or 1
-    me = os.getpid()
-    main = Instance(tracefs, f"{INSTANCE_PREFIX}{me}")
-    mig = Instance(tracefs, f"{INSTANCE_PREFIX}{me}-mig")
-    formats = _formats(tracefs)
-    page_size = _page_size(tracefs)
-    spool = Path(tempfile.mkdtemp(prefix="rseqlab-spool-"))
+    token = f"{os.getpid()}-{os.urandom(3).hex()}"  # unique across PID namespaces
+    main = Instance(tracefs, f"{INSTANCE_PREFIX}{token}")
+    mig = Instance(tracefs, f"{INSTANCE_PREFIX}{token}-mig")
     child = None
     reader: Reader | None = None
-    area = read_rseq_area() if platform.machine() == "x86_64" else None
+    spool: Path | None = None
     start_wall = datetime.now(timezone.utc)
     t_start = t_end = 0
     status = None
     root_pid = 0
+    started = False
     usage0 = os.times()
+    prev_subreaper = _set_child_subreaper(True)
     try:
-        with _interruptible():
+        try:
+            remove_stale_instances(tracefs)
+            formats = _formats(tracefs)
+            page_size = _page_size(tracefs)
+            area = read_rseq_area() if platform.machine() == "x86_64" else None
+            spool = Path(tempfile.mkdtemp(prefix="rseqlab-spool-"))
             for inst, kb in ((main, buffer_mb * 1024), (mig, MIGRATION_BUFFER_KB)):
                 inst.create()
                 inst.set("trace_clock", "mono")
@@ -363,14 +513,18 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
                 inst.set("buffer_percent", "50")
                 inst.set("options/overwrite", "0")
             main.set("options/event-fork", "1")
+            # On before the fork: the child's marker (no event is enabled yet) must not be dropped.
+            main.set("tracing_on", "1")
             gate_r, gate_w = os.pipe()
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            child = root_pid = os.fork()
+            child = os.fork()
             if child == 0:  # pragma: no cover - runs in the child, replaced by exec
-                _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr)
+                _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr, main.path / "trace_marker",
+                       token)
             os.close(gate_r)
             os.close(err_w)
-            main.set("set_event_pid", str(child))
+            root_pid = _kernel_pid_of_child(main, token, child)
+            main.set("set_event_pid", str(root_pid))
             for (system, event) in formats:
                 if (system, event) != MIGRATION_EVENT:
                     main.enable(system, event)
@@ -384,6 +538,7 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
             mig.set("tracing_on", "1")
             main.set("tracing_on", "1")
             t_start = time.monotonic_ns()
+            started = True
             os.write(gate_w, b"go")
             os.close(gate_w)
             failure = os.read(err_r, 64)
@@ -395,32 +550,38 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
             mig.set("tracing_on", "0")
             if failure:
                 raise BadInput(f"cannot run {command[0]}: {os.strerror(int(failure))}")
-    except _Stop:
-        with _signals_blocked():
-            if child:
-                _kill_child(child)
-        raise KeyboardInterrupt from None
-    finally:
-        with _signals_blocked():
-            for inst in (main, mig):
-                try:
-                    _write(inst.path / "tracing_on", "0")
-                except OSError:
-                    pass
-            if reader is not None and reader.is_alive():
-                reader.stop_and_drain()
-            lost_main, lost_mig = main.lost(cpus), mig.lost(cpus)
-            main.remove()
-            mig.remove()
-    if reader is not None and reader.error is not None:
-        shutil.rmtree(spool, ignore_errors=True)
-        raise RseqlabError(f"reading the trace buffers failed: {reader.error}")
-    usage1 = os.times()
-    try:
+        except _Stop:
+            t_end = t_end or time.monotonic_ns()
+            with guard.deferred():
+                if child:
+                    _stop_tree(child)
+                    child = None
+            if not started:
+                return None
+        finally:
+            with guard.deferred():
+                if child:  # an error while the command ran: it must not outlive the recorder
+                    _stop_tree(child)
+                for inst in (main, mig):
+                    try:
+                        _write(inst.path / "tracing_on", "0")
+                    except OSError:
+                        pass
+                if reader is not None and reader.is_alive():
+                    reader.stop_and_drain()
+                lost_main, lost_mig = main.lost(cpus), mig.lost(cpus)
+                main.remove()
+                mig.remove()
+        if reader is not None and reader.error is not None:
+            raise RseqlabError(f"reading the trace buffers failed: {reader.error}")
+        usage1 = os.times()
         raw_main = {c: (spool / f"main-cpu{c}.raw").read_bytes() for c in range(cpus)}
         raw_mig = {c: (spool / f"mig-cpu{c}.raw").read_bytes() for c in range(cpus)}
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        with guard.deferred():
+            _set_child_subreaper(prev_subreaper)
+            if spool is not None:
+                shutil.rmtree(spool, ignore_errors=True)
     meta = {
         "format": "rseqlab-trace",
         "command": list(command),
@@ -441,17 +602,107 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
                      "workload_cpu_s": round((usage1.children_user - usage0.children_user)
                                              + (usage1.children_system - usage0.children_system), 4)},
     }
+    if guard.received is not None:
+        meta["incomplete"] = {"reason": f"interrupted by {guard.name}",
+                              "note": "the command was stopped; counts cover only the recorded part"}
     return build_trace(raw_main, raw_mig, formats, page_size, meta, lost_main, lost_mig, t_start)
 
 
-def _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr):  # pragma: no cover - child side
+def _kernel_pid_of_child(inst: Instance, token: str, child: int, timeout_s: float = 10.0) -> int:
+    """The child's pid as the kernel (and so the pid filter) knows it.
+
+    Inside a PID namespace ``fork()`` returns the namespace's number, which ``set_event_pid``
+    never matches; the child writes a marker to the instance's ``trace_marker`` before it waits
+    at the gate, and the instance's text buffer shows the writer's kernel pid. Tracing is
+    off for every event there (tracing was switched on before the fork only for it), so the buffer
+    holds the marker alone; tracing goes off and the buffer is cleared before any event is enabled."""
+    pattern = re.compile(rf"-(\d+)\s+\[\d+\]\s.*tracing_mark_write: rseqlab-child {re.escape(token)}$", re.M)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            m = pattern.search(_read(inst.path / "trace"))
+            if m:
+                return int(m.group(1))
+            done, _ = os.waitpid(child, os.WNOHANG)
+            if done or time.monotonic() > deadline:
+                raise RseqlabError("the recorded command did not start (no marker from the child)")
+            time.sleep(0.002)
+    finally:
+        _write(inst.path / "tracing_on", "0")
+        _write(inst.path / "trace", "")
+
+
+def _set_child_subreaper(on: bool) -> bool:
+    """``PR_SET_CHILD_SUBREAPER``: orphaned descendants of the command become our children, so
+    Ctrl-C can stop the whole tree (a daemonised grandchild included). Returns the old setting."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = ctypes.c_int(0)
+    libc.prctl(37, ctypes.byref(old), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    return bool(old.value)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc, in our PID namespace)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat_line = _read(Path("/proc") / entry / "stat")
+        except OSError:
+            continue
+        ppid = int(stat_line.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _stop_tree(child: int) -> None:
+    """Stop the command and everything it started: SIGINT, then SIGKILL for what lingers; reap."""
+    me = os.getpid()
+    for sig, wait_s in ((signal.SIGINT, 2.0), (signal.SIGKILL, 5.0)):
+        for pid in _descendants(me):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap()
+            if not _descendants(me):
+                return
+            time.sleep(0.02)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr, marker, token):  # pragma: no cover
     try:
         if stdout_to_stderr:
             os.dup2(2, 1)
         os.close(gate_w)
         os.close(err_r)
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for s in _CAUGHT:
             signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        fd = os.open(marker, os.O_WRONLY)
+        os.write(fd, f"rseqlab-child {token}\n".encode())
+        os.close(fd)
         os.read(gate_r, 2)
         os.close(gate_r)
         os.execv(exe, command)
@@ -459,21 +710,6 @@ def _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr):  # pra
         os.write(err_w, str(exc.errno or errno.ENOEXEC).encode())
     finally:
         os._exit(127)
-
-
-def _kill_child(pid: int) -> None:
-    """Stop the workload after Ctrl-C: SIGINT, then SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGINT, 2.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-            time.sleep(0.02)
 
 
 def _exit_code(status) -> int | None:
