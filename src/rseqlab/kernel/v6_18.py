@@ -147,11 +147,10 @@ class Linux618(Kernel):
             return  # PF_EXITING: the task never returns to user space.
         self.stat_inc(t, "signal" if ksig is not None else "slowpath")
         # regs is NULL only for the KVM pre-guest call: the CS is checked on the real exit.
-        if regs and self.rseq_ip_fixup(t) < 0:
-            self.force_sigsegv(t)
-            return
-        if self.rseq_update_cpu_node_id(t) < 0:
-            self.force_sigsegv(t)
+        if (regs and self.rseq_ip_fixup(t) < 0) or self.rseq_update_cpu_node_id(t) < 0:
+            # error: force_sigsegv(ksig ? ksig->sig : 0). From TIF_NOTIFY_RESUME that is a
+            # catchable force_sig(SIGSEGV); while delivering SIGSEGV itself it is fatal.
+            self.force_sigsegv(t, ksig if ksig is not None else 0)
 
     @models("rseq_ip_fixup", "kernel/rseq.c")
     def rseq_ip_fixup(self, t: Task) -> int:

@@ -385,7 +385,8 @@ class Linux619(Kernel):
         self.stat_inc(t, "signal")
         if not self.rseq_handle_cs(t):
             t.rseq.clear_error()
-            self.force_sigsegv(t)
+            # Fatal only while delivering SIGSEGV itself; any other signal gets a catchable one.
+            self.force_sigsegv(t, sig)
 
     @models("rseq_handle_cs", "kernel/rseq.c")
     def rseq_handle_cs(self, t: Task) -> bool:

@@ -606,6 +606,8 @@ class Machine:
         if target.state is State.DEAD:
             return -errno.ESRCH
         self.kernel.send_signal(target.kt, sig)
+        if not target.kt.tif & Tif.SIGPENDING:
+            return 0  # ignored (dropped) or blocked (stays pending): nobody is woken
         if target.state is State.BLOCKED and target.thread.interruptible:
             target.interrupted_by_signal = True
             self.wake(target)
