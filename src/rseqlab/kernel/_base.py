@@ -64,13 +64,18 @@ class Topology:
     """CPUs and their NUMA nodes (``cpu_to_node``)."""
 
     node_of_cpu: tuple[int, ...] = (0,)
+    #: ``CONFIG_NUMA`` (x86_64 distribution kernels: y). It decides what ``cpu_to_node()``
+    #: of a number that is not a CPU yields, see :meth:`Kernel.cpu_to_node_any`.
+    numa: bool = True
 
     @classmethod
-    def uniform(cls, cpus: int, nodes: int = 1) -> Topology:
+    def uniform(cls, cpus: int, nodes: int = 1, *, numa: bool = True) -> Topology:
         if cpus < 1 or nodes < 1 or nodes > cpus:
             raise ValueError(f"impossible topology: {cpus} CPUs on {nodes} nodes")
+        if nodes > 1 and not numa:
+            raise ValueError(f"impossible topology: {nodes} nodes without CONFIG_NUMA")
         per_node = -(-cpus // nodes)
-        return cls(tuple(cpu // per_node for cpu in range(cpus)))
+        return cls(tuple(cpu // per_node for cpu in range(cpus)), numa)
 
     @property
     def cpus(self) -> int:
@@ -158,7 +163,7 @@ class Kernel:
             total.add(per_cpu)
         return total
 
-    def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int, mm_cid: int) -> None:
+    def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int | None, mm_cid: int) -> None:
         """Models ``trace_rseq_update()`` (include/trace/events/rseq.h)."""
         t.trace.rseq_update += 1
         self.trace_totals.rseq_update += 1
@@ -172,9 +177,10 @@ class Kernel:
         self._emit(t, "rseq_ip_fixup", {"regs_ip": ip, "start_ip": start_ip,
                                         "post_commit_offset": post_commit_offset, "abort_ip": abort_ip})
 
-    def _emit(self, t: Task, name: str, fields: dict[str, int]) -> None:
+    def _emit(self, t: Task, name: str, fields: dict[str, int | None]) -> None:
         if self._ftrace is not None:
-            self._ftrace.event(f"tracepoint rseq:{name} " + " ".join(f"{k}={v:#x}" for k, v in fields.items()))
+            self._ftrace.event(f"tracepoint rseq:{name} " + " ".join(
+                f"{k}={'undefined' if v is None else format(v, '#x')}" for k, v in fields.items()))
         for subscriber in self.trace_subscribers:
             subscriber(TraceEvent(name, t.pid, fields))
 
@@ -220,6 +226,26 @@ class Kernel:
 
     def cpu_to_node(self, cpu: int) -> int:
         return self.topology.cpu_to_node(cpu)
+
+    def cpu_to_node_any(self, cpu: int) -> int | None:
+        """``cpu_to_node()`` of any int, as the ``rseq_update`` event calls it on the cached CPU.
+
+        x86_64 (``arch/x86/include/asm/topology.h``, ``include/linux/topology.h``,
+        ``include/asm-generic/topology.h``, 6.19 and 7.1): without ``CONFIG_NUMA`` it is the
+        generic macro that ignores its argument, so 0. With it, x86 selects
+        ``USE_PERCPU_NUMA_NODE_ID`` and ``cpu_to_node(cpu)`` is ``per_cpu(numa_node, cpu)``
+        (``__cpu_to_node()``'s ``per_cpu(x86_cpu_to_node_map, cpu)`` under
+        ``DEBUG_PER_CPU_MAPS``): for -1 that indexes ``__per_cpu_offset[-1]``, the word
+        before the array, so the value is whatever the linker placed there. The source does
+        not determine it; the model returns None ("undefined") rather than invent one.
+        """
+        if 0 <= cpu < self.topology.cpus:
+            return self.topology.cpu_to_node(cpu)
+        return None if self.topology.numa else 0
+
+    def rseq_stats_show(self) -> str | None:
+        """The text of ``/sys/kernel/debug/rseq/stats``; None: the kernel has no such file."""
+        return None
 
     # ==================================================================
     # Generic entry code (kernel/entry/common.c, include/linux/entry-common.h)

@@ -105,8 +105,10 @@ class RseqStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def debugfs(self) -> str:
-        """The text ``cat /sys/kernel/debug/rseq/stats`` prints."""
-        return "".join(f"{DEBUGFS_LABELS[n]}: {getattr(self, n)}\n" for n in COUNTERS)
+        """The text ``cat /sys/kernel/debug/rseq/stats`` prints (``rseq_stats_show()``, 6.19 and
+        7.1 with ``CONFIG_RSEQ_SLICE_EXTENSION=n``): per line the label, its colon padded to
+        eight columns, then the sum over every possible CPU right-aligned in 16 (``%16lu``)."""
+        return "".join(f"{DEBUGFS_LABELS[n] + ':':<8}{getattr(self, n):>16}\n" for n in COUNTERS)
 
 
 @dataclass(slots=True)

@@ -36,7 +36,16 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, replace
 
-from ..abi import ABI_BY_RELEASE, TASK_SIZE, U64_MASK, CpuIdSentinel, StructRseq, StructRseqCs, to_u32
+from ..abi import (
+    ABI_BY_RELEASE,
+    TASK_SIZE,
+    U64_MASK,
+    CpuIdSentinel,
+    StructRseq,
+    StructRseqCs,
+    as_s32,
+    to_u32,
+)
 from ._base import Kernel
 from ._ftrace import models
 from ._task import CLONE_VM, Task, Tif
@@ -200,9 +209,9 @@ class Linux619(Kernel):
         # The cache is what user space holds now: only updated after the write succeeded.
         t.rseq.ids_cpu_id, t.rseq.ids_mm_cid = cpu_id, mm_cid
         self.stat_inc(t, "ids")
-        # The event reads the cache, so node_id is derived from the cached CPU.
-        cached_node = 0 if cpu_id == _UNINITIALIZED else self.cpu_to_node(cpu_id)
-        self.trace_rseq_update(t, cpu_id, cached_node, mm_cid)
+        # The event reads the cache (s32 fields): node_id = cpu_to_node(cached cpu_id), which at
+        # unregistration is cpu_to_node(-1), undefined with CONFIG_NUMA (cpu_to_node_any).
+        self.trace_rseq_update(t, cpu_id, self.cpu_to_node_any(as_s32(cpu_id)), mm_cid)
         return True, csaddr
 
     def _put_ids_get_csaddr(self, t: Task, cpu_id: int, mm_cid: int, node_id: int,
@@ -396,6 +405,11 @@ class Linux619(Kernel):
         if not csaddr:
             return True
         return self.rseq_update_user_cs(t, csaddr)
+
+    @models("rseq_stats_show", "kernel/rseq.c")
+    def rseq_stats_show(self) -> str | None:
+        """``CONFIG_RSEQ_STATS``: eight lines, the counters summed over every possible CPU."""
+        return self.stats().debugfs()
 
     # ------------------------------------------------------------------
     # Exit bookkeeping and the debug syscall check (spec §3.3, §3.9)
