@@ -213,11 +213,13 @@ class Bench:
         if block:
             self.syscall(t, work=lambda k, task: k.sigprocmask(task, SIG_BLOCK, {SIGSEGV}) and 0)
 
-    def return_from_handlers(self, t: Task | None = None) -> None:
+    def return_from_handlers(self, t: Task | None = None, *, limit: int = 8) -> None:
         """User space runs each outstanding handler (newest first) to its end and calls
-        ``rt_sigreturn``, a full syscall round trip that may deliver more (or kill)."""
+        ``rt_sigreturn``, a full syscall round trip that may deliver more (or kill); at most
+        ``limit`` handlers (a returning handler can be re-entered forever)."""
         t = t or self.task
-        while t.sigframes and t.killed_by is None:
+        while t.sigframes and t.killed_by is None and limit > 0:
+            limit -= 1
             self.handlers_run.append(t.sigframes[-1].sig)
             t.regs.ip = self.layout.plain_ip if t.sigframes[-1].sig != SIGSEGV else self.layout.segv_handler_ip
             self.syscall(t, work=lambda k, task: k.sigreturn(task) or 0)
