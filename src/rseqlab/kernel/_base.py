@@ -371,12 +371,15 @@ class Kernel:
         self.rseq_set_task_cpu(t, changed=old_cpu != new_cpu)
 
     @models("context_switch", "kernel/sched/core.c")
-    def finish_task_switch_in(self, t: Task, mm_cid: int) -> None:
-        """``t`` is switched in on ``t.cpu``; the mm_cid switch hands it ``mm_cid``."""
-        self.mm_cid_switch_in(t, mm_cid)
+    def finish_task_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
+        """``t`` is switched in on ``t.cpu``; the mm_cid switch hands it ``mm_cid``
+        (``task_mm_cid()``). ``raw_changed``: whether ``mm_cid_update_task_cid()`` saw the
+        raw cid (with ``MM_CID_ONCPU``/``MM_CID_TRANSIT``) change; None when the caller has
+        no raw value (the bench, the replay), then the user-visible cid is compared."""
+        self.mm_cid_switch_in(t, mm_cid, raw_changed)
         self.rseq_sched_switch_event(t)
 
-    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
+    def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
         """The mm_cid a task gets at schedule-in; 6.19 also notes a change for rseq."""
         t.mm_cid = mm_cid
 

@@ -84,8 +84,8 @@ class Linux619(Kernel):
     release = "6.19"
     summary = "optimized: rseq_event flags, TIF_RSEQ fast path, IDs written only on change"
     abi = ABI_BY_RELEASE["6.19"]
-    #: The sched/mmcid rework: per-task cids, no compaction task_work.
-    mm_cid_policy = "per-task"
+    #: The sched/mmcid rework (machine/mmcid.py SchedMmCid): no compaction task_work.
+    mm_cid_policy = "sched-6.19"
     mm_cid_scan_period_ns = None
 
     def new_rseq_state(self) -> RseqData:
@@ -106,9 +106,12 @@ class Linux619(Kernel):
         t.rseq.ids_changed = True
 
     @models("mm_cid_update_task_cid", "kernel/sched/sched.h")
-    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
-        if t.mm_cid != mm_cid:
-            t.mm_cid = mm_cid
+    def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
+        """The scheduler compares the raw cid, ownership bits included: a per-task/per-CPU
+        mode change that keeps the number still raises ``rseq_sched_set_ids_changed()``."""
+        changed = t.mm_cid != mm_cid if raw_changed is None else raw_changed
+        t.mm_cid = mm_cid
+        if changed:
             t.rseq.ids_changed = True
 
     @models("rseq_sched_switch_event", "include/linux/rseq.h")

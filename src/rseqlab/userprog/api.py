@@ -450,6 +450,7 @@ class Thread:
             if not allowed or not allowed <= set(range(self.m.config.cpus)):
                 return -errno.EINVAL
             self.st.affinity = allowed
+            self.st.proc.mmcid.update_cpus_allowed(allowed)  # mm_update_cpus_allowed()
             if self.kt.cpu not in allowed:
                 self.m.move_current(self.st)
             return 0
