@@ -25,7 +25,8 @@ def render_list(con: Console) -> None:
 def render(con: Console, results: list[Explanation]) -> None:
     """One scenario under one or more kernels: side-by-side numbers, then each call graph."""
     first = results[0]
-    con.print(f"[bold]{first.scenario}[/bold] (spec §4 row {first.row}): {first.summary}")
+    where = f"signal scenario {first.row}" if first.row.startswith("S") else f"spec §4 row {first.row}"
+    con.print(f"[bold]{first.scenario}[/bold] ({where}): {first.summary}")
     kernels = [r.kernel + (" debug" if r.debug else "") for r in results]
 
     numbers = Table(title="Counters and tracepoints", title_justify="left")
