@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from rseqlab.scenarios import SCENARIOS, explain
+from rseqlab.scenarios import SPEC_SCENARIOS as SCENARIOS, explain
 
 IDS = {"cpu_id_start": 1, "cpu_id": 1, "node_id": 1, "mm_cid": 1}
 DESC_619 = {"cs.start_ip": 1, "cs.post_commit_offset": 1, "cs.abort_ip": 1}

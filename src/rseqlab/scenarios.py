@@ -241,6 +241,79 @@ def _kvm_guest_entry(b: Bench) -> Task:
 
 
 # ----------------------------------------------------------------------
+# Signals as the kernel sends them: a process with a SIGSEGV handler
+# ----------------------------------------------------------------------
+def _ro_area_migrated(b: Bench) -> Task:
+    """Registered, then the page holding the rseq area turns read-only (an mprotect()
+    gone wrong), and a tick preempts the task, which comes back on the other CPU."""
+    t = b.task
+    t.mm.protect(b.layout.tls, PAGE_SIZE, writable=False)
+    b.start_measuring()
+    b.interrupt(resched=Placement(1, t.mm_cid))
+    b.return_from_handlers()
+    return t
+
+
+@scenario("segv-handler-ro-area", "S1", "crash reporter: SIGSEGV handler installed, rseq area read-only, "
+          "preempted onto another CPU")
+def _segv_handler_ro_area(b: Bench) -> Task:
+    """The ID write fails; the handler, if it gets to run, returns with rt_sigreturn.
+
+    6.18: force_sigsegv(0) is a catchable SIGSEGV, but delivering it runs the handler pass
+    again, which fails again: force_sigsegv(SIGSEGV) resets the action and queues SIGSEGV,
+    yet the frame is still set up and signal_delivered() then blocks SIGSEGV, so the
+    handler runs; its rt_sigreturn unblocks the pending SIGSEGV, now SIG_DFL: death.
+    6.19: the slow path's force_sig(SIGSEGV) is delivered with only a CS check, which
+    succeeds: the handler runs and returns, the task lives (with stale IDs). 7.1 (32-byte
+    registration): legacy mode forces an ID rewrite after the delivery; it fails while
+    SIGSEGV is blocked in its handler, so the action is reset, SIGSEGV unblocked, and the
+    task dies before the handler runs."""
+    _registered(b)
+    b.install_segv_handler()
+    return _ro_area_migrated(b)
+
+
+@scenario("segv-handler-blocked", "S2", "SIGSEGV handler installed but SIGSEGV blocked; rseq area read-only, "
+          "preempted onto another CPU")
+def _segv_handler_blocked(b: Bench) -> Task:
+    """force_sig() finds SIGSEGV blocked: the action is reset to SIG_DFL and the signal
+    unblocked, so the handler never runs and the task dies on every kernel."""
+    _registered(b)
+    b.install_segv_handler(block=True)
+    return _ro_area_migrated(b)
+
+
+@scenario("segv-ignored", "S3", "SIGSEGV ignored (SIG_IGN); rseq area read-only, preempted onto another CPU")
+def _segv_ignored(b: Bench) -> Task:
+    """An ignored SIGSEGV is reset to SIG_DFL by force_sig(): the task dies on every kernel."""
+    _registered(b)
+    b.install_segv_handler(ignore=True)
+    return _ro_area_migrated(b)
+
+
+@scenario("segv-handler-bad-cs", "S4", "SIGSEGV handler installed; preempted inside a section whose abort "
+          "signature is wrong")
+def _segv_handler_bad_cs(b: Bench) -> Task:
+    """The CS check fails on the exit path and fails again when the SIGSEGV is delivered
+    (the IP is still inside the section): force_sigsegv(SIGSEGV) resets the action, but
+    the frame is set up and SIGSEGV blocked during it, so the handler runs once and the
+    task dies at its rt_sigreturn, on 6.18, 6.19 and 7.1 alike."""
+    t = _registered(b)
+    b.install_segv_handler()
+    t.mm.poke(b.layout.abort_ip - 4, 4, 0xBAD5_1647)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    b.return_from_handlers()
+    return t
+
+
+#: The scenarios of the spec's §4 table (rows numbered); the "S" rows are the signal
+#: semantics scenarios above, tested on their own (tests/kernel/test_signals.py).
+SPEC_SCENARIOS: dict[str, Scenario] = {n: s for n, s in SCENARIOS.items() if not s.row.startswith("S")}
+
+
+# ----------------------------------------------------------------------
 @dataclass(slots=True)
 class Explanation:
     kernel: str
@@ -258,6 +331,12 @@ class Explanation:
     signal: str | None
     rseq_area: dict[str, int]
     work: list[str] = field(default_factory=list)
+    #: Handler frames outstanding (oldest first): set up, their handler not yet returned.
+    sigframes: list[str] = field(default_factory=list)
+    #: Signals whose handler ran to its end and returned with rt_sigreturn, in order.
+    handlers_run: list[str] = field(default_factory=list)
+    #: ``/sys/kernel/debug/rseq/stats`` as the kernel prints it (None: the kernel has none).
+    debugfs: str | None = None
 
     def as_json(self) -> dict:
         return {
@@ -276,6 +355,9 @@ class Explanation:
             "signal": self.signal,
             "rseq_area": self.rseq_area,
             "work": self.work,
+            "sigframes": self.sigframes,
+            "handlers_run": self.handlers_run,
+            "debugfs": self.debugfs,
         }
 
 
@@ -308,4 +390,7 @@ def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
         signal=SIGNAL_NAMES.get(killed, str(killed)) if killed else None,
         rseq_area=area,
         work=list(bench.kernel.ftrace.lines) if bench.kernel.ftrace else [],
+        sigframes=[SIGNAL_NAMES.get(f.sig, str(f.sig)) for f in t.sigframes],
+        handlers_run=[SIGNAL_NAMES.get(sig, str(sig)) for sig in bench.handlers_run],
+        debugfs=bench.kernel.rseq_stats_show(),
     )

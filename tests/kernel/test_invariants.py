@@ -243,6 +243,8 @@ class Record:
     after: State
     child: Task | None = None
     parent_mask_at_fork: int | None = None
+    frames_set_up: int = 0  # handler frames set up by this step (after any sigreturn pop)
+    restored_ip: int | None = None  # Sigreturn: the IP the popped frame restored
 
 
 @dataclass
@@ -330,6 +332,7 @@ class Run:
                 self._returned()
             case Sigreturn():
                 if t.sigframes:
+                    rec.restored_ip = t.sigframes[-1].saved_ip
                     b.syscall(work=lambda k, task: k.sigreturn(task))
                     self._returned()
             case Fork(clone_vm, child_place, _follow):
@@ -354,7 +357,10 @@ class Run:
             case Inject(page, times):
                 t.mm.inject_fault(PAGES[page], times)
         rec.after = self.state()
-        grown = max(0, rec.after.nframes - before.nframes)
+        # rt_sigreturn pops one frame first; a signal the restored mask unblocks is then
+        # delivered on that same return (SIGUSR1 is blocked while its handler runs).
+        popped = 1 if isinstance(step, Sigreturn) and before.nframes else 0
+        grown = rec.frames_set_up = max(0, rec.after.nframes - (before.nframes - popped))
         if before.registered:
             self.tally.deliveries_registered += grown
             if kind == "irq":
@@ -469,14 +475,19 @@ def check_legacy_mask(run: Run, rec: Record) -> None:
     produced = 0
     if switched or isinstance(rec.step, Ipi):
         produced |= PREEMPT
-    if after.nframes > before.nframes:
+    if rec.frames_set_up:
         produced |= SIGNAL
     required = produced | (MIGRATE if after.cpu != before.cpu else 0)
     allowed = required | (MIGRATE if switched else 0)
     assert after.mask & ~(before.mask | allowed) == 0, (
         f"{rec.step}: mask {before.mask:#x} -> {after.mask:#x} gained bits no producer set")
     # An in-section pass: the IP was inside the armed section and rseq_ip_fixup ran.
-    in_section_pass = before.in_armed_section and after.stats.cs > before.stats.cs
+    # After rt_sigreturn the exit work (a signal the restored mask lets through) runs on the
+    # restored context, whose IP may be inside the section.
+    ip_inside = before.in_armed_section or (
+        rec.restored_ip is not None and before.registered and before.rseq_cs == LAY.descriptor
+        and in_section(rec.restored_ip))
+    in_section_pass = ip_inside and after.stats.cs > before.stats.cs
     if in_section_pass and rec.kind == "irq":
         # §2.5 step 7 reads and clears the whole mask; in an interrupt/exception stay every
         # producer (the one switch, the IPI, the frame) fires before that first pass.

@@ -30,7 +30,7 @@ from rseqlab.kernel import COUNTERS, PERSONALITIES
 from rseqlab.kernel._task import SIGSEGV, SIGUSR1
 from rseqlab.machine.bench import Bench, Placement
 from rseqlab.machine.machine import make_machine
-from rseqlab.scenarios import SCENARIOS, explain
+from rseqlab.scenarios import SPEC_SCENARIOS as SCENARIOS, explain
 from rseqlab.selftests import tcmalloc_slab
 from rseqlab.usermem import PAGE_SIZE
 from rseqlab.userprog.libc import Glibc

@@ -331,8 +331,8 @@ class World:
             kt, th = st.kt, st.thread
             local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
             parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.regs.ip, kt.in_user,
-                          kt.killed_by, kt.exiting, tuple(kt.pending), kt.forced_fatal,
-                          tuple((f.sig, f.saved_ip) for f in kt.sigframes), repr(kt.rseq),
+                          kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
+                          tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
                           th.ip, th._frames, th.area, _freeze(local),
                           m.parked.get(tid), m.away.get(tid), tid in m.active,
                           _stack(st.glet, th.irqs)))

@@ -33,6 +33,11 @@ from ._task import (
     CLONE_THREAD,
     CLONE_VM,
     DEFAULT_IGNORED,
+    SA_NODEFER,
+    SA_RESETHAND,
+    SIG_DFL,
+    SIG_IGN,
+    SYNCHRONOUS,
     EXIT_TO_USER_MODE_WORK,
     EXIT_TO_USER_MODE_WORK_LOOP,
     SIGNAL_NAMES,
@@ -45,19 +50,32 @@ from ._task import (
     TraceCounts,
 )
 
+#: ``enum sig_handler`` (kernel/signal.c): how ``force_sig_info_to_task()`` treats the action.
+HANDLER_CURRENT = "HANDLER_CURRENT"
+HANDLER_SIG_DFL = "HANDLER_SIG_DFL"
+HANDLER_EXIT = "HANDLER_EXIT"
+#: ``rt_sigprocmask()`` ``how`` values; SIGKILL and SIGSTOP can never be blocked.
+SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
+SIGKILL, SIGSTOP = 9, 19
+
 
 @dataclass(frozen=True, slots=True)
 class Topology:
     """CPUs and their NUMA nodes (``cpu_to_node``)."""
 
     node_of_cpu: tuple[int, ...] = (0,)
+    #: ``CONFIG_NUMA`` (x86_64 distribution kernels: y). It decides what ``cpu_to_node()``
+    #: of a number that is not a CPU yields, see :meth:`Kernel.cpu_to_node_any`.
+    numa: bool = True
 
     @classmethod
-    def uniform(cls, cpus: int, nodes: int = 1) -> Topology:
+    def uniform(cls, cpus: int, nodes: int = 1, *, numa: bool = True) -> Topology:
         if cpus < 1 or nodes < 1 or nodes > cpus:
             raise ValueError(f"impossible topology: {cpus} CPUs on {nodes} nodes")
+        if nodes > 1 and not numa:
+            raise ValueError(f"impossible topology: {nodes} nodes without CONFIG_NUMA")
         per_node = -(-cpus // nodes)
-        return cls(tuple(cpu // per_node for cpu in range(cpus)))
+        return cls(tuple(cpu // per_node for cpu in range(cpus)), numa)
 
     @property
     def cpus(self) -> int:
@@ -145,7 +163,7 @@ class Kernel:
             total.add(per_cpu)
         return total
 
-    def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int, mm_cid: int) -> None:
+    def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int | None, mm_cid: int) -> None:
         """Models ``trace_rseq_update()`` (include/trace/events/rseq.h)."""
         t.trace.rseq_update += 1
         self.trace_totals.rseq_update += 1
@@ -159,9 +177,10 @@ class Kernel:
         self._emit(t, "rseq_ip_fixup", {"regs_ip": ip, "start_ip": start_ip,
                                         "post_commit_offset": post_commit_offset, "abort_ip": abort_ip})
 
-    def _emit(self, t: Task, name: str, fields: dict[str, int]) -> None:
+    def _emit(self, t: Task, name: str, fields: dict[str, int | None]) -> None:
         if self._ftrace is not None:
-            self._ftrace.event(f"tracepoint rseq:{name} " + " ".join(f"{k}={v:#x}" for k, v in fields.items()))
+            self._ftrace.event(f"tracepoint rseq:{name} " + " ".join(
+                f"{k}={'undefined' if v is None else format(v, '#x')}" for k, v in fields.items()))
         for subscriber in self.trace_subscribers:
             subscriber(TraceEvent(name, t.pid, fields))
 
@@ -207,6 +226,26 @@ class Kernel:
 
     def cpu_to_node(self, cpu: int) -> int:
         return self.topology.cpu_to_node(cpu)
+
+    def cpu_to_node_any(self, cpu: int) -> int | None:
+        """``cpu_to_node()`` of any int, as the ``rseq_update`` event calls it on the cached CPU.
+
+        x86_64 (``arch/x86/include/asm/topology.h``, ``include/linux/topology.h``,
+        ``include/asm-generic/topology.h``, 6.19 and 7.1): without ``CONFIG_NUMA`` it is the
+        generic macro that ignores its argument, so 0. With it, x86 selects
+        ``USE_PERCPU_NUMA_NODE_ID`` and ``cpu_to_node(cpu)`` is ``per_cpu(numa_node, cpu)``
+        (``__cpu_to_node()``'s ``per_cpu(x86_cpu_to_node_map, cpu)`` under
+        ``DEBUG_PER_CPU_MAPS``): for -1 that indexes ``__per_cpu_offset[-1]``, the word
+        before the array, so the value is whatever the linker placed there. The source does
+        not determine it; the model returns None ("undefined") rather than invent one.
+        """
+        if 0 <= cpu < self.topology.cpus:
+            return self.topology.cpu_to_node(cpu)
+        return None if self.topology.numa else 0
+
+    def rseq_stats_show(self) -> str | None:
+        """The text of ``/sys/kernel/debug/rseq/stats``; None: the kernel has no such file."""
+        return None
 
     # ==================================================================
     # Generic entry code (kernel/entry/common.c, include/linux/entry-common.h)
@@ -332,12 +371,15 @@ class Kernel:
         self.rseq_set_task_cpu(t, changed=old_cpu != new_cpu)
 
     @models("context_switch", "kernel/sched/core.c")
-    def finish_task_switch_in(self, t: Task, mm_cid: int) -> None:
-        """``t`` is switched in on ``t.cpu``; the mm_cid switch hands it ``mm_cid``."""
-        self.mm_cid_switch_in(t, mm_cid)
+    def finish_task_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
+        """``t`` is switched in on ``t.cpu``; the mm_cid switch hands it ``mm_cid``
+        (``task_mm_cid()``). ``raw_changed``: whether ``mm_cid_update_task_cid()`` saw the
+        raw cid (with ``MM_CID_ONCPU``/``MM_CID_TRANSIT``) change; None when the caller has
+        no raw value (the bench, the replay), then the user-visible cid is compared."""
+        self.mm_cid_switch_in(t, mm_cid, raw_changed)
         self.rseq_sched_switch_event(t)
 
-    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
+    def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
         """The mm_cid a task gets at schedule-in; 6.19 also notes a change for rseq."""
         t.mm_cid = mm_cid
 
@@ -347,54 +389,159 @@ class Kernel:
     def send_signal(self, t: Task, sig: int) -> None:
         """Make a signal pending; it is acted on in the exit-to-user loop.
 
-        Standard signals are a set, not a queue: one already pending absorbs
-        the new one (``legacy_queue()`` in kernel/signal.c).
+        Models ``send_signal_locked()``: ``prepare_signal()`` drops a signal the
+        task ignores (``SIG_IGN``, or ``SIG_DFL`` with an ignoring default) unless
+        it is blocked, since the handler may change before it is unblocked
+        (``sig_ignored()``); standard signals are a set, not a queue: one already
+        pending absorbs the new one (``legacy_queue()``); ``complete_signal()``
+        wakes the task (``TIF_SIGPENDING``) only if the signal is not blocked.
         """
+        if sig not in t.blocked and self.sig_task_ignored(t, sig):
+            self.note(f"{SIGNAL_NAMES.get(sig, sig)} ignored: not queued")
+            return
         if sig not in t.pending:
             t.pending.append(sig)
-        t.tif |= Tif.SIGPENDING
+        self.recalc_sigpending(t)
+
+    @staticmethod
+    def sig_task_ignored(t: Task, sig: int) -> bool:
+        """Models ``sig_task_ignored()``: ignored by disposition or by default."""
+        handler = t.handlers.get(sig, SIG_DFL)
+        return handler == SIG_IGN or (handler == SIG_DFL and sig in DEFAULT_IGNORED)
+
+    @staticmethod
+    def recalc_sigpending(t: Task) -> None:
+        """Models ``recalc_sigpending()``: ``TIF_SIGPENDING`` iff an unblocked signal is pending."""
+        if any(sig not in t.blocked for sig in t.pending):
+            t.tif |= Tif.SIGPENDING
+        else:
+            t.tif &= ~Tif.SIGPENDING
+
+    def set_current_blocked(self, t: Task, blocked) -> None:
+        """Models ``set_current_blocked()`` (sigprocmask, sigreturn); SIGKILL/SIGSTOP stay unblocked."""
+        t.blocked = set(blocked) - {SIGKILL, SIGSTOP}
+        self.recalc_sigpending(t)
+
+    @models("force_sig_info_to_task", "kernel/signal.c")
+    def force_sig_info_to_task(self, t: Task, sig: int, handler: str) -> None:
+        """Send a signal the task cannot ignore or block (kernel/signal.c, 6.19 and 7.1 alike).
+
+        ``handler`` is ``HANDLER_CURRENT`` (``force_sig()``: an installed, unblocked
+        handler still runs), ``HANDLER_SIG_DFL`` (``force_fatal_sig()``) or
+        ``HANDLER_EXIT`` (``force_exit_sig()``). If the signal is blocked or ignored,
+        or the mode is not ``HANDLER_CURRENT``, the process-wide action is reset
+        to ``SIG_DFL`` and a blocked signal is unblocked, so a handler that user
+        space had blocked never runs: the default action (death, for SIGSEGV) does.
+        """
+        name = SIGNAL_NAMES.get(sig, sig)
+        blocked = sig in t.blocked
+        ignored = t.handlers.get(sig, SIG_DFL) == SIG_IGN
+        if blocked or ignored or handler != HANDLER_CURRENT:
+            t.handlers.pop(sig, None)  # sa_handler = SIG_DFL, for every thread sharing sighand
+            t.sa_flags.pop(sig, None)
+            t.blocked.discard(sig)
+            self.note(f"{name}: action reset to SIG_DFL" + (", unblocked" if blocked else ""))
+        self.send_signal(t, sig)
 
     @models("force_sig", "kernel/signal.c")
     def force_sig(self, t: Task, sig: int = SIGSEGV) -> None:
-        """A signal the task cannot catch or ignore (the model's SIGSEGV kills)."""
+        """Models ``force_sig()``: ``force_sig_info_to_task(HANDLER_CURRENT)``, catchable."""
         self.note(f"force_sig({SIGNAL_NAMES.get(sig, sig)})")
-        t.forced_fatal = True
-        self.send_signal(t, sig)
+        self.force_sig_info_to_task(t, sig, HANDLER_CURRENT)
 
-    def force_sigsegv(self, t: Task) -> None:
-        """Models ``force_sigsegv()``: the handler, if any, is dropped; SIGSEGV kills."""
-        t.handlers.pop(SIGSEGV, None)
-        self.force_sig(t, SIGSEGV)
+    @models("force_fatal_sig", "kernel/signal.c")
+    def force_fatal_sig(self, t: Task, sig: int) -> None:
+        """Models ``force_fatal_sig()``: ``HANDLER_SIG_DFL``, the default action always."""
+        self.note(f"force_fatal_sig({SIGNAL_NAMES.get(sig, sig)})")
+        self.force_sig_info_to_task(t, sig, HANDLER_SIG_DFL)
+
+    @models("force_sigsegv", "kernel/signal.c")
+    def force_sigsegv(self, t: Task, sig: int) -> None:
+        """SIGSEGV for a failure while delivering ``sig``: fatal only if ``sig`` is SIGSEGV itself,
+        so a failing SIGSEGV delivery cannot recurse; otherwise an ordinary ``force_sig()``."""
+        if sig == SIGSEGV:
+            self.force_fatal_sig(t, SIGSEGV)
+        else:
+            self.force_sig(t, SIGSEGV)
+
+    def dequeue_signal(self, t: Task) -> int | None:
+        """Models ``dequeue_signal()``/``next_signal()``: the lowest unblocked synchronous
+        signal (SIGSEGV, SIGBUS, ...) first, else the lowest-numbered unblocked one."""
+        ready = [sig for sig in t.pending if sig not in t.blocked]
+        if not ready:
+            return None
+        sync = [sig for sig in ready if sig in SYNCHRONOUS]
+        sig = min(sync or ready)
+        t.pending.remove(sig)
+        return sig
 
     @models("arch_do_signal_or_restart", "arch/x86/kernel/signal.c")
     def arch_do_signal_or_restart(self, t: Task) -> None:
-        if not t.pending:
-            t.tif &= ~Tif.SIGPENDING
-            return
-        # A forced fatal signal wins over anything queued before it.
-        sig = SIGSEGV if t.forced_fatal else t.pending[0]
-        t.pending.remove(sig)
-        if not t.pending:
-            t.tif &= ~Tif.SIGPENDING
-        handler = t.handlers.get(sig)
-        if t.forced_fatal or handler is None:
-            if sig in DEFAULT_IGNORED and not t.forced_fatal:
+        """``get_signal()``: skip ignored signals, act on the first other one, then stop."""
+        while True:
+            sig = self.dequeue_signal(t)
+            if sig is None:
+                self.recalc_sigpending(t)
                 return
-            self.do_exit(t, killed_by=sig)
+            handler = t.handlers.get(sig, SIG_DFL)
+            if handler == SIG_IGN or (handler == SIG_DFL and sig in DEFAULT_IGNORED):
+                continue
+            self.recalc_sigpending(t)
+            if handler == SIG_DFL:
+                self.do_exit(t, killed_by=sig)  # do_group_exit(): the default action is fatal
+                return
+            if t.sa_flags.get(sig, 0) & SA_RESETHAND:  # SA_ONESHOT
+                t.handlers.pop(sig, None)
+                t.sa_flags.pop(sig, None)
+            self.handle_signal(t, sig, handler)
             return
-        self.handle_signal(t, sig, handler)
 
     @models("handle_signal", "arch/x86/kernel/signal.c")
     def handle_signal(self, t: Task, sig: int, handler: int) -> None:
-        # rseq runs before the frame is built, so an abort lands in the saved context.
+        """``setup_rt_frame()`` runs rseq first, so an abort lands in the saved context; then the
+        frame saves the IP and the mask, and ``signal_delivered()`` blocks ``sa_mask`` and,
+        without ``SA_NODEFER``, the signal itself while the handler runs. A failure of the
+        rseq part queues SIGSEGV (``force_sigsegv(sig)``) but the frame is still set up."""
         self.rseq_signal_deliver(t, sig)
-        t.sigframes.append(SignalFrame(sig, t.regs.ip))
+        t.sigframes.append(SignalFrame(sig, t.regs.ip, frozenset(t.blocked)))
         t.regs.ip = handler
+        blocked = set(t.blocked) | set(t.sa_mask.get(sig, ()))
+        if not t.sa_flags.get(sig, 0) & SA_NODEFER:
+            blocked.add(sig)
+        self.set_current_blocked(t, blocked)
 
     def sigreturn(self, t: Task) -> None:
-        """``rt_sigreturn()``: restore the interrupted context from the newest frame."""
+        """``rt_sigreturn()``: restore the interrupted context and signal mask from the newest frame."""
         frame = t.sigframes.pop()
         t.regs.ip = frame.saved_ip
+        self.set_current_blocked(t, frame.saved_blocked)
+
+    def sigprocmask(self, t: Task, how: int, sigs) -> frozenset[int]:
+        """``rt_sigprocmask()``: ``SIG_BLOCK``, ``SIG_UNBLOCK`` or ``SIG_SETMASK``; returns the old mask."""
+        old = frozenset(t.blocked)
+        sigs = set(sigs)
+        if how == SIG_BLOCK:
+            new = old | sigs
+        elif how == SIG_UNBLOCK:
+            new = old - sigs
+        elif how == SIG_SETMASK:
+            new = sigs
+        else:
+            raise ValueError(f"sigprocmask: bad how {how}")
+        self.set_current_blocked(t, new)
+        return old
+
+    def sigaction(self, t: Task, sig: int, handler: int, *, flags: int = 0, mask=()) -> None:
+        """``rt_sigaction()``: set the process-wide action; ignoring discards a pending one
+        (``do_sigaction()`` flushes it from every thread's queue)."""
+        if handler == SIG_DFL:
+            t.handlers.pop(sig, None)
+            t.sa_flags.pop(sig, None)
+            t.sa_mask.pop(sig, None)
+        else:
+            t.handlers[sig] = handler
+            t.sa_flags[sig] = flags
+            t.sa_mask[sig] = frozenset(mask)
 
     # ==================================================================
     # Process lifetime (kernel/fork.c, fs/exec.c, kernel/exit.c)
@@ -407,7 +554,12 @@ class Kernel:
                      cpu=parent.cpu, mm_cid=parent.mm_cid, comm=parent.comm)
         child.regs.ip = parent.regs.ip
         child.in_user = False
-        child.handlers = dict(parent.handlers)
+        if clone_flags & CLONE_THREAD:  # CLONE_SIGHAND: one action table for the thread group
+            child.handlers, child.sa_flags, child.sa_mask = parent.handlers, parent.sa_flags, parent.sa_mask
+        else:
+            child.handlers, child.sa_flags = dict(parent.handlers), dict(parent.sa_flags)
+            child.sa_mask = dict(parent.sa_mask)
+        child.blocked = set(parent.blocked)
         # dup_task_struct() copies thread_info: pending RSEQ work bits come along.
         child.tif = parent.tif & (Tif.NOTIFY_RESUME | Tif.RSEQ)
         self.rseq_fork(child, parent, clone_flags)
@@ -419,7 +571,11 @@ class Kernel:
     @models("bprm_execve", "fs/exec.c")
     def execve(self, t: Task, *, success: bool = True) -> None:
         if success:
-            t.handlers.clear()
+            # flush_signal_handlers(): handled signals go back to SIG_DFL, SIG_IGN stays.
+            for sig in [s for s, h in t.handlers.items() if h != SIG_IGN]:
+                t.handlers.pop(sig)
+                t.sa_flags.pop(sig, None)
+                t.sa_mask.pop(sig, None)
             self.rseq_execve(t)
         else:
             self.rseq_execve_failed(t)

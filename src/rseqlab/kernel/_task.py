@@ -19,9 +19,20 @@ SIGSEGV = 11
 SIGUSR2 = 12
 SIGALRM = 14
 SIGCHLD = 17
+SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSYS = 4, 5, 7, 8, 31
+SIGCONT, SIGURG, SIGWINCH = 18, 23, 28
 SIGNAL_NAMES = {SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGALRM: "SIGALRM", SIGCHLD: "SIGCHLD"}
-#: Signals whose default action is to ignore them; every other one terminates.
-DEFAULT_IGNORED = frozenset({SIGCHLD})
+#: Signals whose default action is to ignore them (``sig_kernel_ignore()``); every other
+#: one the model uses terminates.
+DEFAULT_IGNORED = frozenset({SIGCHLD, SIGCONT, SIGURG, SIGWINCH})
+#: ``SYNCHRONOUS_MASK`` (kernel/signal.c): dequeued before any other pending signal.
+SYNCHRONOUS = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGSYS})
+#: ``sa_handler`` values that are not an address (include/uapi/asm-generic/signal-defs.h).
+SIG_DFL = 0
+SIG_IGN = 1
+#: ``sa_flags`` bits the model acts on (x86_64 values).
+SA_NODEFER = 0x4000_0000
+SA_RESETHAND = 0x8000_0000
 
 # clone() flags the model looks at.
 CLONE_VM = 0x100
@@ -94,8 +105,10 @@ class RseqStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def debugfs(self) -> str:
-        """The text ``cat /sys/kernel/debug/rseq/stats`` prints."""
-        return "".join(f"{DEBUGFS_LABELS[n]}: {getattr(self, n)}\n" for n in COUNTERS)
+        """The text ``cat /sys/kernel/debug/rseq/stats`` prints (``rseq_stats_show()``, 6.19 and
+        7.1 with ``CONFIG_RSEQ_SLICE_EXTENSION=n``): per line the label, its colon padded to
+        eight columns, then the sum over every possible CPU right-aligned in 16 (``%16lu``)."""
+        return "".join(f"{DEBUGFS_LABELS[n] + ':':<8}{getattr(self, n):>16}\n" for n in COUNTERS)
 
 
 @dataclass(slots=True)
@@ -125,10 +138,11 @@ class UserAccessLog:
 
 @dataclass(slots=True)
 class SignalFrame:
-    """A signal handler frame: what ``sigreturn`` will restore."""
+    """A signal handler frame: what ``sigreturn`` will restore (the IP and ``uc_sigmask``)."""
 
     sig: int
     saved_ip: int
+    saved_blocked: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)
@@ -154,9 +168,13 @@ class Task:
         self.in_user = True
         self.exiting = False  # PF_EXITING
         self.killed_by: int | None = None  # the signal that ended the task, if any
-        self.pending: list[int] = []
-        self.forced_fatal = False  # force_sig(): delivered even if a handler exists
-        self.handlers: dict[int, int] = {}  # signal -> handler address
+        self.pending: list[int] = []  # standard signals: a set, kept in arrival order
+        self.blocked: set[int] = set()  # the thread's signal mask (task_struct::blocked)
+        #: ``sighand->action[]``, shared by the threads of a process (CLONE_SIGHAND):
+        #: signal -> handler address or SIG_IGN (absent: SIG_DFL), and its sa_flags / sa_mask.
+        self.handlers: dict[int, int] = {}
+        self.sa_flags: dict[int, int] = {}
+        self.sa_mask: dict[int, frozenset[int]] = {}
         self.sigframes: list[SignalFrame] = []
         self.pagefault_disabled = 0
         self.rseq: Any = None  # the personality's per-task rseq state

@@ -61,7 +61,8 @@ class LegacyRseqState:
     len: int = 0
     sig: int = 0
     event_mask: int = 0  # RseqEvent bits
-    #: CONFIG_DEBUG_RSEQ: the kernel's copy of the four ID fields.
+    #: CONFIG_DEBUG_RSEQ: ``t->rseq_fields``, the kernel's copy of cpu_id_start, cpu_id,
+    #: node_id and mm_cid (None until a registration first reads it).
     kernel_fields: tuple[int, int, int, int] | None = None
 
 
@@ -147,11 +148,10 @@ class Linux618(Kernel):
             return  # PF_EXITING: the task never returns to user space.
         self.stat_inc(t, "signal" if ksig is not None else "slowpath")
         # regs is NULL only for the KVM pre-guest call: the CS is checked on the real exit.
-        if regs and self.rseq_ip_fixup(t) < 0:
-            self.force_sigsegv(t)
-            return
-        if self.rseq_update_cpu_node_id(t) < 0:
-            self.force_sigsegv(t)
+        if (regs and self.rseq_ip_fixup(t) < 0) or self.rseq_update_cpu_node_id(t) < 0:
+            # error: force_sigsegv(ksig ? ksig->sig : 0). From TIF_NOTIFY_RESUME that is a
+            # catchable force_sig(SIGSEGV); while delivering SIGSEGV itself it is fatal.
+            self.force_sigsegv(t, ksig if ksig is not None else 0)
 
     @models("rseq_ip_fixup", "kernel/rseq.c")
     def rseq_ip_fixup(self, t: Task) -> int:
@@ -235,14 +235,25 @@ class Linux618(Kernel):
         node = self.cpu_to_node(cpu)
         if self.debug and self.rseq_validate_ro_fields(t) < 0:
             return -errno.EFAULT
-        for f, value in ((StructRseq.CPU_ID_START, cpu), (StructRseq.CPU_ID, cpu),
-                         (StructRseq.NODE_ID, node), (StructRseq.MM_CID, mm_cid)):
-            if not self.put_rseq_field(t, f, value):
-                return -errno.EFAULT
-        if self.debug:
-            t.rseq.kernel_fields = (cpu, cpu, node, mm_cid)
+        if not self._put_ro_fields(t, (cpu, cpu, node, mm_cid)):
+            return -errno.EFAULT
         self.trace_rseq_update(t, cpu, node, mm_cid)
         return 0
+
+    _RO_FIELDS = (StructRseq.CPU_ID_START, StructRseq.CPU_ID, StructRseq.NODE_ID, StructRseq.MM_CID)
+
+    def _put_ro_fields(self, t: Task, values: tuple[int, int, int, int]) -> bool:
+        """``rseq_unsafe_put_user()`` four times: under CONFIG_DEBUG_RSEQ each successful store
+        updates that one field of the kernel copy in lock-step, so a store that faults leaves
+        the copy with the fields before it new and the rest old, as the user area is."""
+        for i, (f, value) in enumerate(zip(self._RO_FIELDS, values)):
+            if not self.put_rseq_field(t, f, value):
+                return False
+            if self.debug:
+                copy = list(t.rseq.kernel_fields or (0, 0, 0, 0))
+                copy[i] = value
+                t.rseq.kernel_fields = tuple(copy)  # type: ignore[assignment]
+        return True
 
     @models("rseq_validate_ro_fields", "kernel/rseq.c")
     def rseq_validate_ro_fields(self, t: Task) -> int:
@@ -264,7 +275,8 @@ class Linux618(Kernel):
 
     @models("rseq_syscall", "kernel/rseq.c")
     def rseq_syscall(self, t: Task) -> None:
-        """CONFIG_DEBUG_RSEQ: a syscall returning into an armed section is killed."""
+        """CONFIG_DEBUG_RSEQ: a syscall returning into an armed section (or with a bad
+        descriptor) gets ``force_sig(SIGSEGV)``: catchable, fatal only without a handler."""
         if not t.rseq.usrptr:
             return
         ret, cs = self.rseq_get_rseq_cs(t)
@@ -282,14 +294,18 @@ class Linux618(Kernel):
         if armed and not self.put_user(t, rseq + StructRseq.RSEQ_CS.offset, 8, 0, "rseq_cs"):
             return -errno.EFAULT
         state = t.rseq
-        state.usrptr, state.len, state.sig = rseq, rseq_len, sig
         if self.debug:
-            fields = [self.get_rseq_field(t, f) for f in (StructRseq.CPU_ID_START, StructRseq.CPU_ID,
-                                                           StructRseq.NODE_ID, StructRseq.MM_CID)]
-            if any(v is None for v in fields):
-                state.usrptr, state.len, state.sig = 0, 0, 0
-                return -errno.EFAULT
-            state.kernel_fields = tuple(fields)  # type: ignore[assignment]
+            # Four get_user()s straight into the copy, before the registration is active: a
+            # fault leaves the fields read so far in it and fails the call with -EFAULT.
+            copy = list(state.kernel_fields or (0, 0, 0, 0))
+            for i, f in enumerate(self._RO_FIELDS):
+                value = self.get_user(t, rseq + f.offset, f.size, f.name)
+                if value is None:
+                    state.kernel_fields = tuple(copy)  # type: ignore[assignment]
+                    return -errno.EFAULT
+                copy[i] = value
+            state.kernel_fields = tuple(copy)  # type: ignore[assignment]
+        state.usrptr, state.len, state.sig = rseq, rseq_len, sig
         # The first return to user space fills in the IDs.
         self.rseq_set_notify_resume(t)
         return 0
@@ -298,14 +314,11 @@ class Linux618(Kernel):
     def rseq_unregister(self, t: Task) -> int:
         if self.debug and self.rseq_validate_ro_fields(t) < 0:
             return -errno.EFAULT
-        for f, value in ((StructRseq.CPU_ID_START, 0),
-                         (StructRseq.CPU_ID, to_u32(CpuIdSentinel.UNINITIALIZED)),
-                         (StructRseq.NODE_ID, 0), (StructRseq.MM_CID, 0)):
-            if not self.put_rseq_field(t, f, value):
-                return -errno.EFAULT
+        if not self._put_ro_fields(t, (0, to_u32(CpuIdSentinel.UNINITIALIZED), 0, 0)):
+            return -errno.EFAULT
         state = t.rseq
+        # The copy keeps the reset values (0, -1, 0, 0); the next registration re-reads it.
         state.usrptr, state.len, state.sig = 0, 0, 0
-        state.kernel_fields = None
         return 0
 
     # ------------------------------------------------------------------
@@ -314,14 +327,16 @@ class Linux618(Kernel):
     @models("rseq_fork", "include/linux/rseq.h")
     def rseq_fork(self, child: Task, parent: Task, clone_flags: int) -> None:
         if clone_flags & CLONE_VM:
-            child.rseq = LegacyRseqState()  # threads and vfork children register themselves
+            # Threads and vfork children register themselves; dup_task_struct() still copied
+            # the debug copy (rseq_fork() does not touch it), which registration re-reads.
+            child.rseq = LegacyRseqState(kernel_fields=parent.rseq.kernel_fields)
         else:
             p = parent.rseq
             child.rseq = LegacyRseqState(p.usrptr, p.len, p.sig, p.event_mask, p.kernel_fields)
 
     @models("rseq_execve", "include/linux/rseq.h")
     def rseq_execve(self, t: Task) -> None:
-        t.rseq = LegacyRseqState()
+        t.rseq = LegacyRseqState(kernel_fields=t.rseq.kernel_fields)  # the copy is left as it is
 
     def rseq_execve_failed(self, t: Task) -> None:
         self.rseq_set_notify_resume(t)

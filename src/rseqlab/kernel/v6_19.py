@@ -36,7 +36,16 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, replace
 
-from ..abi import ABI_BY_RELEASE, TASK_SIZE, U64_MASK, CpuIdSentinel, StructRseq, StructRseqCs, to_u32
+from ..abi import (
+    ABI_BY_RELEASE,
+    TASK_SIZE,
+    U64_MASK,
+    CpuIdSentinel,
+    StructRseq,
+    StructRseqCs,
+    as_s32,
+    to_u32,
+)
 from ._base import Kernel
 from ._ftrace import models
 from ._task import CLONE_VM, Task, Tif
@@ -75,8 +84,8 @@ class Linux619(Kernel):
     release = "6.19"
     summary = "optimized: rseq_event flags, TIF_RSEQ fast path, IDs written only on change"
     abi = ABI_BY_RELEASE["6.19"]
-    #: The sched/mmcid rework: per-task cids, no compaction task_work.
-    mm_cid_policy = "per-task"
+    #: The sched/mmcid rework (machine/mmcid.py SchedMmCid): no compaction task_work.
+    mm_cid_policy = "sched-6.19"
     mm_cid_scan_period_ns = None
 
     def new_rseq_state(self) -> RseqData:
@@ -97,9 +106,12 @@ class Linux619(Kernel):
         t.rseq.ids_changed = True
 
     @models("mm_cid_update_task_cid", "kernel/sched/sched.h")
-    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
-        if t.mm_cid != mm_cid:
-            t.mm_cid = mm_cid
+    def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
+        """The scheduler compares the raw cid, ownership bits included: a per-task/per-CPU
+        mode change that keeps the number still raises ``rseq_sched_set_ids_changed()``."""
+        changed = t.mm_cid != mm_cid if raw_changed is None else raw_changed
+        t.mm_cid = mm_cid
+        if changed:
             t.rseq.ids_changed = True
 
     @models("rseq_sched_switch_event", "include/linux/rseq.h")
@@ -200,9 +212,9 @@ class Linux619(Kernel):
         # The cache is what user space holds now: only updated after the write succeeded.
         t.rseq.ids_cpu_id, t.rseq.ids_mm_cid = cpu_id, mm_cid
         self.stat_inc(t, "ids")
-        # The event reads the cache, so node_id is derived from the cached CPU.
-        cached_node = 0 if cpu_id == _UNINITIALIZED else self.cpu_to_node(cpu_id)
-        self.trace_rseq_update(t, cpu_id, cached_node, mm_cid)
+        # The event reads the cache (s32 fields): node_id = cpu_to_node(cached cpu_id), which at
+        # unregistration is cpu_to_node(-1), undefined with CONFIG_NUMA (cpu_to_node_any).
+        self.trace_rseq_update(t, cpu_id, self.cpu_to_node_any(as_s32(cpu_id)), mm_cid)
         return True, csaddr
 
     def _put_ids_get_csaddr(self, t: Task, cpu_id: int, mm_cid: int, node_id: int,
@@ -385,7 +397,8 @@ class Linux619(Kernel):
         self.stat_inc(t, "signal")
         if not self.rseq_handle_cs(t):
             t.rseq.clear_error()
-            self.force_sigsegv(t)
+            # Fatal only while delivering SIGSEGV itself; any other signal gets a catchable one.
+            self.force_sigsegv(t, sig)
 
     @models("rseq_handle_cs", "kernel/rseq.c")
     def rseq_handle_cs(self, t: Task) -> bool:
@@ -395,6 +408,11 @@ class Linux619(Kernel):
         if not csaddr:
             return True
         return self.rseq_update_user_cs(t, csaddr)
+
+    @models("rseq_stats_show", "kernel/rseq.c")
+    def rseq_stats_show(self) -> str | None:
+        """``CONFIG_RSEQ_STATS``: eight lines, the counters summed over every possible CPU."""
+        return self.stats().debugfs()
 
     # ------------------------------------------------------------------
     # Exit bookkeeping and the debug syscall check (spec §3.3, §3.9)

@@ -91,6 +91,8 @@ class Linux71(Linux619):
     release = "7.1"
     summary = "6.19 plus the TCMalloc fix: 32-byte registrations rewrite IDs on every switch, larger ones as 6.19"
     abi = ABI_BY_RELEASE["7.1"]
+    #: 6.19's sched/mmcid code plus the MM_CID_UNSET guard in mm_cid_fixup_cpus_to_tasks().
+    mm_cid_policy = "sched-7.1"
 
     def new_rseq_state(self) -> RseqData71:
         return RseqData71()

@@ -47,8 +47,8 @@ class Linux619AlwaysRewriteIds(Linux619):
     variant = "always-rewrite-ids"
     summary = "6.19 rewriting the IDs after every context switch, changed or not"
 
-    def mm_cid_switch_in(self, t: Task, mm_cid: int) -> None:
-        super().mm_cid_switch_in(t, mm_cid)
+    def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
+        super().mm_cid_switch_in(t, mm_cid, raw_changed)
         t.rseq.ids_changed = True
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from ..abi import RSEQ_SIG, RseqFlag, StructRseq, StructRseqCs, in_rseq_cs
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._ftrace import Ftrace
-from ..kernel._task import CLONE_VM, SIGUSR1, RseqStats, TraceCounts
+from ..kernel._base import SIG_BLOCK
+from ..kernel._task import CLONE_VM, SIG_IGN, SIGSEGV, SIGUSR1, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
 
 
@@ -36,6 +37,7 @@ class Layout:
     cs_len: int = 0x40
     abort_ip: int = 0x40_1200  # the signature sits in the 4 bytes before it
     handler_ip: int = 0x40_1400  # the signal handler
+    segv_handler_ip: int = 0x40_1500  # a SIGSEGV handler (crash reporter), installed on demand
     rodata: int = 0x60_0000  # r--: the rseq_cs descriptor
     tls: int = 0x7F00_0000_0000  # rw-: the registered struct rseq (the "TLS" area)
 
@@ -100,6 +102,8 @@ class Bench:
         self.task.regs.ip = layout.plain_ip
         self.task.handlers[SIGUSR1] = layout.handler_ip
         self.tasks = [self.task]
+        #: Signals whose handler ran and returned (``return_from_handlers``), in order.
+        self.handlers_run: list[int] = []
 
     def start_measuring(self, *, ftrace: bool = True) -> None:
         """Zero every counter and access log; from now on the kernel's work is recorded."""
@@ -198,6 +202,27 @@ class Bench:
         k.enter_from_user_mode(t, Entry.IRQ)
         k.ipi_rseq(t)
         return k.irqentry_exit_to_user_mode(t)
+
+    def install_segv_handler(self, t: Task | None = None, *, block: bool = False,
+                             ignore: bool = False) -> None:
+        """A crash reporter's ``sigaction(SIGSEGV)`` (or ``SIG_IGN``), optionally blocked with
+        ``sigprocmask``: plain syscalls with nothing pending, so no counter moves."""
+        t = t or self.task
+        handler = SIG_IGN if ignore else self.layout.segv_handler_ip
+        self.syscall(t, work=lambda k, task: k.sigaction(task, SIGSEGV, handler) or 0)
+        if block:
+            self.syscall(t, work=lambda k, task: k.sigprocmask(task, SIG_BLOCK, {SIGSEGV}) and 0)
+
+    def return_from_handlers(self, t: Task | None = None, *, limit: int = 8) -> None:
+        """User space runs each outstanding handler (newest first) to its end and calls
+        ``rt_sigreturn``, a full syscall round trip that may deliver more (or kill); at most
+        ``limit`` handlers (a returning handler can be re-entered forever)."""
+        t = t or self.task
+        while t.sigframes and t.killed_by is None and limit > 0:
+            limit -= 1
+            self.handlers_run.append(t.sigframes[-1].sig)
+            t.regs.ip = self.layout.plain_ip if t.sigframes[-1].sig != SIGSEGV else self.layout.segv_handler_ip
+            self.syscall(t, work=lambda k, task: k.sigreturn(task) or 0)
 
     def _need_resched(self, t: Task, place: Placement) -> None:
         t.tif |= Tif.NEED_RESCHED

@@ -214,7 +214,7 @@ class Machine:
         """Start a new process (as if exec'd) whose main thread runs ``program(thread)``."""
         pid = self._pid()
         mm, image = self.new_address_space()
-        proc = Process(pid, mm, MmCid(self.kernel.mm_cid_policy, self.config.cpus))
+        proc = Process(pid, mm, MmCid(self.kernel.mm_cid_policy, self.config.cpus, affinity))
         proc.image = image
         proc.runtime = runtime
         proc.next_mm_cid_scan = 0  # a new mm's first compaction scan is due at once (measured, see trace/)
@@ -238,7 +238,7 @@ class Machine:
         mm = AddressSpace()
         return mm, Image(mm)
 
-    def _add_task(self, kt: Task, proc: Process, program, affinity) -> SimTask:
+    def _add_task(self, kt: Task, proc: Process, program, affinity, parent: SimTask | None = None) -> SimTask:
         live = sum(1 for t in self.tasks.values() if t.state is not State.DEAD)
         if live >= self.config.max_threads:
             raise BadInput(f"impossible workload: more than {self.config.max_threads} live threads "
@@ -249,7 +249,13 @@ class Machine:
         st = SimTask(self, kt, proc, program, allowed)
         st.tls = proc.image.new_tls()
         proc.threads.append(st)
-        proc.mmcid.add_thread(kt.pid)
+        # sched_post_fork() -> sched_mm_cid_fork(): run by the parent on its CPU (a new
+        # process's first user is itself).
+        shares_mm = parent is not None and parent.proc.mmcid is proc.mmcid
+        proc.mmcid.add_thread(kt.pid, current=parent.tid if shares_mm else kt.pid,
+                              cpu=parent.kt.cpu if parent is not None else kt.cpu)
+        if shares_mm and allowed != parent.affinity:
+            proc.mmcid.update_cpus_allowed(allowed)  # the new thread's sched_setaffinity()
         self.tasks[kt.pid] = st
         st.glet = greenlet(lambda *_: self._thread_main(st), parent=self._main)
         from ..userprog.api import Thread
@@ -269,14 +275,16 @@ class Machine:
         if thread:
             proc = parent.proc
         else:
-            proc = Process(pid, kt.mm, MmCid(k.mm_cid_policy, self.config.cpus),
-                           handlers=dict(parent.proc.handlers))
+            # A vfork child shares the parent's mm, and so its mm_cid users, until it execs.
+            mmcid = parent.proc.mmcid if vfork else MmCid(k.mm_cid_policy, self.config.cpus, parent.affinity)
+            proc = Process(pid, kt.mm, mmcid, handlers=dict(parent.proc.handlers))
             proc.image = parent.proc.image if vfork else parent.proc.image.forked(kt.mm)
             proc.runtime = parent.proc.runtime.forked() if parent.proc.runtime is not None else None
             proc.next_mm_cid_scan = parent.proc.next_mm_cid_scan if vfork else 0  # fork: a new mm
             proc.parent = parent
             self.processes[pid] = proc
-        st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity)
+        st = self._add_task(kt, proc, program, affinity if affinity is not None else parent.affinity,
+                            parent)
         if not thread:
             # Same TLS address as the parent: shared (vfork) or copy-on-write (fork).
             proc.image.free_tls(st.tls)
@@ -300,7 +308,7 @@ class Machine:
     def _finish(self, st: SimTask) -> None:
         """The last schedule() of a dead task: never returns to it."""
         st.state = State.DEAD
-        st.proc.mmcid.remove_thread(st.tid)
+        st.proc.mmcid.remove_thread(st.tid, cpu=st.kt.cpu)
         self._wake_all(st.joiners)
         if st.proc.vfork_done is not None:
             self._wake_all(st.proc.vfork_done)
@@ -416,7 +424,7 @@ class Machine:
     def _switch_away(self, cpu: Cpu, prev: SimTask) -> None:
         """Context switch on ``cpu`` away from ``prev`` (which is not re-queued here)."""
         self.kernel.prepare_task_switch(prev.kt)
-        prev.proc.mmcid.switch_out(prev.kt.pid, prev.kt.mm_cid)
+        prev.proc.mmcid.switch_out(prev.kt.pid, prev.kt.mm_cid, cpu=cpu.index)
         self.switches += 1
         cpu.curr = None
         if not cpu.rq:
@@ -438,8 +446,9 @@ class Machine:
             cpu.tick_armed = True
             self.sim.at(self._next_tick(cpu), cpu.tick, Prio.TIMER)
         assert st.kt.cpu == cpu.index, "rseqlab bug: task dispatched on a CPU it was not placed on"
-        cid = st.proc.mmcid.switch_in(st.kt.pid, cpu.index)
-        self.kernel.finish_task_switch_in(st.kt, cid)
+        mmcid = st.proc.mmcid
+        cid = mmcid.switch_in(st.kt.pid, cpu.index)
+        self.kernel.finish_task_switch_in(st.kt, cid, mmcid.last_changed)
         st.state = State.RUNNING
         st.ran_since = self.sim.now
         st.glet.switch(_RUN)
@@ -588,10 +597,9 @@ class Machine:
         proc.image = Image(mm)
         proc.handlers.clear()
         proc.next_mm_cid_scan = 0  # a new mm: its compaction scan is due at the next tick
-        proc.mmcid.switch_out(st.tid, st.kt.mm_cid)
-        proc.mmcid = MmCid(self.kernel.mm_cid_policy, self.config.cpus)
-        proc.mmcid.add_thread(st.tid)
-        proc.mmcid.switch_in(st.tid, st.kt.cpu)
+        proc.mmcid.exec_out(st.tid, st.kt.cpu)  # sched_mm_cid_before_execve()
+        proc.mmcid = MmCid(self.kernel.mm_cid_policy, self.config.cpus, st.affinity)
+        st.kt.mm_cid = proc.mmcid.exec_in(st.tid, st.kt.cpu)  # sched_mm_cid_after_execve()
         st.kt.mm = mm
         st.tls = proc.image.new_tls()
 
@@ -609,6 +617,8 @@ class Machine:
         if target.state is State.DEAD:
             return -errno.ESRCH
         self.kernel.send_signal(target.kt, sig)
+        if not target.kt.tif & Tif.SIGPENDING:
+            return 0  # ignored (dropped) or blocked (stays pending): nobody is woken
         if target.state is State.BLOCKED and target.thread.interruptible:
             target.interrupted_by_signal = True
             self.wake(target)

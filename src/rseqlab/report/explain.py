@@ -25,7 +25,8 @@ def render_list(con: Console) -> None:
 def render(con: Console, results: list[Explanation]) -> None:
     """One scenario under one or more kernels: side-by-side numbers, then each call graph."""
     first = results[0]
-    con.print(f"[bold]{first.scenario}[/bold] (spec §4 row {first.row}): {first.summary}")
+    where = f"signal scenario {first.row}" if first.row.startswith("S") else f"spec §4 row {first.row}"
+    con.print(f"[bold]{first.scenario}[/bold] ({where}): {first.summary}")
     kernels = [r.kernel + (" debug" if r.debug else "") for r in results]
 
     numbers = Table(title="Counters and tracepoints", title_justify="left")
@@ -56,6 +57,8 @@ def render(con: Console, results: list[Explanation]) -> None:
         outcome.add_column(k, justify="right")
     outcome.add_row("user IP", *(f"{r.ip:#x}" + (" (abort)" if r.ip_is_abort else "") for r in results))
     outcome.add_row("killed by", *((r.signal or "-") for r in results))
+    outcome.add_row("handlers run", *((" ".join(r.handlers_run) or "-") for r in results))
+    outcome.add_row("frames left", *((" ".join(r.sigframes) or "-") for r in results))
     for f in first.rseq_area:
         outcome.add_row(f"rseq.{f}", *(_field(f, r.rseq_area[f]) for r in results))
     con.print(outcome)
@@ -64,6 +67,11 @@ def render(con: Console, results: list[Explanation]) -> None:
         con.print(f"\n[bold]What {label} did[/bold]")
         for line in r.work or ["(nothing)"]:
             con.print("  " + line, markup=False)
+    con.print("\n[bold]debugfs text[/bold] (cat /sys/kernel/debug/rseq/stats)")
+    for label, r in zip(kernels, results):
+        con.print(f"  {label}:" + ("" if r.debugfs else " (no such file: the kernel has no rseq stats)"))
+        for line in (r.debugfs or "").splitlines():
+            con.print("    " + line, markup=False)
 
 
 def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:

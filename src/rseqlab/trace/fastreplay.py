@@ -740,8 +740,8 @@ class _Executor:
             mem = t.mm.state_key(usr, 32)
             if mem is None or any(mem[-1][8:16]):
                 return None  # unmapped area or an armed rseq_cs: never memoized
-        return (t.tif, t.in_user, t.exiting, t.killed_by, tuple(t.pending), t.forced_fatal,
-                tuple(sorted(t.handlers.items())), tuple((f.sig, f.saved_ip) for f in t.sigframes),
+        return (t.tif, t.in_user, t.exiting, t.killed_by, tuple(t.pending), tuple(sorted(t.blocked)),
+                tuple(sorted(t.handlers.items())), tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in t.sigframes),
                 t.pagefault_disabled, t.regs.ip, t.cpu, t.mm_cid, id(t.mm),
                 tuple(getattr(r, f) for f in names), mem)
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..abi import RSEQ_SIG, StructRseq, as_s32
 from ..kernel import Entry
-from ..kernel._task import SIGSEGV
+from ..kernel._base import SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK  # noqa: F401 (re-exported for programs)
+from ..kernel._task import SA_NODEFER, SA_RESETHAND, SIG_DFL, SIG_IGN, SIGSEGV  # noqa: F401
 from ..machine.machine import RseqAbort, State, TaskExit, WaitQueue
 from .image import PLAIN_IP, handler_ip
 
@@ -378,18 +379,40 @@ class Thread:
     def rseq(self, area: int, length: int, flags: int, sig: int = RSEQ_SIG) -> int:
         return self.syscall(lambda: self.k.sys_rseq(self.kt, area, length, flags, sig))
 
-    def sigaction(self, sig: int, handler: Callable[[Thread, int], None] | None) -> int:
+    def sigaction(self, sig: int, handler: Callable[[Thread, int], None] | int | None, *,
+                  flags: int = 0, mask=()) -> int:
+        """rt_sigaction(): ``handler`` is a Python function run at the handler's IP, ``None``
+        (SIG_DFL) or :data:`SIG_IGN`; ``flags`` may hold ``SA_NODEFER``/``SA_RESETHAND``,
+        ``mask`` the signals blocked while the handler runs. The action is process-wide."""
+
         def work() -> int:
             if handler is None:
                 self.st.proc.handlers.pop(sig, None)
-                self.kt.handlers.pop(sig, None)
+                self.k.sigaction(self.kt, sig, SIG_DFL)
+            elif handler == SIG_IGN:
+                self.st.proc.handlers.pop(sig, None)
+                self.k.sigaction(self.kt, sig, SIG_IGN)
+                # do_sigaction(): a newly ignored signal is flushed from every thread's queue.
+                for t in self.st.proc.threads:
+                    if sig in t.kt.pending:
+                        t.kt.pending.remove(sig)
+                        self.k.recalc_sigpending(t.kt)
             else:
                 self.st.proc.handlers[sig] = handler
-                for t in self.st.proc.threads:
-                    t.kt.handlers[sig] = handler_ip(sig)
+                self.k.sigaction(self.kt, sig, handler_ip(sig), flags=flags, mask=mask)
+            for t in self.st.proc.threads:  # threads made before share the table already
+                if t.kt.handlers is not self.kt.handlers:
+                    t.kt.handlers, t.kt.sa_flags, t.kt.sa_mask = self.kt.handlers, self.kt.sa_flags, self.kt.sa_mask
             return 0
 
         return self.syscall(work)
+
+    def sigprocmask(self, how: int, sigs=()) -> frozenset[int]:
+        """rt_sigprocmask(SIG_BLOCK / SIG_UNBLOCK / SIG_SETMASK): this thread's mask; returns
+        the old one. Unblocking a pending signal delivers it at this syscall's return."""
+        old: list[frozenset[int]] = []
+        self.syscall(lambda: old.append(self.k.sigprocmask(self.kt, how, sigs)) or 0)
+        return old[0]
 
     def kill(self, target: SimTask, sig: int) -> int:
         return self.syscall(lambda: self.m.kill(target, sig))
@@ -427,6 +450,7 @@ class Thread:
             if not allowed or not allowed <= set(range(self.m.config.cpus)):
                 return -errno.EINVAL
             self.st.affinity = allowed
+            self.st.proc.mmcid.update_cpus_allowed(allowed)  # mm_update_cpus_allowed()
             if self.kt.cpu not in allowed:
                 self.m.move_current(self.st)
             return 0
