@@ -24,13 +24,18 @@ ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (
 
 def _arch_option(fn):
     """``--arch``: every command that takes a kernel takes it (issue 13)."""
-    return click.option("--arch", "arch", default="x86_64", show_default=True, help=ARCH_HELP)(fn)
+    return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
 
 
-def _on_arch(names: list[str], arch: str) -> list[str]:
-    """The kernel names as the machinery spells them on ``arch`` (x86_64: unchanged)."""
+def _on_arch(names: list[str], arch: str | None) -> list[str]:
+    """The kernel names as the machinery spells them on ``arch`` (x86_64: unchanged).
+
+    Without ``--arch`` a name keeps the architecture it names (``6.19@arm64``), else x86_64.
+    """
     from .kernel import arch_by_name, with_arch
 
+    if arch is None:
+        return names
     a = arch_by_name(arch)  # BadInput naming the accepted architectures
     return [with_arch(n, a) for n in names]
 #: What compare, replay and validate put side by side unless told otherwise: the rewrite.
@@ -233,7 +238,7 @@ def _with_progress(run, kernels: list[str], duration_ms: int | None):
 # ======================================================================
 # Live kernel: record, replay, validate, cost, rseq-area (issue 5)
 # ======================================================================
-def _kernel_list(text: str, arch: str = "x86_64") -> list[str]:
+def _kernel_list(text: str, arch: str | None = None) -> list[str]:
     from .kernel import make_kernel
 
     names = [k.strip() for k in text.split(",") if k.strip()]
@@ -344,7 +349,7 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
 
     names = _kernel_list(kernels, arch)
     here = platform.machine()
-    if arch_by_name(arch).machine != here:
+    if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
     live = live_report.live_personality()
