@@ -125,7 +125,8 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     for k in chosen:
         kernel_class(k)  # BadInput naming the accepted kernels
     try:
-        cases = runner.plan(list(tests) or None, full=full, cpus=cpus)
+        cases = runner.plan(list(tests) or None, full=full, cpus=cpus,
+                            arm64=any(k.endswith("@arm64") for k in chosen))
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
