@@ -27,8 +27,17 @@ entry-common.c``), which in 6.19 calls only ``enter_from_user_mode()``: with
 ``GENERIC_IRQ_ENTRY=y`` the rseq code trusts ``user_irq``, and nothing ever sets
 it. That is the arm64 6.19 regression (LKML, "[REGRESSION] rseq: refactoring in
 v6.19 broke everyone on arm64 and tcmalloc everywhere", Mathias Stearn,
-2026-04-22); 7.1's arm64 entry calls ``rseq_note_user_irq_entry()`` on every
-non-syscall entry and uses the split syscall / irqentry exit helpers.
+2026-04-22). The fix is upstream commit 411c1cf43039 "arm64/entry: Fix
+arm64-specific rseq brokenness" (Mark Rutland, posted 2026-05-08, ``Fixes:
+39a167560a61`` "rseq: Optimize event setting"; the note was missing since
+2fc0e4b4126c "rseq: Record interrupt from user space"): arm64 gets
+syscall-specific entry/exit functions, calls ``rseq_note_user_irq_entry()`` on
+every non-syscall entry, and ``exit_to_user_mode_prepare_legacy()`` /
+``rseq_exit_to_user_mode_legacy()`` are removed. It is in v7.1 (merged during
+the 7.1-rc cycle, May 2026; present in 7.1.3 and 7.1.8) and, backported late
+("[PATCH 7.0] arm64/entry: Fix arm64-specific rseq brokenness", 2026-06-18), in
+7.0.14 (stable review "[PATCH 7.0 00/49] 7.0.14-rc1 review", 2026-06-25). The
+6.19.y series was end of life and never got it (absent in 6.19.6 and 6.19.10).
 
 Established from the sources (read in Debian's upstream tarballs of 6.19.6,
 6.19.10, 7.1.3, 7.1.8):
@@ -45,8 +54,7 @@ arm64     7.1.3/.8     y             n           n            yes, split syscall
 and ``rseq_handle_notify_resume`` on every architecture), so 6.18 differs by
 architecture only in syscall numbers and user-space instruction sequences.
 For 7.0 no source is in the archive: the table carries 6.19's arm64 answers for
-it (the regression thread of April 2026 reports 6.19 and later broken and the
-first tree read with the fix is 7.1), and the slice extension's Kconfig
+it, i.e. 7.0 up to 7.0.13 (7.0.14 has the fix, as 7.1), and the slice extension's Kconfig
 (``RSEQ_SLICE_EXTENSION depends on ... GENERIC_ENTRY && HAVE_GENERIC_TIF_BITS``,
 ``init/Kconfig`` in 7.1.8) is answered by :meth:`Arch.has`.
 
