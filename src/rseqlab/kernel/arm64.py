@@ -10,7 +10,9 @@ enters and leaves the kernel through its own functions in
   and in 6.19 also ``el0_svc``) calls ``enter_from_user_mode()`` and, only
   where ``irq_entry_notes_user_irq`` (7.1), ``rseq_note_user_irq_entry()``;
   7.1's syscalls enter through ``arm64_syscall_enter_from_user_mode()``, which
-  does not note one. In 6.19 nothing on arm64 ever sets ``user_irq``.
+  does not note one. In 6.19 nothing on arm64 ever sets ``user_irq``; the
+  split and the note came with 411c1cf43039 "arm64/entry: Fix arm64-specific
+  rseq brokenness" (v7.1, 7.0.14).
 * exit: 6.19's ``arm64_exit_to_user_mode()`` serves syscalls and interrupts
   alike with ``exit_to_user_mode_prepare_legacy()`` ("Temporary workaround to
   keep ARM64 alive", ``include/linux/irq-entry-common.h``), whose rseq part
