@@ -85,6 +85,12 @@ EXPECTED = {
     ("preempt-in-cs", "6.19"): outcome({"fastpath": 1, "cs": 1, "fixup": 1}, fix=1,
                                        reads={"rseq_cs": 1, **DESC_619, "abort_sig": 1},
                                        writes={"rseq_cs": 1}, abort=True),
+    # Row 9 with a migration: both abort; 6.19 writes the IDs, then checks the section (user_irq).
+    ("migrate-in-cs", "6.18"): legacy_pass(counters={"slowpath": 1, "ids": 1, "cs": 1, "fixup": 1}, fix=1,
+                                           reads=IN_CS_LEGACY_READS, abort=True),
+    ("migrate-in-cs", "6.19"): outcome({"fastpath": 1, "ids": 1, "cs": 1, "fixup": 1}, upd=1, fix=1,
+                                       reads={"rseq_cs": 1, **DESC_619, "abort_sig": 1},
+                                       writes={"rseq_cs": 1, **IDS}, abort=True),
     # Row 9, descriptor read faults in the fast path: slow path redoes it (ids 1, cs +1, fixup 1).
     ("preempt-in-cs-fault", "6.18"): legacy_pass(counters={"slowpath": 1, "ids": 1, "cs": 1, "fixup": 1},
                                                  fix=1, reads=IN_CS_LEGACY_READS, abort=True),

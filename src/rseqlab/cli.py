@@ -23,6 +23,25 @@ from .report import console, dump_json
 from .report import explain as explain_report
 
 KERNELS = list(PERSONALITIES)
+ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (see docs/architectures.md)."
+
+
+def _arch_option(fn):
+    """``--arch``: every command that takes a kernel takes it (issue 13)."""
+    return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
+
+
+def _on_arch(names: list[str], arch: str | None) -> list[str]:
+    """The kernel names as the machinery spells them on ``arch`` (x86_64: unchanged).
+
+    Without ``--arch`` a name keeps the architecture it names (``6.19@arm64``), else x86_64.
+    """
+    from .kernel import arch_by_name, with_arch
+
+    if arch is None:
+        return names
+    a = arch_by_name(arch)  # BadInput naming the accepted architectures
+    return [with_arch(n, a) for n in names]
 #: What compare, replay and validate put side by side unless told otherwise: the rewrite.
 DEFAULT_PAIR = "6.18,6.19"
 
@@ -42,8 +61,9 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 @click.option("--all", "run_all", is_flag=True, help="Every scenario under every kernel, one line each.")
+@_arch_option
 def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json: bool,
-            list_only: bool, run_all: bool) -> None:
+            list_only: bool, run_all: bool, arch: str) -> None:
     """Run one scenario of the spec's §4 table on a one-task machine.
 
     \b
@@ -51,10 +71,11 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
       rseqlab explain --list
       rseqlab explain preempt-in-cs --kernel 6.19
       rseqlab explain fork-child-cow -k 6.18 -k 6.19 --json
+      rseqlab explain preempt-in-cs -k 6.19 -k 7.1 --arch arm64
     """
     con = console()
     names = list(scenarios.SCENARIOS)
-    chosen = list(kernels) or KERNELS
+    chosen = _on_arch(list(kernels) or KERNELS, arch)
     if list_only:
         if as_json:
             click.echo(dump_json([{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
@@ -88,8 +109,9 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool) -> int:
+             as_json: bool, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -103,11 +125,12 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     from .report import selftest as selftest_report
     from .selftests import param_test, runner
 
-    chosen = list(kernels) or KERNELS
+    chosen = _on_arch(list(kernels) or KERNELS, arch)
     for k in chosen:
         kernel_class(k)  # BadInput naming the accepted kernels
     try:
-        cases = runner.plan(list(tests) or None, full=full, cpus=cpus)
+        cases = runner.plan(list(tests) or None, full=full, cpus=cpus,
+                            arm64=any(k.endswith("@arm64") for k in chosen))
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
@@ -152,8 +175,9 @@ def _selftest_progress(run, total: int):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
+@_arch_option
 def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str | None, plot: str | None,
-            as_json: bool, list_only: bool) -> None:
+            as_json: bool, list_only: bool, arch: str) -> None:
     """Simulate a workload under each kernel; the table of the 6.19 commit message.
 
     \b
@@ -173,7 +197,7 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
             w = load_workload(name)
             click.echo(f"{name:16} {w.description}")
         return
-    names = _kernel_list(kernels)
+    names = _kernel_list(kernels, arch)
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
     results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
@@ -219,12 +243,13 @@ def _with_progress(run, kernels: list[str], duration_ms: int | None):
 # ======================================================================
 # Live kernel: record, replay, validate, cost, rseq-area (issue 5)
 # ======================================================================
-def _kernel_list(text: str) -> list[str]:
+def _kernel_list(text: str, arch: str | None = None) -> list[str]:
     from .kernel import make_kernel
 
     names = [k.strip() for k in text.split(",") if k.strip()]
     if not names:
         raise BadInput("--kernels needs at least one kernel, e.g. 6.18,6.19")
+    names = _on_arch(names, arch)
     for name in names:
         make_kernel(name)  # BadInput naming the accepted kernels
     return names
@@ -263,8 +288,9 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Replay kernels in parallel processes (identical results).")
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
+@_arch_option
 def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int, reference: bool) -> None:
+           jobs: int, reference: bool, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     \b
@@ -277,9 +303,10 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
     from .trace.format import load
     from .trace.replay import replay as do_replay
 
-    names = _kernel_list(kernels)
+    names = _kernel_list(kernels, arch)
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
+    _replayable(trace)
     data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
                                    per_process=per_process, cost_model=model)
     if as_json:
@@ -289,15 +316,24 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
                                   f"{' '.join(trace.meta.get('command', []))}")
 
 
+def _replayable(trace) -> None:
+    """The replay reads syscall numbers of x86_64 (``trace/replay.py``); another recording is refused."""
+    machine = (trace.meta.get("kernel") or {}).get("machine")
+    if machine not in (None, "x86_64"):
+        raise BadInput(f"the trace was recorded on {machine}; the replay reads x86_64 recordings only "
+                       "(--arch picks the architecture of the kernels the recording is replayed on)")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
 @click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage.")
+@_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
-             command: tuple[str, ...]) -> int:
+             arch: str, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
     \b
@@ -312,7 +348,15 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     from .trace.record import record as do_record
     from .trace.replay import replay as do_replay
 
-    names = _kernel_list(kernels)
+    import platform
+
+    from .kernel import arch_by_name
+
+    names = _kernel_list(kernels, arch)
+    here = platform.machine()
+    if arch is not None and arch_by_name(arch).machine != here:
+        raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
+                       "the live kernel with its own architecture's personality")
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
@@ -410,8 +454,9 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+@_arch_option
 def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool) -> int:
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -423,12 +468,14 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
       rseqlab check percpu-list --kernel 6.19
       rseqlab check tcmalloc-slab-cache --kernel 6.19 --preemptions 1 --json
       rseqlab check examples/percpu-counter.rseq --kernel 6.19:no-cs-check
+      rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
     from .check.stepfile import load_step_file
     from .kernel import kernel_class
     from .report import check as check_report
 
+    _on_arch([], arch)  # BadInput naming the accepted architectures
     if list_only:
         found = [factory() for factory in checker.SCENARIOS.values()]
         if as_json:
@@ -445,6 +492,7 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
     if kernel is None:
         raise BadInput(f"missing --kernel; accepted: {', '.join(kernel_names())}")
+    kernel = _on_arch([kernel], arch)[0]
     if scenario in checker.SCENARIOS:
         sc = checker.SCENARIOS[scenario]()
     elif scenario.endswith(".rseq") or "/" in scenario:

@@ -134,6 +134,15 @@ def _preempt_in_cs(b: Bench) -> Task:
     return t
 
 
+@scenario("migrate-in-cs", "9", "preempted from user inside a critical section and moved to another CPU")
+def _migrate_in_cs(b: Bench) -> Task:
+    t = _registered(b)
+    b.enter_cs(at=8)
+    b.start_measuring()
+    b.interrupt(resched=Placement(1, t.mm_cid))
+    return t
+
+
 @scenario("signal-in-cs", "10", "signal delivered on return from an interrupt inside a critical section")
 def _signal_in_cs(b: Bench) -> Task:
     t = _registered(b)

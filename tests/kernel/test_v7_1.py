@@ -80,6 +80,9 @@ LEGACY = {
     "preempt-in-cs": rewrite({"fastpath": 1, "ids": 1, "cs": 1, "fixup": 1}, fix=1,
                              reads={"rseq_cs": 1, **DESC, "abort_sig": 1}, writes={**IDS, "rseq_cs": 1},
                              abort=True),
+    "migrate-in-cs": rewrite({"fastpath": 1, "ids": 1, "cs": 1, "fixup": 1}, fix=1,
+                             reads={"rseq_cs": 1, **DESC, "abort_sig": 1}, writes={**IDS, "rseq_cs": 1},
+                             abort=True),
     # The descriptor read faults after the IDs were written: the slow path writes them again.
     "preempt-in-cs-fault": rewrite({"fastpath": 1, "slowpath": 1, "ids": 2, "cs": 2, "fixup": 1}, upd=2, fix=1,
                                    reads={"rseq_cs": 2, **DESC, "abort_sig": 1},

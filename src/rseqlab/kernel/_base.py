@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFlag
 from ._ftrace import Ftrace, attach, models
+from .arch import DEFAULT_ARCH, Arch
 from ._task import (
     CLONE_THREAD,
     CLONE_VM,
@@ -121,6 +122,9 @@ class Kernel:
     mm_cid_policy = "percpu-recent"
     #: Period of the tick-driven mm_cid compaction task_work (None: the kernel has none).
     mm_cid_scan_period_ns: int | None = None
+    #: The architecture it is built for (``kernel/arch.py``); ``kernel_class("6.19@arm64")``
+    #: makes a subclass with another one.
+    arch: Arch = DEFAULT_ARCH
 
     @property
     def ftrace(self) -> Ftrace | None:
@@ -134,11 +138,14 @@ class Kernel:
 
     @property
     def name(self) -> str:
-        return f"{self.release}:{self.variant}" if self.variant else self.release
+        name = f"{self.release}:{self.variant}" if self.variant else self.release
+        return name if self.arch is DEFAULT_ARCH else f"{name}@{self.arch.name}"
 
     def __init__(self, topology: Topology | None = None, *, debug: bool = False,
                  scheduler: Scheduler | None = None) -> None:
         self.topology = topology or Topology()
+        #: What this release looks like on ``self.arch`` (generic entry or not, ...).
+        self.archcfg = self.arch.config(self.release)
         #: 6.18: ``CONFIG_DEBUG_RSEQ``; 6.19: the ``rseq_debug_enabled`` static key.
         self.debug = debug
         self.scheduler: Scheduler = scheduler or StayOnCpu()

@@ -11,6 +11,10 @@ committing store, the last instruction before ``post_commit_ip``. A kernel
 abort surfaces as :class:`RseqAbort` at the interrupted instruction and
 returns -1, exactly as a jump to ``abort_ip`` does.
 
+On arm64 (``th.k.arch``) each primitive runs the arm64 instruction sequence
+instead (:mod:`.primitives_arm64`): ``ldr; sub; cbnz`` comparisons, the
+``ldr; add; str`` counter commit, arm64's injection points.
+
 Names: both librseq's (``load_cbne_store``) and the kernel selftests'
 (``cmpeqv_storev``) are accepted (:data:`ALIASES`).
 
@@ -150,6 +154,8 @@ def _pre_ip(th, name: str, n_insns: int, opts: CsOptions) -> int:
 # ----------------------------------------------------------------------
 def load_cbne_store(th, v: int, expect: int, newv: int, cpu: int, opts: CsOptions = DEFAULT) -> int:
     """``if (*v != expect) return 1; *v = newv`` (commit)."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_cbne_store(th, v, expect, newv, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -166,6 +172,8 @@ def load_cbne_store(th, v: int, expect: int, newv: int, cpu: int, opts: CsOption
 def load_cbeq_store_add_load_store(th, v: int, expectnot: int, voffp: int, load: int, cpu: int,
                                    opts: CsOptions = DEFAULT) -> int:
     """List pop: ``r1 = *v; if r1 == expectnot return 1; *load = r1; *v = *(r1 + voffp)`` (commit)."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_cbeq_store_add_load_store(th, v, expectnot, voffp, load, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -185,6 +193,8 @@ def load_cbeq_store_add_load_store(th, v: int, expectnot: int, voffp: int, load:
 
 def load_add_store(th, v: int, count: int, cpu: int, opts: CsOptions = DEFAULT) -> int:
     """``*v += count``: one memory-destination add is the commit (restart-safe, not atomic)."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_add_store(th, v, count, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -198,6 +208,8 @@ def load_add_store(th, v: int, count: int, cpu: int, opts: CsOptions = DEFAULT) 
 def load_add_load_load_add_store(th, ptr: int, off: int, inc: int, cpu: int,
                                  opts: CsOptions = DEFAULT) -> int:
     """``p = *(*ptr + off); *p += inc`` (commit): the membarrier test's increment."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_add_load_load_add_store(th, ptr, off, inc, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -215,6 +227,8 @@ def load_add_load_load_add_store(th, ptr: int, off: int, inc: int, cpu: int,
 def load_cbne_store_store(th, v: int, expect: int, v2: int, newv2: int, newv: int, cpu: int,
                           opts: CsOptions = DEFAULT) -> int:
     """``if (*v != expect) return 1; *v2 = newv2`` (speculative) ``; *v = newv`` (commit)."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_cbne_store_store(th, v, expect, v2, newv2, newv, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -233,6 +247,8 @@ def load_cbne_store_store(th, v: int, expect: int, v2: int, newv2: int, newv: in
 def load_cbne_load_cbne_store(th, v: int, expect: int, v2: int, expect2: int, newv: int, cpu: int,
                               opts: CsOptions = DEFAULT) -> int:
     """``if (*v != expect || *v2 != expect2) return 1; *v = newv`` (commit)."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_cbne_load_cbne_store(th, v, expect, v2, expect2, newv, cpu, opts)
 
     def body(s: _Section) -> int:
         inject(th, 3, s.site.ip(1), opts)
@@ -252,6 +268,8 @@ def load_cbne_load_cbne_store(th, v: int, expect: int, v2: int, expect2: int, ne
 def load_cbne_memcpy_store(th, v: int, expect: int, dst: int, src: int, length: int, newv: int,
                            cpu: int, opts: CsOptions = DEFAULT) -> int:
     """``if (*v != expect) return 1; memcpy(dst, src, len)`` (byte loop, speculative) ``; *v = newv``."""
+    if th.k.arch.name == "arm64":
+        return _A64.load_cbne_memcpy_store(th, v, expect, dst, src, length, newv, cpu, opts)
     if length > 4096:
         raise ValueError("the selftests keep memcpy sections at 4 kB or less")
 
@@ -270,6 +288,8 @@ def load_cbne_memcpy_store(th, v: int, expect: int, dst: int, src: int, length: 
 
     return _run(th, "load_cbne_memcpy_store", 6, opts, cpu, body)
 
+
+from . import primitives_arm64 as _A64  # noqa: E402 (it builds on the helpers above)
 
 #: The kernel selftests' (pre-2024) names for the same primitives.
 ALIASES = {
