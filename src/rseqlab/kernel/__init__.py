@@ -1,46 +1,84 @@
 """Kernel personalities: one module per kernel behaviour, one registry.
 
 ``PERSONALITIES`` is the only map from a release name to its model; nothing
-else in rseqlab knows which kernel it is driving.
+else in rseqlab knows which kernel it is driving. ``BUILDS`` adds the
+configurations of a release that change its RSEQ behaviour (``7.0+slice``:
+``CONFIG_RSEQ_SLICE_EXTENSION=y``; ``7.0+slice-off``: the same booted with
+``rseq_slice_ext=0``), ``ALIASES`` the stable releases that behave exactly like
+another personality (``7.0.10``: the 7.0.y backport of the TCMalloc fix is 7.1's
+code), ``WHATIF`` the one-hook what-if variants.
 """
 
 from __future__ import annotations
 
 from ..errors import BadInput
 from ._base import Kernel, Scheduler, StayOnCpu, Topology, TraceEvent
-from ._task import COUNTERS, TRACEPOINTS, Entry, RseqStats, Task, Tif
+from ._task import ALL_COUNTERS, COUNTERS, SLICE_COUNTERS, TRACEPOINTS, Entry, RseqStats, Task, Tif
+from .builds import BUILDS
 from .v6_18 import Linux618
 from .v6_19 import Linux619
+from .v7_0 import Linux70, Linux707
 from .v7_1 import Linux71
 from .whatif import WHATIF
 
 PERSONALITIES: dict[str, type[Kernel]] = {
     Linux618.release: Linux618,
     Linux619.release: Linux619,
+    Linux70.release: Linux70,
+    Linux707.release: Linux707,
     Linux71.release: Linux71,
+}
+
+#: Stable releases whose RSEQ code is exactly another personality's. 7.0.10 took the rest of
+#: "rseq: Cure refactoring regressions" (patches 03, 04 and 08 of the review series 7.0.10-rc1,
+#: <20260520162148.390695140@linuxfoundation.org>) on top of 7.0.7's 01, 02 and 05: 7.1's code.
+ALIASES: dict[str, str] = {
+    "7.0.10": "7.1",
+    "7.0.10+slice": "7.1+slice",
+    "7.0.10+slice-off": "7.1+slice-off",
 }
 
 
 def kernel_names(*, whatif: bool = True) -> list[str]:
-    """Every accepted ``--kernel`` value: the releases, then the what-if variants."""
-    return [*PERSONALITIES, *(WHATIF if whatif else ())]
+    """Every accepted ``--kernel`` value: the releases, aliases, builds, then the what-if variants."""
+    return [*PERSONALITIES, *ALIASES, *BUILDS, *(WHATIF if whatif else ())]
 
 
 def kernel_class(name: str) -> type[Kernel]:
-    cls = PERSONALITIES.get(name) or WHATIF.get(name)
+    name = ALIASES.get(name, name)
+    cls = PERSONALITIES.get(name) or BUILDS.get(name) or WHATIF.get(name)
     if cls is None:
         raise BadInput(f"unknown kernel {name!r}; accepted: {', '.join(kernel_names())}")
     return cls
 
 
+def kernel_summary(name: str) -> str:
+    """The one-line description ``--list-kernels`` shows (an alias says what it stands for)."""
+    if name in ALIASES:
+        return f"alias of {ALIASES[name]}: {kernel_class(name).summary}"
+    return kernel_class(name).summary
+
+
 def make_kernel(release: str, topology: Topology | None = None, *, debug: bool = False,
-                scheduler: Scheduler | None = None) -> Kernel:
-    """A fresh kernel: a release (``"6.18"``, ``"6.19"``, ``"7.1"``) or a what-if (``"6.19:no-cs-check"``)."""
-    return kernel_class(release)(topology, debug=debug, scheduler=scheduler)
+                scheduler: Scheduler | None = None, **options) -> Kernel:
+    """A fresh kernel: a release (``"6.18"`` .. ``"7.1"``), an alias (``"7.0.10"``), a build
+    (``"7.0+slice"``; ``options``: ``rseq_slice_ext``, ``slice_ext_nsec``) or a what-if
+    (``"6.19:no-cs-check"``)."""
+    cls = kernel_class(release)
+    if options and not getattr(cls, "slice_configured", False):
+        raise BadInput(f"kernel {release!r} has no slice extension to configure ({', '.join(options)})")
+    return cls(topology, debug=debug, scheduler=scheduler, **options)
 
 
 __all__ = [
+    "ALIASES",
+    "ALL_COUNTERS",
+    "BUILDS",
     "COUNTERS",
+    "SLICE_COUNTERS",
+    "kernel_summary",
+    "Linux70",
+    "Linux707",
     "PERSONALITIES",
     "TRACEPOINTS",
     "Entry",
