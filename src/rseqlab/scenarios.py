@@ -12,9 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .abi import as_s32
+from .abi import (
+    PR_RSEQ_SLICE_EXT_ENABLE,
+    PR_RSEQ_SLICE_EXTENSION,
+    PR_RSEQ_SLICE_EXTENSION_SET,
+    RSEQ_SIG,
+    StructRseq,
+    as_s32,
+    slice_ctrl,
+)
 from .errors import BadInput
-from .kernel import COUNTERS, Task, kernel_class
+from .kernel import Task, kernel_class
 from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
 from .machine.bench import Bench, Placement
 from .usermem import PAGE_SIZE
@@ -241,6 +249,79 @@ def _kvm_guest_entry(b: Bench) -> Task:
 
 
 # ----------------------------------------------------------------------
+# The time-slice extension (7.0+ with CONFIG_RSEQ_SLICE_EXTENSION; rows S1-S5)
+# ----------------------------------------------------------------------
+#: x86_64 ``getpid``: a syscall other than ``rseq_slice_yield`` inside a granted extension.
+NR_GETPID = 39
+#: The slice scenarios register 64 bytes (a v2 registration on 7.1) at the bench's area.
+SLICE_RSEQ_LEN = 64
+
+
+def _slice_requested(b: Bench) -> Task:
+    """Registered with 64 bytes, the extension enabled by prctl, and ``request`` set, as a
+    thread does on entering its critical section (a kernel without it refuses the prctl)."""
+    t = b.task
+    a = b.layout.area
+    b.syscall(work=lambda k, task: k.sys_rseq(task, a, SLICE_RSEQ_LEN, 0, RSEQ_SIG))
+    ret = b.prctl(PR_RSEQ_SLICE_EXTENSION, PR_RSEQ_SLICE_EXTENSION_SET, PR_RSEQ_SLICE_EXT_ENABLE)
+    b.kernel.note(f"prctl(PR_RSEQ_SLICE_EXTENSION, SET, ENABLE) = {ret}")
+    t.mm.poke(a + StructRseq.SLICE_CTRL.offset, 4, slice_ctrl(request=1))
+    return t
+
+
+def _slice_granted(b: Bench) -> Task:
+    """As above, then a tick asks for a reschedule: a slice kernel grants instead."""
+    t = _slice_requested(b)
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-grant", "S1", "slice extension requested; a tick's reschedule is replaced by a grant")
+def _slice_grant(b: Bench) -> Task:
+    t = _slice_requested(b)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-expire", "S2", "granted, the thread overruns: the slice hrtimer fires and forces the reschedule")
+def _slice_expire(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    if b.sched.timers.get(t.cpu) is None:  # nothing armed (no grant): a plain tick instead
+        b.interrupt(resched=_here(t))
+    else:
+        b.hrtimer_interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-syscall-revoke", "S3", "granted, the thread makes another syscall (getpid): the grant ends at entry")
+def _slice_syscall_revoke(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    b.sched.plan.append(_here(t))
+    b.syscall(nr=NR_GETPID)
+    return t
+
+
+@scenario("slice-yield", "S4", "granted, the thread leaves its section and calls rseq_slice_yield()")
+def _slice_yield(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    ret = b.rseq_slice_yield(resched=_here(t))
+    b.kernel.note(f"rseq_slice_yield() = {ret}")
+    return t
+
+
+@scenario("slice-refused", "S5", "slice requested, but a signal is pending with the reschedule: no grant")
+def _slice_refused(b: Bench) -> Task:
+    t = _slice_requested(b)
+    b.start_measuring()
+    b.interrupt(resched=_here(t), signal=SIGUSR1)
+    return t
+
+
+# ----------------------------------------------------------------------
 @dataclass(slots=True)
 class Explanation:
     kernel: str
@@ -291,13 +372,17 @@ def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
     area = bench.area(t)
     for signed in ("cpu_id_start", "cpu_id"):
         area[signed] = as_s32(area[signed])
+    k = bench.kernel
+    if getattr(k, "slice_configured", False):
+        # Only a kernel with the extension shows its control word (request | granted << 8).
+        area["slice_ctrl"] = t.mm.peek(bench.layout.area + StructRseq.SLICE_CTRL.offset, 4)
     return Explanation(
         kernel=release,
         scenario=name,
         row=sc.row,
         summary=sc.summary,
         debug=debug,
-        counters={c: getattr(t.stats, c) for c in COUNTERS},
+        counters={c: getattr(t.stats, c) for c in k.counters},
         tracepoints=t.trace.as_dict(),
         user_reads=dict(sorted(t.uaccess.reads.items())),
         user_writes=dict(sorted(t.uaccess.writes.items())),
