@@ -179,6 +179,11 @@ class Kernel:
             total.add(per_cpu)
         return total
 
+    def debugfs_stats(self) -> str:
+        """``cat /sys/kernel/debug/rseq/stats``: this build's counters (the slice ones only with
+        ``CONFIG_RSEQ_SLICE_EXTENSION``, as ``rseq_stats_show()`` prints them)."""
+        return self.stats().debugfs(self.counters)
+
     def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int, mm_cid: int) -> None:
         """Models ``trace_rseq_update()`` (include/trace/events/rseq.h)."""
         t.trace.rseq_update += 1

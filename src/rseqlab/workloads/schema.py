@@ -51,6 +51,8 @@ spawn        process, count, wait                           posix_spawn() childr
 param_test   args, build                                    run the ported selftest binary (a child)
 tcmalloc     count, hold, ns                                malloc/free through a TCMalloc-style cache
 tcmalloc_drain -                                            the background thread drains every CPU slab
+slicelock    count, hold, ns, slices                        a spinlock held ``hold`` ns, with a time-slice
+                                                            extension requested (7.0+) unless slices = false
 ============ ============================================== ==========================
 
 Any error names the file, the key and what was expected, on one line.
@@ -97,6 +99,8 @@ STEP_PARAMS: dict[str, dict[str, tuple]] = {
                    "build": (str, False, lambda v: v in _PARAM_BUILDS, f"one of {', '.join(_PARAM_BUILDS)}")},
     "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NONNEG)},
     "tcmalloc_drain": {},
+    "slicelock": {"count": (int, True, *_POS), "hold": (int, True, *_POS), "ns": (int, False, *_NONNEG),
+                  "slices": (bool, False, lambda v: True, "true or false")},
 }
 COMMON_STEP_KEYS = {"op", "every", "prob"}
 
@@ -156,7 +160,7 @@ class Workload:
         raise KeyError(name)
 
 
-BUILTIN = ("kernel-build", "rseq-selftests", "pingpong", "signals", "server", "tcmalloc")
+BUILTIN = ("kernel-build", "rseq-selftests", "pingpong", "signals", "server", "tcmalloc", "slicelock")
 
 
 def builtin_names() -> list[str]:
