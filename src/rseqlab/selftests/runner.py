@@ -13,7 +13,11 @@ Expectations: on every real kernel (release, alias or build) every test passes,
 except ``tcmalloc-slab-cache``, which fails where a 32-byte registration gets no
 ID rewrite after a plain switch (:data:`TCMALLOC_BROKEN`: 6.19 and 7.0 before
 the 7.0.10 backport, with or without the slice extension) and passes on 6.18,
-7.1 and 7.0.10. What-if kernels have no expectation.
+7.1 and 7.0.10. The ``slice_test`` variants (``slice_ext.VARIANT.slice_test``) pass
+everywhere: on a kernel without the time-slice extension (before 7.0, not configured,
+booted with ``rseq_slice_ext=0``) they SKIP, as kselftest counts a skip; where they
+run, their ``Yielded``/``Aborted`` lines show the grants. What-if kernels have no
+expectation.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from typing import Any
 
 from ..errors import BadInput
 from ..kernel import ALIASES, BUILDS, PERSONALITIES
-from . import basic, basic_percpu_ops, matrix, param_test, syscall_errors, tcmalloc_slab
+from . import basic, basic_percpu_ops, matrix, param_test, slice_test, syscall_errors, tcmalloc_slab
 from .harness import MachineSpec, RunResult
 
 SUITE = ["syscall_errors_test", "basic_test", "basic_percpu_ops_test", "basic_percpu_ops_mm_cid_test",
-         "run_param_test.sh", "tcmalloc-slab-cache"]
+         "run_param_test.sh", "tcmalloc-slab-cache", *slice_test.NAMES]
 TCMALLOC = "tcmalloc-slab-cache"
 #: Kernels on which TCMalloc's cached slab word survives a switch (no legacy ID rewrite).
 TCMALLOC_BROKEN = frozenset({"6.19", "7.0", "7.0.7", "7.0+slice", "7.0+slice-off"})
@@ -100,6 +104,9 @@ def plan(tests: list[str] | None = None, *, full: bool = False, cpus: int = 2,
         elif name == TCMALLOC:
             spec = MachineSpec(cpus=max(cpus, 4))  # the drainer gets a CPU of its own
             cases.append(Case(name, lambda k, s, spec=spec: tcmalloc_slab.run(k, machine=spec, seed=s)))
+        elif name in slice_test.NAMES:
+            variant = name.split(".")[1]
+            cases.append(Case(name, lambda k, s, v=variant: slice_test.run(k, v, machine=machine, seed=s)))
         elif name in ("run_param_test.sh", "run_param_test"):
             if full:
                 runs = matrix.full_matrix(cpus, matrix_reps or matrix.REPS)
