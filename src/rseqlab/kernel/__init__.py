@@ -30,8 +30,10 @@ PERSONALITIES: dict[str, type[Kernel]] = {
 }
 
 #: Stable releases whose RSEQ code is exactly another personality's. 7.0.10 took the rest of
-#: "rseq: Cure refactoring regressions" (patches 03, 04 and 08 of the review series 7.0.10-rc1,
-#: <20260520162148.390695140@linuxfoundation.org>) on top of 7.0.7's 01, 02 and 05: 7.1's code.
+#: "rseq: Cure refactoring regressions" (b9eac6a9d93c "Revert to historical performance killing
+#: behaviour", 99428157dcf3 "Reenable performance optimizations conditionally", 82f572449cfe
+#: "Implement read only ABI enforcement for optimized RSEQ V2 mode"; review series 7.0.10-rc1,
+#: <20260520162148.390695140@linuxfoundation.org>) on top of what 7.0.7 took: 7.1's code.
 ALIASES: dict[str, str] = {
     "7.0.10": "7.1",
     "7.0.10+slice": "7.1+slice",

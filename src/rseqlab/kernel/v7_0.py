@@ -33,11 +33,11 @@ performance optimizations conditionally", upstream 99428157dcf3, both against
 b5b8282441bc (statistics), 21c0e92d0681 (5 µs default).
 
 ``Linux707`` is 7.0.7 .. 7.0.9: the stable review series 7.0.7-rc2
-(<20260513153754.934923793@linuxfoundation.org>, 2026-05-13) carries patches
-01/10 "rseq: Set rseq::cpu_id_start to 0 on unregistration", 02/10 "rseq:
-Protect rseq_reset() against interrupts" (no effect the model can show), 05/10
-"rseq: Don't advertise time slice extensions if disabled" (only visible with
-the extension configured) and the selftest patches; the split itself came in
+(<20260513153754.934923793@linuxfoundation.org>, 2026-05-13) carries the
+series' "rseq: Set rseq::cpu_id_start to 0 on unregistration", "rseq: Protect
+rseq_reset() against interrupts" (no effect the model can show), "rseq: Don't
+advertise time slice extensions if disabled" (010b7723c0a3; only visible with
+the extension configured) and two selftest patches; the split itself came in
 7.0.10 (see ``kernel/__init__.py``'s aliases).
 """
 
@@ -79,12 +79,12 @@ class Linux70(SliceCalls, Linux619):
 
 
 class Linux707(Linux70):
-    """7.0.7 .. 7.0.9: 7.0 plus patch 01/10 (and 02/10, 05/10, which the model cannot tell)."""
+    """7.0.7 .. 7.0.9: 7.0 plus the unregistration fix (and two more the model cannot tell)."""
 
     release = "7.0.7"
     summary = "7.0 plus the first fixes (7.0.7): unregistration writes cpu_id_start = 0 directly"
 
     @models("rseq_reset_ids", "kernel/rseq.c")
     def rseq_reset_ids(self, t: Task) -> bool:
-        # Patch 01/10: four plain stores (cpu_id_start = 0), no ids count, no rseq_update event.
+        # "Set rseq::cpu_id_start to 0 on unregistration": four plain stores, no ids, no event.
         return Linux71.rseq_reset_ids(self, t)
