@@ -114,7 +114,7 @@ STEP_PARAMS: dict[str, dict[str, tuple]] = {
                    "build": (str, False, lambda v: v in _PARAM_BUILDS, f"one of {', '.join(_PARAM_BUILDS)}")},
     "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NS)},
     "tcmalloc_drain": {},
-    "slicelock": {"count": (int, True, *_POS), "hold": (int, True, *_POS), "ns": (int, False, *_NONNEG),
+    "slicelock": {"count": (int, True, *_POS), "hold": (int, True, *_POS_NS), "ns": (int, False, *_NS),
                   "slices": (bool, False, lambda v: True, "true or false")},
 }
 COMMON_STEP_KEYS = {"op", "every", "prob"}
@@ -267,6 +267,8 @@ def estimate_work(w: Workload) -> tuple[int, int]:
                 count = st.params.get("count", 1)
                 per_steps += param_test_work(st.params["args"]) if st.op == "param_test" else count
                 per_ns += st.params.get("ns", 0) + count * (st.params.get("user_ns", 0) + st.params.get("kernel_ns", 0))
+                if st.op == "slicelock":  # count rounds of hold + ns
+                    per_ns += count * st.params["hold"] + (count - 1) * st.params.get("ns", 0)
                 if st.op == "spawn":
                     child_steps, child_ns = process_work(st.params["process"], (*chain, name))
                     per_steps += count * child_steps
