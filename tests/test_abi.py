@@ -7,7 +7,15 @@ import pytest
 from rseqlab.abi import (
     ABI_BY_RELEASE,
     NR_RSEQ,
+    NR_RSEQ_SLICE_YIELD,
     ORIG_RSEQ_SIZE,
+    PR_RSEQ_SLICE_EXT_ENABLE,
+    PR_RSEQ_SLICE_EXTENSION,
+    PR_RSEQ_SLICE_EXTENSION_GET,
+    PR_RSEQ_SLICE_EXTENSION_SET,
+    RSEQ_CS_FLAG_SLICE_EXT_AVAILABLE,
+    RSEQ_CS_FLAG_SLICE_EXT_ENABLED,
+    RSEQ_FLAG_SLICE_EXT_DEFAULT_ON,
     RSEQ_SIG,
     TASK_SIZE,
     U32_MASK,
@@ -20,6 +28,8 @@ from rseqlab.abi import (
     StructRseqCs,
     as_s32,
     in_rseq_cs,
+    slice_ctrl,
+    slice_ctrl_fields,
     to_u32,
 )
 from rseqlab.kernel import PERSONALITIES
@@ -136,7 +146,27 @@ def test_per_kernel_abi(release):
 
 
 def test_known_releases():
-    assert sorted(ABI_BY_RELEASE) == ["6.18", "6.19", "7.1"]
+    assert sorted(ABI_BY_RELEASE) == ["6.18", "6.19", "7.0", "7.1"]
+
+
+@pytest.mark.parametrize("release", ["7.0", "7.1"])
+def test_7x_abi_has_the_slice_extension_layout(release):
+    """3b68df978133 (before 7.0 shipped): feature size 33 (slice_ctrl at 28, __reserved at 32), align 64."""
+    abi = ABI_BY_RELEASE[release]
+    assert (abi.feature_size, abi.align) == (33, 64)
+    assert abi.register_flags == RSEQ_FLAG_SLICE_EXT_DEFAULT_ON == 2
+    assert (StructRseq.SLICE_CTRL.offset, StructRseq.SLICE_CTRL.size) == (28, 4)
+    assert StructRseq.RESERVED.offset + StructRseq.RESERVED.size == abi.feature_size
+    assert abi.align == 1 << (abi.feature_size - 1).bit_length()  # rseq_alloc_align()
+
+
+def test_slice_extension_constants():
+    assert (RSEQ_CS_FLAG_SLICE_EXT_AVAILABLE, RSEQ_CS_FLAG_SLICE_EXT_ENABLED) == (0x10, 0x20)
+    assert NR_RSEQ_SLICE_YIELD == 471
+    assert (PR_RSEQ_SLICE_EXTENSION, PR_RSEQ_SLICE_EXTENSION_GET, PR_RSEQ_SLICE_EXTENSION_SET,
+            PR_RSEQ_SLICE_EXT_ENABLE) == (79, 1, 2, 1)
+    assert slice_ctrl(request=1) == 0x1 and slice_ctrl(granted=1) == 0x100
+    assert slice_ctrl_fields(0x0100) == (0, 1)
 
 
 # ----------------------------------------------------------------------

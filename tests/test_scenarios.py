@@ -132,6 +132,23 @@ EXPECTED = {
     # real exit runs the fast path for the migration.
     ("kvm-guest-entry", "6.18"): outcome({"slowpath": 1, "ids": 1}, upd=1, writes=IDS),
     ("kvm-guest-entry", "6.19"): outcome({"fastpath": 1, "ids": 1}, upd=1, reads={"rseq_cs": 1}, writes=IDS),
+    # Rows S1-S5 (the 7.0 time-slice extension): neither kernel has it (the prctl is EINVAL,
+    # slice_ctrl is padding), so a requested slice changes nothing: the tick preempts as in
+    # row 3, the expiry is that same tick, a syscall is row 1, and the signal is row 10's
+    # two-pass exit with rseq_cs == 0.
+    ("slice-grant", "6.18"): legacy_pass(),
+    ("slice-grant", "6.19"): outcome({"fastpath": 1}, reads={"rseq_cs": 1}),
+    ("slice-expire", "6.18"): legacy_pass(),
+    ("slice-expire", "6.19"): outcome({"fastpath": 1}, reads={"rseq_cs": 1}),
+    ("slice-syscall-revoke", "6.18"): NOTHING,
+    ("slice-syscall-revoke", "6.19"): NOTHING,
+    ("slice-yield", "6.18"): NOTHING,  # syscall 471 is -ENOSYS
+    ("slice-yield", "6.19"): NOTHING,
+    ("slice-refused", "6.18"): outcome({"signal": 1, "slowpath": 1, "ids": 2, "cs": 2, "clear": 2}, upd=2,
+                                       reads={"rseq_cs": 2},
+                                       writes={"rseq_cs": 2, "cpu_id_start": 2, "cpu_id": 2, "node_id": 2,
+                                               "mm_cid": 2}),
+    ("slice-refused", "6.19"): outcome({"signal": 1, "fastpath": 1}, reads={"rseq_cs": 2}),
 }
 
 

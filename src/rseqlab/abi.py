@@ -19,6 +19,18 @@ TASK_SIZE = 0x7FFF_FFFF_F000
 
 #: x86_64 system call number of ``rseq``.
 NR_RSEQ = 334
+#: x86_64 system call number of ``rseq_slice_yield`` (7.0+, ``arch/x86/entry/syscalls/syscall_64.tbl``).
+NR_RSEQ_SLICE_YIELD = 471
+
+#: ``prctl(PR_RSEQ_SLICE_EXTENSION, GET | SET, PR_RSEQ_SLICE_EXT_ENABLE, 0, 0)``
+#: (uapi ``linux/prctl.h``, 7.0+): the time-slice extension's per-task switch.
+PR_RSEQ_SLICE_EXTENSION = 79
+PR_RSEQ_SLICE_EXTENSION_GET = 1
+PR_RSEQ_SLICE_EXTENSION_SET = 2
+PR_RSEQ_SLICE_EXT_ENABLE = 1
+#: ``ENOTSUPP`` (``include/linux/errno.h``): a kernel-internal errno (not in the C library's
+#: ``errno.h``) that the slice-extension prctl returns to user space anyway.
+ENOTSUPP = 524
 
 #: The x86 signature glibc and the selftests use (``RSEQ_SIG``). The kernel
 #: does not define a signature; user space chooses one at registration.
@@ -51,6 +63,22 @@ class StructRseq:
     SIZE = 32
     ALIGN = 32
     FIELDS = (CPU_ID_START, CPU_ID, RSEQ_CS, FLAGS, NODE_ID, MM_CID)
+    #: 7.0+: ``struct rseq_slice_ctrl`` (``union { __u32 all; struct { __u8 request; __u8 granted;
+    #: __u16 __reserved; }; }``), in what was the original struct's padding; then one reserved
+    #: byte, so ``offsetof(struct rseq, end)`` is 33. Not in ``FIELDS``: kernels before 7.0
+    #: know nothing there, and the area dumps of those kernels stay as they were.
+    SLICE_CTRL = Field("slice_ctrl", 28, 4)
+    RESERVED = Field("__reserved", 32, 1)
+
+
+def slice_ctrl(request: int = 0, granted: int = 0) -> int:
+    """``rseq_slice_ctrl.all`` (little endian): ``request`` in byte 28, ``granted`` in byte 29."""
+    return (request & 0xFF) | (granted & 0xFF) << 8
+
+
+def slice_ctrl_fields(all_: int) -> tuple[int, int]:
+    """(request, granted) of a ``rseq_slice_ctrl.all`` value."""
+    return all_ & 0xFF, all_ >> 8 & 0xFF
 
 
 class StructRseqCs:
@@ -75,6 +103,12 @@ class RseqFlag(IntFlag):
 #: ``RSEQ_FLAG_SLICE_EXT_DEFAULT_ON`` (uapi ``linux/rseq.h``, 7.0+): the second registration
 #: flag, accepted by ``sys_rseq`` whether or not the slice extension is configured.
 RSEQ_FLAG_SLICE_EXT_DEFAULT_ON = 1 << 1
+
+#: Status bits the kernel writes into ``rseq->flags`` (``enum rseq_cs_flags``, 7.0+; read-only
+#: for user space): the slice extension is available (configured and not disabled at boot;
+#: 7.0 as released: configured), and enabled for this task.
+RSEQ_CS_FLAG_SLICE_EXT_AVAILABLE = 1 << 4
+RSEQ_CS_FLAG_SLICE_EXT_ENABLED = 1 << 5
 
 
 class RseqCsFlag(IntFlag):
@@ -120,14 +154,15 @@ class KernelAbi:
         }
 
 
-#: 6.3 .. 6.19 share the 28-byte feature set (node_id and mm_cid added in 6.3);
-#: 7.0 adds ``slice_ctrl`` at offset 28 (feature size 32). Spec §1.1. In the 7.1 tree
-#: (torvalds/linux b2128290, uapi ``linux/rseq.h``) a reserved byte follows ``slice_ctrl``,
-#: so ``offsetof(struct rseq, end)`` is 33 and can never be mistaken for the original 32;
-#: ``AT_RSEQ_ALIGN`` is ``rseq_alloc_align()`` = 64 (``fs/binfmt_elf.c``, ``linux/rseq.h``).
+#: 6.3 .. 6.19 share the 28-byte feature set (node_id and mm_cid added in 6.3). 7.0 adds
+#: ``slice_ctrl`` at offset 28 and one reserved byte after it: ``offsetof(struct rseq, end)``
+#: is 33, which can never be mistaken for the original 32, and ``AT_RSEQ_ALIGN`` is
+#: ``rseq_alloc_align()`` = 64 (torvalds/linux 3b68df978133, merged before 7.0 shipped; uapi
+#: ``linux/rseq.h``, ``fs/binfmt_elf.c``, ``include/linux/rseq.h``). 7.1 keeps that ABI.
 ABI_BY_RELEASE = {
     "6.18": KernelAbi("6.18", feature_size=StructRseq.END, align=StructRseq.ALIGN),
     "6.19": KernelAbi("6.19", feature_size=StructRseq.END, align=StructRseq.ALIGN),
+    "7.0": KernelAbi("7.0", feature_size=33, align=64, register_flags=RSEQ_FLAG_SLICE_EXT_DEFAULT_ON),
     "7.1": KernelAbi("7.1", feature_size=33, align=64, register_flags=RSEQ_FLAG_SLICE_EXT_DEFAULT_ON),
 }
 

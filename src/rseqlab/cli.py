@@ -472,7 +472,7 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
     """
     from . import check as checker
     from .check.stepfile import load_step_file
-    from .kernel import kernel_class
+    from .kernel import kernel_class, kernel_summary
     from .report import check as check_report
 
     _on_arch([], arch)  # BadInput naming the accepted architectures
@@ -485,7 +485,7 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
             click.echo(check_report.render_list(found))
         return ExitStatus.SUCCESS
     if list_kernels:
-        rows = [(name, kernel_class(name).summary) for name in kernel_names()]
+        rows = [(name, kernel_summary(name)) for name in kernel_names()]
         click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
         return ExitStatus.SUCCESS
     if scenario is None:

@@ -12,9 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .abi import as_s32
+from .abi import (
+    PR_RSEQ_SLICE_EXT_ENABLE,
+    PR_RSEQ_SLICE_EXTENSION,
+    PR_RSEQ_SLICE_EXTENSION_SET,
+    RSEQ_SIG,
+    StructRseq,
+    as_s32,
+    slice_ctrl,
+)
 from .errors import BadInput
-from .kernel import COUNTERS, Task, kernel_class
+from .kernel import Task, kernel_class
 from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
 from .machine.bench import Bench, Placement
 from .usermem import PAGE_SIZE
@@ -263,7 +271,7 @@ def _ro_area_migrated(b: Bench) -> Task:
     return t
 
 
-@scenario("segv-handler-ro-area", "S1", "crash reporter: SIGSEGV handler installed, rseq area read-only, "
+@scenario("segv-handler-ro-area", "SEGV1", "crash reporter: SIGSEGV handler installed, rseq area read-only, "
           "preempted onto another CPU")
 def _segv_handler_ro_area(b: Bench) -> Task:
     """The ID write fails; the handler, if it gets to run, returns with rt_sigreturn.
@@ -282,7 +290,7 @@ def _segv_handler_ro_area(b: Bench) -> Task:
     return _ro_area_migrated(b)
 
 
-@scenario("segv-handler-blocked", "S2", "SIGSEGV handler installed but SIGSEGV blocked; rseq area read-only, "
+@scenario("segv-handler-blocked", "SEGV2", "SIGSEGV handler installed but SIGSEGV blocked; rseq area read-only, "
           "preempted onto another CPU")
 def _segv_handler_blocked(b: Bench) -> Task:
     """force_sig() finds SIGSEGV blocked: the action is reset to SIG_DFL and the signal
@@ -292,7 +300,7 @@ def _segv_handler_blocked(b: Bench) -> Task:
     return _ro_area_migrated(b)
 
 
-@scenario("segv-ignored", "S3", "SIGSEGV ignored (SIG_IGN); rseq area read-only, preempted onto another CPU")
+@scenario("segv-ignored", "SEGV3", "SIGSEGV ignored (SIG_IGN); rseq area read-only, preempted onto another CPU")
 def _segv_ignored(b: Bench) -> Task:
     """An ignored SIGSEGV is reset to SIG_DFL by force_sig(): the task dies on every kernel."""
     _registered(b)
@@ -300,7 +308,7 @@ def _segv_ignored(b: Bench) -> Task:
     return _ro_area_migrated(b)
 
 
-@scenario("segv-handler-bad-cs", "S4", "SIGSEGV handler installed; preempted inside a section whose abort "
+@scenario("segv-handler-bad-cs", "SEGV4", "SIGSEGV handler installed; preempted inside a section whose abort "
           "signature is wrong")
 def _segv_handler_bad_cs(b: Bench) -> Task:
     """The CS check fails on the exit path and fails again when the SIGSEGV is delivered
@@ -317,8 +325,82 @@ def _segv_handler_bad_cs(b: Bench) -> Task:
     return t
 
 
-#: The scenarios of the spec's §4 table (rows numbered); the "S" rows are the signal
-#: semantics scenarios above, tested on their own (tests/kernel/test_signals.py).
+# ----------------------------------------------------------------------
+# The time-slice extension (7.0+ with CONFIG_RSEQ_SLICE_EXTENSION; rows SL1-SL5)
+# ----------------------------------------------------------------------
+#: x86_64 ``getpid``: a syscall other than ``rseq_slice_yield`` inside a granted extension.
+NR_GETPID = 39
+#: The slice scenarios register 64 bytes (a v2 registration on 7.1) at the bench's area.
+SLICE_RSEQ_LEN = 64
+
+
+def _slice_requested(b: Bench) -> Task:
+    """Registered with 64 bytes, the extension enabled by prctl, and ``request`` set, as a
+    thread does on entering its critical section (a kernel without it refuses the prctl)."""
+    t = b.task
+    a = b.layout.area
+    b.syscall(work=lambda k, task: k.sys_rseq(task, a, SLICE_RSEQ_LEN, 0, RSEQ_SIG))
+    ret = b.prctl(PR_RSEQ_SLICE_EXTENSION, PR_RSEQ_SLICE_EXTENSION_SET, PR_RSEQ_SLICE_EXT_ENABLE)
+    b.kernel.note(f"prctl(PR_RSEQ_SLICE_EXTENSION, SET, ENABLE) = {ret}")
+    t.mm.poke(a + StructRseq.SLICE_CTRL.offset, 4, slice_ctrl(request=1))
+    return t
+
+
+def _slice_granted(b: Bench) -> Task:
+    """As above, then a tick asks for a reschedule: a slice kernel grants instead."""
+    t = _slice_requested(b)
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-grant", "SL1", "slice extension requested; a tick's reschedule is replaced by a grant")
+def _slice_grant(b: Bench) -> Task:
+    t = _slice_requested(b)
+    b.start_measuring()
+    b.interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-expire", "SL2", "granted, the thread overruns: the slice hrtimer fires and forces the reschedule")
+def _slice_expire(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    if b.sched.timers.get(t.cpu) is None:  # nothing armed (no grant): a plain tick instead
+        b.interrupt(resched=_here(t))
+    else:
+        b.hrtimer_interrupt(resched=_here(t))
+    return t
+
+
+@scenario("slice-syscall-revoke", "SL3", "granted, the thread makes another syscall (getpid): the grant ends at entry")
+def _slice_syscall_revoke(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    b.sched.plan.append(_here(t))
+    b.syscall(nr=NR_GETPID)
+    return t
+
+
+@scenario("slice-yield", "SL4", "granted, the thread leaves its section and calls rseq_slice_yield()")
+def _slice_yield(b: Bench) -> Task:
+    t = _slice_granted(b)
+    b.start_measuring()
+    ret = b.rseq_slice_yield(resched=_here(t))
+    b.kernel.note(f"rseq_slice_yield() = {ret}")
+    return t
+
+
+@scenario("slice-refused", "SL5", "slice requested, but a signal is pending with the reschedule: no grant")
+def _slice_refused(b: Bench) -> Task:
+    t = _slice_requested(b)
+    b.start_measuring()
+    b.interrupt(resched=_here(t), signal=SIGUSR1)
+    return t
+
+
+#: The scenarios of the spec's §4 table (rows numbered); the "SEGV" rows (signal semantics,
+#: tests/kernel/test_signals.py) and the "SL" rows (the slice extension, tests/kernel/test_v7_0.py)
+#: are tested on their own.
 SPEC_SCENARIOS: dict[str, Scenario] = {n: s for n, s in SCENARIOS.items() if not s.row.startswith("S")}
 
 
@@ -382,13 +464,17 @@ def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
     area = bench.area(t)
     for signed in ("cpu_id_start", "cpu_id"):
         area[signed] = as_s32(area[signed])
+    k = bench.kernel
+    if getattr(k, "slice_configured", False):
+        # Only a kernel with the extension shows its control word (request | granted << 8).
+        area["slice_ctrl"] = t.mm.peek(bench.layout.area + StructRseq.SLICE_CTRL.offset, 4)
     return Explanation(
         kernel=release,
         scenario=name,
         row=sc.row,
         summary=sc.summary,
         debug=debug,
-        counters={c: getattr(t.stats, c) for c in COUNTERS},
+        counters={c: getattr(t.stats, c) for c in k.counters},
         tracepoints=t.trace.as_dict(),
         user_reads=dict(sorted(t.uaccess.reads.items())),
         user_writes=dict(sorted(t.uaccess.writes.items())),

@@ -68,6 +68,13 @@ def test_runner_expectations():
     assert cases["tcmalloc-slab-cache"].expected("6.19") is False
     assert cases["basic_test"].expected("6.19") is True
     assert cases["basic_test"].expected("6.19:no-cs-check") is None
+    # 7.0 as released (any build) keeps 6.19's behaviour for 32-byte registrations; the
+    # 7.0.10 backport is 7.1's code.
+    for kernel in ("7.0", "7.0.7", "7.0+slice", "7.0+slice-off"):
+        assert cases["tcmalloc-slab-cache"].expected(kernel) is False, kernel
+    for kernel in ("7.0.10", "7.0.10+slice", "7.1", "7.1+slice", "7.1+slice-off"):
+        assert cases["tcmalloc-slab-cache"].expected(kernel) is True, kernel
+        assert cases["basic_test"].expected(kernel) is True
 
 
 def test_cli_selftest_json(run_cli):
@@ -89,7 +96,8 @@ def test_cli_selftest_json(run_cli):
 def test_cli_selftest_tcmalloc_exit_status_follows_expectations(run_cli):
     res = run_cli("selftest", "-t", "tcmalloc-slab-cache", "--json")
     assert res.status == 0
-    assert [(d["kernel"], d["passed"]) for d in res.json] == [("6.18", True), ("6.19", False), ("7.1", True)]
+    assert [(d["kernel"], d["passed"]) for d in res.json] == [
+        ("6.18", True), ("6.19", False), ("7.0", False), ("7.0.7", False), ("7.1", True)]
     what_if = run_cli("selftest", "-t", "param_test -T l -r 200 -t 12 -4 10000", "-k", "6.19:no-cs-check")
     assert what_if.status == 0  # what-if kernels have no expectation
     assert "FAIL (what-if)" in what_if.stdout

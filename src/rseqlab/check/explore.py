@@ -138,6 +138,7 @@ class ControlledMachine(Machine):
         st = self.tasks[kt.pid]
         target = self.placement.pop(kt.pid, kt.cpu)
         st.state = State.RUNNABLE
+        st.nivcsw += 1
         self._switch_away(self.cpus[kt.cpu], st)
         cpu = self.cpus[target]
         if cpu.curr is not None or cpu.rq:
@@ -148,6 +149,11 @@ class ControlledMachine(Machine):
                 self.migrations += 1
             self.away[st.tid] = target
         self._sleep(st)
+
+    def hrtimer_start(self, cpu: int, expires_ns: int, callback) -> None:
+        """No time passes under the explorer: a slice extension's expiry is one of its
+        decisions (``expire T``), offered at every instruction boundary of the grant."""
+        self.cpus[cpu].hrtimer = (object(), callback)
 
     def new_address_space(self):
         """The image without its megabytes of zero text: only the pages sections use.
@@ -222,7 +228,7 @@ class World:
                 self.index[child.tid] = i
             wrap(0)(th)
 
-        self.main = m.spawn(main, cpu=scenario.threads[0].cpu, runtime=Glibc())
+        self.main = m.spawn(main, cpu=scenario.threads[0].cpu, runtime=Glibc(scenario.glibc))
         self.index[self.main.tid] = 0
         self.image = self.main.proc.image
         self.mem.layout(self.image, scenario.memory)
@@ -264,6 +270,9 @@ class World:
                 alts += [("migrate", tid, c) for c in range(self.scenario.cpus) if c != cpu]
             if budget[2]:
                 alts.append(("signal", tid, 0))
+            # A granted time-slice extension: its timer may expire here (not budgeted: time passes).
+            if m.cpus[cpu].hrtimer is not None and m.parked[tid] == "user":
+                alts.append(("expire", tid, cpu))
         return alts
 
     def apply(self, alt: tuple[str, int, int], budget: list[int]) -> bool:
@@ -287,6 +296,8 @@ class World:
             budget[2] -= 1
             m.kernel.send_signal(kt, SIGUSR1)
             msg = ("irq", "signal") if user else _GO
+        elif kind == "expire":
+            msg = ("irq", "hrtimer")
         switches = m.switches
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
         m.kicked.clear()
@@ -330,13 +341,14 @@ class World:
         for tid, st in sorted(m.tasks.items()):
             kt, th = st.kt, st.thread
             local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
-            parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.regs.ip, kt.in_user,
+            parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, kt.regs.ip, kt.in_user,
                           kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
                           tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
                           th.ip, th._frames, th.area, _freeze(local),
                           m.parked.get(tid), m.away.get(tid), tid in m.active,
                           _stack(st.glet, th.irqs)))
-        parts.append(tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq)) for c in m.cpus))
+        parts.append(tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq), c.hrtimer is not None)
+                           for c in m.cpus))
         for pid, proc in sorted(m.processes.items()):
             parts.append((pid, _freeze(vars(proc.mmcid))))
         h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
@@ -719,6 +731,8 @@ class Tracer:
         elif kind == "migrate":
             action = (f"preempted, migrated to cpu{arg}" if m.parked[tid] == "user"
                       else f"blocks in the syscall, wakes on cpu{arg}")
+        elif kind == "expire":
+            action = "slice extension timer expires"
         else:
             action = "SIGUSR1 delivered" if m.parked[tid] == "user" else "SIGUSR1 pending at syscall exit"
         if m.parked.get(tid) == "kernel":

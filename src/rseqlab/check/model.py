@@ -57,6 +57,8 @@ class Scenario:
     membarrier: bool = False
     #: Where it came from: "built-in" or a step file's path.
     source: str = "built-in"
+    #: The glibc that registers each thread (2.41+ registers the feature size: v2 on 7.1).
+    glibc: str = "2.36"
 
 
 class Memory:

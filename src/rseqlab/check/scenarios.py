@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from ..abi import StructRseq, StructRseqCs
+from ..abi import (
+    PR_RSEQ_SLICE_EXT_ENABLE,
+    PR_RSEQ_SLICE_EXTENSION,
+    PR_RSEQ_SLICE_EXTENSION_SET,
+    StructRseq,
+    StructRseqCs,
+)
 from ..userprog import primitives as P
 from ..userprog.api import (
     MEMBARRIER_CMD_FLAG_CPU,
@@ -412,6 +418,51 @@ def signal_handler_cs() -> Scenario:
     )
 
 
+# ----------------------------------------------------------------------
+# slice-lock (the RSEQ time-slice extension, 7.0+)
+# ----------------------------------------------------------------------
+def _slice_lock_thread(th, mem) -> None:
+    """rseq.rst's pattern: request an extension, take the lock (sched_yield while it is held),
+    a non-atomic increment, release, clear the request, rseq_slice_yield() if granted."""
+    asks = th.prctl(PR_RSEQ_SLICE_EXTENSION, PR_RSEQ_SLICE_EXTENSION_SET, PR_RSEQ_SLICE_EXT_ENABLE) == 0
+    request = th.area + StructRseq.SLICE_CTRL.offset
+    if asks:
+        th.store(request, 1, 1)
+    while th.cmpxchg(mem["lock"], 0, 1) != 0:
+        th.sched_yield()
+    switches, expired = th.st.nivcsw, th.kt.stats.s_expired
+    count = th.load(mem["count"])
+    th.store(mem["count"], count + 1)
+    switched = th.st.nivcsw != switches
+    th.store(mem["lock"], 0)
+    if asks:
+        th.store(request, 0, 1)
+        if th.load(request + 1, 1):  # slice_ctrl.granted
+            th.rseq_slice_yield()
+    th.local["switched_holding"] = switched and th.kt.stats.s_expired == expired
+
+
+def _slice_lock_check(f: Final) -> str | None:
+    for i, r in enumerate(f.results):
+        if r.get("switched_holding"):
+            return f"T{i} was switched out while holding the lock, with no expired slice extension"
+    return _expect("count", f.word("count"), 2) or _expect("lock", f.word("lock"), 0)
+
+
+def slice_lock() -> Scenario:
+    return Scenario(
+        "slice-lock",
+        "two threads on CPU 0 take a lock around a non-atomic increment, each asking for a "
+        "time-slice extension (prctl, slice_ctrl.request) and yielding after release if granted",
+        "no holder is switched out while holding the lock unless its extension expired "
+        "(the hold-time bound: the section plus slice_ext_nsec); count == 2, lock == 0",
+        _slice_lock_check,
+        [ThreadSpec(0, _slice_lock_thread), ThreadSpec(0, _slice_lock_thread)],
+        memory={"lock": [0], "count": [0]},
+        glibc="2.42",  # a 64-byte registration: v2 on 7.1
+    )
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "percpu-counter": percpu_counter,
     "percpu-list": percpu_list,
@@ -422,4 +473,5 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "syscall-in-cs": syscall_in_cs,
     "stale-rseq-cs": stale_rseq_cs,
     "signal-handler-cs": signal_handler_cs,
+    "slice-lock": slice_lock,
 }

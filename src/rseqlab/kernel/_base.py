@@ -32,6 +32,7 @@ from ._ftrace import Ftrace, attach, models
 from .arch import DEFAULT_ARCH, Arch
 from ._task import (
     CLONE_THREAD,
+    COUNTERS,
     CLONE_VM,
     DEFAULT_IGNORED,
     SA_NODEFER,
@@ -42,6 +43,7 @@ from ._task import (
     EXIT_TO_USER_MODE_WORK,
     EXIT_TO_USER_MODE_WORK_LOOP,
     SIGNAL_NAMES,
+    SYSCALL_WORK_RSEQ_SLICE,
     SIGSEGV,
     Entry,
     RseqStats,
@@ -87,16 +89,41 @@ class Topology:
 
 
 class Scheduler(Protocol):
-    """What the exit loop needs from the machine: ``schedule()`` for ``TIF_NEED_RESCHED``."""
+    """What the exit loop needs from the machine: ``schedule()`` for ``TIF_NEED_RESCHED``.
+
+    The time-slice extension (7.0+, ``CONFIG_RSEQ_SLICE_EXTENSION``) also needs a timer
+    service: the monotonic clock (``ktime_get_mono_fast_ns``) and one per-CPU hrtimer
+    (``hrtimer_start``/``hrtimer_try_to_cancel``, ``HRTIMER_MODE_ABS_PINNED_HARD``); when it
+    expires the machine runs ``callback()`` in hard-irq context on that CPU (an interrupt of
+    whatever runs there). Only a slice-extension kernel calls these.
+    """
 
     def schedule(self, task: Task) -> None: ...
 
+    def ktime_get_mono_fast_ns(self) -> int: ...
+
+    def hrtimer_start(self, cpu: int, expires_ns: int, callback: Callable[[], None]) -> None: ...
+
+    def hrtimer_try_to_cancel(self, cpu: int) -> bool: ...
+
 
 class StayOnCpu:
-    """A scheduler with nothing else to run: ``schedule()`` keeps the task, no switch."""
+    """A scheduler with nothing else to run: ``schedule()`` keeps the task, no switch.
+
+    Its clock stands still at 0 and its timers never fire: a grant never expires by itself.
+    """
 
     def schedule(self, task: Task) -> None:
         task.tif &= ~Tif.NEED_RESCHED
+
+    def ktime_get_mono_fast_ns(self) -> int:
+        return 0
+
+    def hrtimer_start(self, cpu: int, expires_ns: int, callback: Callable[[], None]) -> None:
+        pass
+
+    def hrtimer_try_to_cancel(self, cpu: int) -> bool:
+        return False
 
 
 @dataclass(slots=True)
@@ -106,6 +133,11 @@ class TraceEvent:
     name: str
     pid: int
     fields: dict[str, int] = field(default_factory=dict)
+
+
+#: ``TIF_SLICE_EXT_DENY`` (kernel/entry/common.c, non-RT): every exit work bit except the
+#: reschedule request prevents a time-slice extension grant (``TIF_RSEQ`` included).
+TIF_SLICE_EXT_DENY = EXIT_TO_USER_MODE_WORK & ~Tif.NEED_RESCHED
 
 
 class Kernel:
@@ -125,6 +157,11 @@ class Kernel:
     #: The architecture it is built for (``kernel/arch.py``); ``kernel_class("6.19@arm64")``
     #: makes a subclass with another one.
     arch: Arch = DEFAULT_ARCH
+    #: The release whose arch answers apply when it differs from ``release``: an alias built for
+    #: another architecture (``7.0.10@arm64`` runs 7.1's rseq code on 7.0.10's arm64 entry).
+    arch_release: str | None = None
+    #: The statistics counters this build has (``CONFIG_RSEQ_SLICE_EXTENSION`` adds five).
+    counters: tuple[str, ...] = COUNTERS
 
     @property
     def ftrace(self) -> Ftrace | None:
@@ -145,7 +182,7 @@ class Kernel:
                  scheduler: Scheduler | None = None) -> None:
         self.topology = topology or Topology()
         #: What this release looks like on ``self.arch`` (generic entry or not, ...).
-        self.archcfg = self.arch.config(self.release)
+        self.archcfg = self.arch.config(self.arch_release or self.release)
         #: 6.18: ``CONFIG_DEBUG_RSEQ``; 6.19: the ``rseq_debug_enabled`` static key.
         self.debug = debug
         self.scheduler: Scheduler = scheduler or StayOnCpu()
@@ -169,6 +206,11 @@ class Kernel:
         for per_cpu in self.cpu_stats:
             total.add(per_cpu)
         return total
+
+    def debugfs_stats(self) -> str:
+        """``cat /sys/kernel/debug/rseq/stats``: this build's counters (the slice ones only with
+        ``CONFIG_RSEQ_SLICE_EXTENSION``, as ``rseq_stats_show()`` prints them)."""
+        return self.stats().debugfs(self.counters)
 
     def trace_rseq_update(self, t: Task, cpu_id: int, node_id: int | None, mm_cid: int) -> None:
         """Models ``trace_rseq_update()`` (include/trace/events/rseq.h)."""
@@ -257,11 +299,19 @@ class Kernel:
     # ==================================================================
     # Generic entry code (kernel/entry/common.c, include/linux/entry-common.h)
     # ==================================================================
-    def enter_from_user_mode(self, t: Task, entry: str) -> None:
-        """A task leaves user mode through a syscall, an interrupt or an exception."""
+    def enter_from_user_mode(self, t: Task, entry: str, nr: int = -1) -> None:
+        """A task leaves user mode through a syscall (number ``nr``), an interrupt or an exception."""
         t.in_user = False
         if entry is not Entry.SYSCALL:
             self.irqentry_enter_from_user_mode(t)
+        elif t.syscall_work:
+            self.syscall_trace_enter(t, nr)
+
+    @models("syscall_trace_enter", "include/linux/entry-common.h")
+    def syscall_trace_enter(self, t: Task, nr: int) -> None:
+        """Syscall entry work (after syscall user dispatch, before ptrace and seccomp)."""
+        if t.syscall_work & SYSCALL_WORK_RSEQ_SLICE:
+            self.rseq_syscall_enter_work(t, nr)
 
     @models("irqentry_enter_from_user_mode", "kernel/entry/common.c")
     def irqentry_enter_from_user_mode(self, t: Task) -> None:
@@ -319,7 +369,9 @@ class Kernel:
         """
         while ti_work & EXIT_TO_USER_MODE_WORK_LOOP:
             if ti_work & Tif.NEED_RESCHED:
-                self.scheduler.schedule(t)
+                # 7.0+: a granted time-slice extension skips schedule(); any other work denies it.
+                if not self.rseq_grant_slice_extension(t, ti_work & TIF_SLICE_EXT_DENY):
+                    self.scheduler.schedule(t)
             if ti_work & Tif.SIGPENDING:
                 self.arch_do_signal_or_restart(t)
                 if t.killed_by is not None:
@@ -653,7 +705,7 @@ class Kernel:
             return -errno.EINVAL
         if not access_ok(rseq, rseq_len):
             return -errno.EFAULT
-        return self.rseq_register(t, rseq, rseq_len, sig)
+        return self.rseq_register(t, rseq, rseq_len, sig, flags)
 
     # ==================================================================
     # RSEQ hooks: stubs here, filled in by the personalities
@@ -661,7 +713,7 @@ class Kernel:
     def new_rseq_state(self) -> Any:
         raise NotImplementedError
 
-    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int) -> int:
+    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int, flags: int = 0) -> int:
         raise NotImplementedError
 
     def rseq_unregister(self, t: Task) -> int:
@@ -681,6 +733,25 @@ class Kernel:
 
     def rseq_membarrier_ipi(self, t: Task) -> None:
         """The membarrier RSEQ IPI interrupted ``t``."""
+
+    def rseq_grant_slice_extension(self, t: Task, work_pending: int) -> bool:
+        """Exit loop, resched pending: True grants a time-slice extension instead of
+        ``schedule()`` (7.0+ with ``CONFIG_RSEQ_SLICE_EXTENSION``; never without)."""
+        return False
+
+    def rseq_syscall_enter_work(self, t: Task, nr: int) -> None:
+        """Syscall entry with ``SYSCALL_WORK_SYSCALL_RSEQ_SLICE`` set (slice extension only)."""
+
+    def sys_prctl(self, t: Task, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+                  arg5: int = 0) -> int:
+        """``prctl()`` (kernel/sys.c) as far as rseq goes: kernels before 7.0 have no
+        ``PR_RSEQ_SLICE_EXTENSION`` case, so the option is unknown: ``-EINVAL``."""
+        return -errno.EINVAL
+
+    def sys_rseq_slice_yield(self, t: Task) -> int:
+        """Syscall 471: not in the table before 7.0, and ``COND_SYSCALL`` without the slice
+        extension (``kernel/sys_ni.c``): ``-ENOSYS``."""
+        return -errno.ENOSYS
 
     def rseq_signal_deliver(self, t: Task, sig: int) -> None:
         """A handler frame for ``sig`` is about to be set up."""

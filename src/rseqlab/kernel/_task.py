@@ -69,7 +69,15 @@ class Entry:
     EXCEPTION = "exception"
 
 
+#: ``SYSCALL_WORK_SYSCALL_RSEQ_SLICE`` (``task->syscall_work``): a granted slice extension makes
+#: the next syscall entry run ``rseq_syscall_enter_work()``. The bit value is the model's.
+SYSCALL_WORK_RSEQ_SLICE = 1 << 0
+
 COUNTERS = ("exit", "signal", "slowpath", "fastpath", "ids", "cs", "clear", "fixup")
+#: The time-slice extension's counters (7.0+, ``CONFIG_RSEQ_SLICE_EXTENSION=y`` only; shown
+#: only by kernels built with it, so every other kernel's output is as it was).
+SLICE_COUNTERS = ("s_granted", "s_expired", "s_revoked", "s_yielded", "s_aborted")
+ALL_COUNTERS = COUNTERS + SLICE_COUNTERS
 #: debugfs ``/sys/kernel/debug/rseq/stats`` labels, in the kernel's order.
 DEBUGFS_LABELS = {
     "exit": "exit",
@@ -80,6 +88,11 @@ DEBUGFS_LABELS = {
     "cs": "cs",
     "clear": "clear",
     "fixup": "fixup",
+    "s_granted": "sgrant",
+    "s_expired": "sexpir",
+    "s_revoked": "srevok",
+    "s_yielded": "syield",
+    "s_aborted": "sabort",
 }
 TRACEPOINTS = ("rseq_update", "rseq_ip_fixup")
 
@@ -96,19 +109,26 @@ class RseqStats:
     cs: int = 0
     clear: int = 0
     fixup: int = 0
+    s_granted: int = 0
+    s_expired: int = 0
+    s_revoked: int = 0
+    s_yielded: int = 0
+    s_aborted: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNTERS}
+    def as_dict(self, names: tuple[str, ...] = COUNTERS) -> dict[str, int]:
+        """The counters ``names`` (a kernel's ``counters``: the slice ones only if it has them)."""
+        return {name: getattr(self, name) for name in names}
 
     def add(self, other: RseqStats) -> None:
-        for name in COUNTERS:
+        for name in ALL_COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def debugfs(self) -> str:
-        """The text ``cat /sys/kernel/debug/rseq/stats`` prints (``rseq_stats_show()``, 6.19 and
-        7.1 with ``CONFIG_RSEQ_SLICE_EXTENSION=n``): per line the label, its colon padded to
-        eight columns, then the sum over every possible CPU right-aligned in 16 (``%16lu``)."""
-        return "".join(f"{DEBUGFS_LABELS[n] + ':':<8}{getattr(self, n):>16}\n" for n in COUNTERS)
+    def debugfs(self, names: tuple[str, ...] = COUNTERS) -> str:
+        """The text ``cat /sys/kernel/debug/rseq/stats`` prints (``rseq_stats_show()``; ``names``:
+        the kernel's counters, the five slice ones only with ``CONFIG_RSEQ_SLICE_EXTENSION``):
+        per line the label, its colon padded to eight columns, then the sum over every possible
+        CPU right-aligned in 16 (``%16lu``)."""
+        return "".join(f"{DEBUGFS_LABELS[n] + ':':<8}{getattr(self, n):>16}\n" for n in names)
 
 
 @dataclass(slots=True)
@@ -165,6 +185,7 @@ class Task:
         self.mm_cid = mm_cid  # task_mm_cid()
         self.regs = Regs()
         self.tif = 0  # Tif bits
+        self.syscall_work = 0  # SYSCALL_WORK_* bits
         self.in_user = True
         self.exiting = False  # PF_EXITING
         self.killed_by: int | None = None  # the signal that ended the task, if any

@@ -132,7 +132,7 @@ class Arch:
 
     def config(self, release: str) -> ArchRelease:
         """The answers for ``release`` (``"6.19"``; a what-if ``"6.19:x"`` counts as its release)."""
-        base = release.split(":", 1)[0]
+        base = release.split(":", 1)[0].split("+", 1)[0]  # a what-if or a build counts as its release
         return self.releases.get(base, GENERIC if self.name == "x86_64" else ARM64_7_1)
 
     def has(self, release: str, feature: str) -> bool:
@@ -144,7 +144,7 @@ class Arch:
         """
         cfg = self.config(release)
         if feature == "RSEQ_SLICE_EXTENSION":
-            base = release.split(":", 1)[0]
+            base = release.split(":", 1)[0].split("+", 1)[0]
             return _at_least(base, "7.0") and cfg.generic_entry and cfg.generic_tif_bits
         attr = FEATURES.get(feature)
         if attr is None:
@@ -171,7 +171,8 @@ X86_64 = Arch(
     task_size=0x7FFF_FFFF_F000,
     memory_destination_add=True,
     has_offset_deref_addv=True,
-    releases={"6.18": GENERIC, "6.19": GENERIC, "7.0": GENERIC, "7.1": GENERIC},
+    releases={"6.18": GENERIC, "6.19": GENERIC, "7.0": GENERIC, "7.0.7": GENERIC, "7.0.10": GENERIC,
+              "7.1": GENERIC},
 )
 
 ARM64 = Arch(
@@ -185,7 +186,9 @@ ARM64 = Arch(
     task_size=1 << 48,
     memory_destination_add=False,
     has_offset_deref_addv=False,
-    releases={"6.18": ARM64_6_19, "6.19": ARM64_6_19, "7.0": ARM64_6_19, "7.1": ARM64_7_1},
+    # The arm64 fix (411c1cf43039) is in v7.1 and in 7.0.y from 7.0.14: 7.0.7 and 7.0.10 lack it.
+    releases={"6.18": ARM64_6_19, "6.19": ARM64_6_19, "7.0": ARM64_6_19, "7.0.7": ARM64_6_19,
+              "7.0.10": ARM64_6_19, "7.1": ARM64_7_1},
 )
 
 ARCHES: dict[str, Arch] = {X86_64.name: X86_64, ARM64.name: ARM64}

@@ -286,7 +286,7 @@ class Linux618(Kernel):
     # ------------------------------------------------------------------
     # Registration (spec §1.4, legacy columns)
     # ------------------------------------------------------------------
-    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int) -> int:
+    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int, flags: int = 0) -> int:
         # A libc reusing a TLS area may leave a stale rseq_cs: clear it, but only if set.
         armed = self.get_user(t, rseq + StructRseq.RSEQ_CS.offset, 8, "rseq_cs")
         if armed is None:

@@ -450,7 +450,7 @@ class Linux619(Kernel):
     # ------------------------------------------------------------------
     # Registration (spec §1.4, 6.19 columns)
     # ------------------------------------------------------------------
-    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int) -> int:
+    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int, flags: int = 0) -> int:
         # No read first: rseq_cs is cleared unconditionally, IDs set to "uninitialized".
         for f, value in ((StructRseq.RSEQ_CS, 0), (StructRseq.CPU_ID_START, _UNINITIALIZED),
                          (StructRseq.CPU_ID, _UNINITIALIZED), (StructRseq.NODE_ID, 0),

@@ -52,12 +52,11 @@ Source read (stored copies of torvalds/linux, paraphrased, no code copied):
   &ids)``, ``ids.node_id``) match that state. ``AT_RSEQ_ALIGN =
   rseq_alloc_align()`` is from the 7.0 ``binfmt_elf.c`` diff.
 
-Left out: the 7.0 time-slice extension (``slice_ctrl`` grants, the hrtimer,
-``rseq_slice_yield``, the prctl, the ``s_granted``..``s_aborted`` counters).
-The model is a kernel with ``CONFIG_RSEQ_SLICE_EXTENSION=n``: no
-``slice_ctrl`` stores, ``flags`` written as 0 at registration, and the
-``SLICE_EXT_DEFAULT_ON`` flag accepted but without effect, as the source does
-in that configuration.
+The time-slice extension: plain ``7.1`` is a kernel with
+``CONFIG_RSEQ_SLICE_EXTENSION=n`` (no ``slice_ctrl`` stores, ``flags`` written
+as 0 at registration, ``RSEQ_FLAG_SLICE_EXT_DEFAULT_ON`` accepted without
+effect, the prctl answering ``-ENOTSUPP``: ``slice_ext.SliceCalls``); the
+configured builds (``7.1+slice``, ``7.1+slice-off``) are in ``kernel/builds.py``.
 
 ``rseq_event`` lifecycle: as 6.19 (``v6_19.py``), except that ``has_rseq`` holds
 the ABI version (0, 1 legacy, 2 v2) and, in legacy mode, every switch-in sets
@@ -72,6 +71,7 @@ from dataclasses import dataclass
 from ..abi import ABI_BY_RELEASE, ORIG_RSEQ_SIZE, CpuIdSentinel, StructRseq, to_u32
 from ._ftrace import models
 from ._task import Task
+from .slice_ext import SliceCalls
 from .v6_19 import Linux619, RseqData
 
 _UNINITIALIZED = to_u32(CpuIdSentinel.UNINITIALIZED)
@@ -87,7 +87,7 @@ class RseqData71(RseqData):
     ids_node_id: int = 0
 
 
-class Linux71(Linux619):
+class Linux71(SliceCalls, Linux619):
     release = "7.1"
     summary = "6.19 plus the TCMalloc fix: 32-byte registrations rewrite IDs on every switch, larger ones as 6.19"
     abi = ABI_BY_RELEASE["7.1"]
@@ -192,19 +192,25 @@ class Linux71(Linux619):
     # Registration (kernel/rseq.c at b2128290)
     # ------------------------------------------------------------------
     @models("rseq_register", "kernel/rseq.c")
-    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int) -> int:
-        """W rseq_cs=0, flags=0, cpu_id_start=cpu_id=-1, node_id=mm_cid=0; the length picks the mode."""
+    def rseq_register(self, t: Task, rseq: int, rseq_len: int, sig: int, flags: int = 0) -> int:
+        """W rseq_cs=0, flags, cpu_id_start=cpu_id=-1, node_id=mm_cid=0 (v2 with the slice
+        extension configured: slice_ctrl=0); the length picks the mode."""
         # sys_rseq has checked the length and alignment (rseq_length_valid) and access_ok.
         version = RSEQ_V2 if rseq_len > ORIG_RSEQ_SIZE else RSEQ_V1
         # flags carries the slice-extension status bits, none without CONFIG_RSEQ_SLICE_EXTENSION;
         # slice_ctrl (v2 only) is written only with it.
-        for f, value in ((StructRseq.RSEQ_CS, 0), (StructRseq.FLAGS, 0),
-                         (StructRseq.CPU_ID_START, _UNINITIALIZED), (StructRseq.CPU_ID, _UNINITIALIZED),
-                         (StructRseq.NODE_ID, 0), (StructRseq.MM_CID, 0)):
+        rseqfl = self.rseq_slice_register_flags(flags, rseq_len)
+        writes = [(StructRseq.RSEQ_CS, 0), (StructRseq.FLAGS, rseqfl),
+                  (StructRseq.CPU_ID_START, _UNINITIALIZED), (StructRseq.CPU_ID, _UNINITIALIZED),
+                  (StructRseq.NODE_ID, 0), (StructRseq.MM_CID, 0)]
+        if version > RSEQ_V1 and self.slice_configured:
+            writes.append((StructRseq.SLICE_CTRL, 0))
+        for f, value in writes:
             if not self.put_user(t, rseq + f.offset, f.size, value, f.name):
                 return -errno.EFAULT
         ev = t.rseq
         ev.usrptr, ev.len, ev.sig = rseq, rseq_len, sig
+        self.rseq_slice_registered(t, rseqfl)
         ev.has_rseq = version
         self.rseq_force_update(t)
         return 0

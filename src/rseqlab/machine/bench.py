@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ..abi import RSEQ_SIG, RseqFlag, StructRseq, StructRseqCs, in_rseq_cs
+from ..abi import NR_RSEQ_SLICE_YIELD, RSEQ_SIG, RseqFlag, StructRseq, StructRseqCs, in_rseq_cs
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._ftrace import Ftrace
 from ..kernel._base import SIG_BLOCK
@@ -72,6 +72,21 @@ class ScriptedScheduler:
         self.kernel = kernel
         self.plan: deque[Placement] = deque()
         self.switches = 0
+        #: The timer service (the slice extension's hrtimer): a clock the script moves
+        #: (``Bench.advance``) and one armed timer per CPU, fired by ``Bench.hrtimer_interrupt``.
+        self.now_ns = 0
+        self.timers: dict[int, tuple[int, object]] = {}
+        self.cancelled = 0
+
+    def ktime_get_mono_fast_ns(self) -> int:
+        return self.now_ns
+
+    def hrtimer_start(self, cpu: int, expires_ns: int, callback) -> None:
+        self.timers[cpu] = (expires_ns, callback)
+
+    def hrtimer_try_to_cancel(self, cpu: int) -> bool:
+        self.cancelled += cpu in self.timers
+        return self.timers.pop(cpu, None) is not None
 
     def schedule(self, t: Task) -> None:
         t.tif &= ~Tif.NEED_RESCHED
@@ -92,8 +107,8 @@ class Bench:
     """One task on a kernel personality, driven one round trip at a time."""
 
     def __init__(self, release: str, *, cpus: int = 2, nodes: int = 1, debug: bool = False,
-                 layout: Layout = LAYOUT) -> None:
-        self.kernel = make_kernel(release, Topology.uniform(cpus, nodes), debug=debug)
+                 layout: Layout = LAYOUT, **kernel_options) -> None:
+        self.kernel = make_kernel(release, Topology.uniform(cpus, nodes), debug=debug, **kernel_options)
         self.sched = ScriptedScheduler(self.kernel)
         self.kernel.scheduler = self.sched
         self.layout = layout
@@ -160,13 +175,14 @@ class Bench:
     # Round trips through the kernel
     # ------------------------------------------------------------------
     def syscall(self, t: Task | None = None, *, block: Placement | None = None,
-                resched: Placement | None = None, work=None) -> int | None:
-        """One syscall. ``work(kernel, task)`` runs in kernel mode and gives the return value;
+                resched: Placement | None = None, work=None, nr: int = -1) -> int | None:
+        """One syscall (number ``nr``: only the slice extension's entry work looks at it).
+        ``work(kernel, task)`` runs in kernel mode and gives the return value;
         ``block`` sleeps and wakes at that placement; ``resched`` is a tick that preempts
         the task on its way out. Returns the syscall's value (None if the task died)."""
         t = t or self.task
         k = self.kernel
-        k.enter_from_user_mode(t, Entry.SYSCALL)
+        k.enter_from_user_mode(t, Entry.SYSCALL, nr)
         ret = work(k, t) if work is not None else 0
         if block is not None:
             self.sched.switch(t, block)
@@ -224,6 +240,24 @@ class Bench:
             t.regs.ip = self.layout.plain_ip if t.sigframes[-1].sig != SIGSEGV else self.layout.segv_handler_ip
             self.syscall(t, work=lambda k, task: k.sigreturn(task) or 0)
 
+    def advance(self, ns: int) -> None:
+        """Time passes in user mode (the slice extension's clock; nothing else looks at it)."""
+        self.sched.now_ns += ns
+
+    def hrtimer_interrupt(self, t: Task | None = None, *, resched: Placement | None = None) -> bool:
+        """The hrtimer interrupt on ``t``'s CPU at the armed timer's expiry (the clock moves
+        there): the callback runs in the interrupt, then the return to user mode. ``resched``
+        is where the task comes back if the exit path schedules."""
+        t = t or self.task
+        k = self.kernel
+        expires, callback = self.sched.timers.pop(t.cpu)
+        self.sched.now_ns = max(self.sched.now_ns, expires)
+        k.enter_from_user_mode(t, Entry.IRQ)
+        callback(t)
+        if resched is not None:
+            self.sched.plan.append(resched)
+        return k.irqentry_exit_to_user_mode(t)
+
     def _need_resched(self, t: Task, place: Placement) -> None:
         t.tif |= Tif.NEED_RESCHED
         self.sched.plan.append(place)
@@ -239,6 +273,16 @@ class Bench:
     def unregister(self, t: Task | None = None, *, length: int = 32, sig: int = RSEQ_SIG) -> int | None:
         a = self.layout.area
         return self.syscall(t, work=lambda k, task: k.sys_rseq(task, a, length, RseqFlag.UNREGISTER, sig))
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0,
+              t: Task | None = None) -> int | None:
+        return self.syscall(t, work=lambda k, task: k.sys_prctl(task, option, arg2, arg3, arg4, arg5))
+
+    def rseq_slice_yield(self, t: Task | None = None, *, resched: Placement | None = None) -> int | None:
+        """Syscall 471; ``resched`` is where the task comes back if its entry work schedules."""
+        if resched is not None:
+            self.sched.plan.append(resched)
+        return self.syscall(t, work=lambda k, task: k.sys_rseq_slice_yield(task), nr=NR_RSEQ_SLICE_YIELD)
 
     def spawn_child(self, *, clone_flags: int = 0, child_place: Placement | None = None) -> Task:
         """The parent forks (one syscall); the child is switched in and ready to return."""

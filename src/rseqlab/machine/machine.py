@@ -150,6 +150,7 @@ class SimTask:
         self.joiners = WaitQueue()
         self.thread: Any = None  # the userprog.api.Thread handle
         self.tls = 0  # base of this thread's TLS page
+        self.nivcsw = 0  # switches away from a runnable task (preemption, sched_yield)
 
     @property
     def tid(self) -> int:
@@ -171,6 +172,8 @@ class Cpu:
     tick_phase: int = 0
     #: The tick's event callback, made once (a tick fires thousands of times).
     tick: Callable[[], None] | None = None
+    #: The armed hrtimer (the slice extension's): (token, callback), or None.
+    hrtimer: tuple | None = None
 
 
 _RUN = ("run",)
@@ -393,6 +396,38 @@ class Machine:
         return True
 
     # ==================================================================
+    # The timer service (the kernel's Scheduler protocol): the slice extension's hrtimer
+    # ==================================================================
+    def ktime_get_mono_fast_ns(self) -> int:
+        return self.sim.now
+
+    def hrtimer_start(self, cpu: int, expires_ns: int, callback: Callable[[Task | None], None]) -> None:
+        """Arm ``cpu``'s one hrtimer (re-arming replaces it): at ``expires_ns`` it interrupts
+        whatever runs there, and ``callback(current)`` runs in that interrupt."""
+        c = self.cpus[cpu]
+        token = object()
+        c.hrtimer = (token, callback)
+        self.sim.at(max(expires_ns, self.sim.now), lambda: self._hrtimer_expire(c, token), Prio.TIMER)
+
+    def hrtimer_try_to_cancel(self, cpu: int) -> bool:
+        c = self.cpus[cpu]
+        armed = c.hrtimer is not None
+        c.hrtimer = None
+        return armed
+
+    def _hrtimer_expire(self, cpu: Cpu, token: object) -> None:
+        if cpu.hrtimer is None or cpu.hrtimer[0] is not token:
+            return  # cancelled or re-armed
+        if not self._interrupt(cpu, "hrtimer"):
+            self.run_hrtimer(cpu)  # idle, or its task is between waits: nothing to interrupt
+
+    def run_hrtimer(self, cpu: Cpu) -> None:
+        """The hard-irq part of the hrtimer interrupt: the expired callback, with ``current``."""
+        armed, cpu.hrtimer = cpu.hrtimer, None
+        if armed is not None:
+            armed[1](cpu.curr.kt if cpu.curr is not None else None)
+
+    # ==================================================================
     # The scheduler (the kernel's Scheduler protocol)
     # ==================================================================
     def schedule(self, kt: Task) -> None:
@@ -405,6 +440,7 @@ class Machine:
             st.ran_since = self.sim.now  # nothing else to run: keep going, no switch
             return
         st.state = State.RUNNABLE
+        st.nivcsw += 1
         self._switch_away(cpu, st)
         self._enqueue(st, target)
         self._sleep(st)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from rich.console import Console
 from rich.table import Table
 
-from ..kernel import COUNTERS, TRACEPOINTS
+from ..kernel import COUNTERS, SLICE_COUNTERS, TRACEPOINTS
 
 #: (row label as in the commit, counter, the counter it is a percentage of)
 ROWS = (
@@ -27,7 +27,15 @@ ROWS = (
     ("  cs cleared", "clear", "cs"),
     ("  cs fixup", "fixup", "cs"),
 )
-#: The per-kernel keys of the JSON form, in order.
+#: The time-slice extension's counters (only kernels built with it have them).
+SLICE_ROWS = (
+    ("slice grants", "s_granted", None),
+    ("  expired", "s_expired", "s_granted"),
+    ("  revoked", "s_revoked", "s_granted"),
+    ("  yielded", "s_yielded", "s_granted"),
+    ("  aborted (syscall)", "s_aborted", "s_granted"),
+)
+#: The per-kernel keys of the JSON form, in order (a slice-extension kernel adds SLICE_COUNTERS).
 RESULT_KEYS = (*COUNTERS, "user_reads", "user_writes", *TRACEPOINTS)
 
 
@@ -36,6 +44,7 @@ def kernel_result(counters: Mapping[str, int], tracepoints: Mapping[str, int], u
     """One kernel's numbers in the JSON shape ``{exit, ..., fixup, user_reads, user_writes,
     rseq_update, rseq_ip_fixup}``."""
     out = {c: int(counters[c]) for c in COUNTERS}
+    out.update({c: int(counters[c]) for c in SLICE_COUNTERS if c in counters})
     out["user_reads"] = int(user_reads)
     out["user_writes"] = int(user_writes)
     for tp in TRACEPOINTS:
@@ -78,6 +87,14 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
             cells += [f"{r[counter]:,}", percent(r[counter], r[of]) if of else ""]
         cells += [reduction(first[counter], results[k][counter]) for k in kernels[1:]]
         table.add_row(label, *cells)
+    if any(SLICE_COUNTERS[0] in results[k] for k in kernels):
+        for label, counter, of in SLICE_ROWS:
+            cells = []
+            for k in kernels:
+                r = results[k]
+                cells += [f"{r[counter]:,}", percent(r[counter], r[of]) if of else ""] if counter in r else ["-", ""]
+            cells += ["" for _ in kernels[1:]]
+            table.add_row(label, *cells)
     for label, key in (("user reads", "user_reads"), ("user writes", "user_writes"),
                        ("tp rseq_update", "rseq_update"), ("tp rseq_ip_fixup", "rseq_ip_fixup")):
         cells = []

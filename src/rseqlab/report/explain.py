@@ -5,11 +5,17 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..kernel import COUNTERS, TRACEPOINTS
+from ..kernel import ALL_COUNTERS, TRACEPOINTS
 from ..scenarios import SCENARIOS, Explanation
 
 SHORT = {"exit": "exit", "signal": "sig", "slowpath": "slowp", "fastpath": "fastp", "ids": "ids",
-         "cs": "cs", "clear": "clear", "fixup": "fixup"}
+         "cs": "cs", "clear": "clear", "fixup": "fixup", "s_granted": "sgrant", "s_expired": "sexpir",
+         "s_revoked": "srevok", "s_yielded": "syield", "s_aborted": "sabort"}
+
+
+def _counters(results: list[Explanation]) -> list[str]:
+    """The counters any of the kernels has (the slice ones only with the extension built in)."""
+    return [c for c in ALL_COUNTERS if any(c in r.counters for r in results)]
 
 
 def render_list(con: Console) -> None:
@@ -25,7 +31,8 @@ def render_list(con: Console) -> None:
 def render(con: Console, results: list[Explanation]) -> None:
     """One scenario under one or more kernels: side-by-side numbers, then each call graph."""
     first = results[0]
-    where = f"signal scenario {first.row}" if first.row.startswith("S") else f"spec §4 row {first.row}"
+    where = (f"signal scenario {first.row}" if first.row.startswith("SEGV") else
+             f"slice extension scenario {first.row}" if first.row.startswith("SL") else f"spec §4 row {first.row}")
     con.print(f"[bold]{first.scenario}[/bold] ({where}): {first.summary}")
     kernels = [r.kernel + (" debug" if r.debug else "") for r in results]
 
@@ -33,8 +40,8 @@ def render(con: Console, results: list[Explanation]) -> None:
     numbers.add_column("")
     for k in kernels:
         numbers.add_column(k, justify="right")
-    for c in COUNTERS:
-        numbers.add_row(c, *(str(r.counters[c]) for r in results))
+    for c in _counters(results):
+        numbers.add_row(c, *(str(r.counters[c]) if c in r.counters else "-" for r in results))
     for tp in TRACEPOINTS:
         numbers.add_row(f"tp:{tp}", *(str(r.tracepoints[tp]) for r in results))
     con.print(numbers)
@@ -59,8 +66,9 @@ def render(con: Console, results: list[Explanation]) -> None:
     outcome.add_row("killed by", *((r.signal or "-") for r in results))
     outcome.add_row("handlers run", *((" ".join(r.handlers_run) or "-") for r in results))
     outcome.add_row("frames left", *((" ".join(r.sigframes) or "-") for r in results))
-    for f in first.rseq_area:
-        outcome.add_row(f"rseq.{f}", *(_field(f, r.rseq_area[f]) for r in results))
+    fields = list(first.rseq_area) + [f for r in results for f in r.rseq_area if f not in first.rseq_area]
+    for f in dict.fromkeys(fields):
+        outcome.add_row(f"rseq.{f}", *(_field(f, r.rseq_area[f]) if f in r.rseq_area else "-" for r in results))
     con.print(outcome)
 
     for label, r in zip(kernels, results):
@@ -89,7 +97,7 @@ def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
     for per_kernel in rows:
         cells = []
         for r in per_kernel:
-            counters = " ".join(f"{SHORT[c]} {r.counters[c]}" for c in COUNTERS if c != "exit" and r.counters[c])
+            counters = " ".join(f"{SHORT[c]} {n}" for c, n in r.counters.items() if c != "exit" and n)
             counters += " ABORT" if r.ip_is_abort else ""
             counters += f" {r.signal}" if r.signal else ""
             cells += [counters.strip() or "-",
@@ -100,4 +108,4 @@ def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
 
 
 def _field(name: str, value: int) -> str:
-    return f"{value:#x}" if name == "rseq_cs" else str(value)
+    return f"{value:#x}" if name in ("rseq_cs", "slice_ctrl") else str(value)

@@ -136,7 +136,7 @@ def run_program(kernel: str, main: Callable[[Any, Output], int | None], *, machi
 
 
 def collect_counters(m: Machine) -> dict[str, int]:
-    counters = m.kernel.stats().as_dict()
+    counters = m.kernel.stats().as_dict(m.kernel.counters)
     threads = [t.thread for t in m.tasks.values() if t.thread is not None]
     counters["nr_abort"] = sum(t.local.get("nr_abort", 0) for t in threads)
     counters["signals_delivered"] = sum(t.local.get("signals_delivered", 0) for t in threads)

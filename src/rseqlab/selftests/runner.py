@@ -9,10 +9,18 @@ Test names accepted by :func:`plan` (and ``rseqlab selftest --test``):
   the first word is the build, the rest goes through the real option parser
   (a bad option is the test's usage error, raised before anything runs).
 
-Expectations: on 6.18 and 6.19 every test passes, except ``tcmalloc-slab-cache``,
-which passes on 6.18 and fails on 6.19. What-if kernels have no expectation.
+Expectations: on every real kernel (release, alias or build) every test passes,
+except ``tcmalloc-slab-cache``, which fails where a 32-byte registration gets no
+ID rewrite after a plain switch (:data:`TCMALLOC_BROKEN`: 6.19 and 7.0 before
+the 7.0.10 backport, with or without the slice extension) and passes on 6.18,
+7.1 and 7.0.10. The ``slice_test`` variants (``slice_ext.VARIANT.slice_test``) pass
+everywhere: on a kernel without the time-slice extension (before 7.0, not configured,
+booted with ``rseq_slice_ext=0``) they SKIP, as kselftest counts a skip; where they
+run, their ``Yielded``/``Aborted`` lines show the grants. What-if kernels have no
+expectation.
 On arm64 (``6.19@arm64``, see ``kernel/arch.py``) the same holds for 6.18 and 7.1;
-6.19 on arm64 is the entry regression, where no critical section is ever aborted:
+6.19 and 7.0.y before 7.0.14 (7.0, 7.0.7, 7.0.10) on arm64 are the entry regression,
+where no critical section is ever aborted:
 which per-CPU runs lose an update depends on where the ticks land, so only the
 tests without critical sections (``syscall_errors_test``, ``basic_test``) must
 pass and the others are reported (:func:`regression_kernel`).
@@ -26,22 +34,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
-from ..kernel import PERSONALITIES
-from ..kernel.arch import DEFAULT_ARCH, split_kernel_name
-from . import basic, basic_percpu_ops, matrix, param_test, syscall_errors, tcmalloc_slab
+from ..kernel import ALIASES, BUILDS, PERSONALITIES
+from ..kernel.arch import split_kernel_name
+from . import basic, basic_percpu_ops, matrix, param_test, slice_test, syscall_errors, tcmalloc_slab
 from .harness import MachineSpec, RunResult
 
 SUITE = ["syscall_errors_test", "basic_test", "basic_percpu_ops_test", "basic_percpu_ops_mm_cid_test",
-         "run_param_test.sh", "tcmalloc-slab-cache"]
+         "run_param_test.sh", "tcmalloc-slab-cache", *slice_test.NAMES]
 TCMALLOC = "tcmalloc-slab-cache"
 #: Tests that run no critical section: they must pass on every personality.
 NO_SECTIONS = ("syscall_errors_test", "basic_test")
 
 
 def regression_kernel(kernel: str) -> bool:
-    """A personality whose arch entry never sets ``user_irq`` (arm64 6.19): no section is aborted."""
+    """A kernel whose arch entry never sets ``user_irq`` (arm64 6.19 and 7.0 before 7.0.14): no
+    section is aborted."""
     release, arch = split_kernel_name(kernel)
-    return release in PERSONALITIES and release != "6.18" and not arch.config(release).irq_entry_notes_user_irq
+    known = release in PERSONALITIES or release in ALIASES or release in BUILDS
+    return known and not release.startswith("6.18") and not arch.config(release).irq_entry_notes_user_irq
+
+
+#: Kernels on which TCMalloc's cached slab word survives a switch (no legacy ID rewrite).
+TCMALLOC_BROKEN = frozenset({"6.19", "7.0", "7.0.7", "7.0+slice", "7.0+slice-off"})
 
 
 @dataclass(frozen=True)
@@ -53,13 +67,13 @@ class Case:
 
     def expected(self, kernel: str) -> bool | None:
         """True: must pass; False: must fail; None: no expectation (what-if kernels, and
-        the sections of the arm64 6.19 regression kernel)."""
+        the sections of the arm64 regression kernels)."""
         release, arch = split_kernel_name(kernel)
-        if release not in PERSONALITIES:
+        if release not in PERSONALITIES and release not in BUILDS and release not in ALIASES:
             return None
         if regression_kernel(kernel):
             return True if self.name in NO_SECTIONS else None
-        return not (self.name == TCMALLOC and release == "6.19" and arch is DEFAULT_ARCH)
+        return not (self.name == TCMALLOC and release in TCMALLOC_BROKEN)
 
 
 @dataclass
@@ -130,6 +144,9 @@ def plan(tests: list[str] | None = None, *, full: bool = False, cpus: int = 2,
         elif name == TCMALLOC:
             spec = MachineSpec(cpus=max(cpus, 4))  # the drainer gets a CPU of its own
             cases.append(Case(name, lambda k, s, spec=spec: tcmalloc_slab.run(k, machine=spec, seed=s)))
+        elif name in slice_test.NAMES:
+            variant = name.split(".")[1]
+            cases.append(Case(name, lambda k, s, v=variant: slice_test.run(k, v, machine=machine, seed=s)))
         elif name in ("run_param_test.sh", "run_param_test"):
             if full:
                 runs = matrix.full_matrix(cpus, matrix_reps or matrix.REPS)

@@ -15,7 +15,7 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..abi import RSEQ_SIG, StructRseq, as_s32
+from ..abi import NR_RSEQ_SLICE_YIELD, RSEQ_SIG, StructRseq, as_s32
 from ..kernel import Entry
 from ..kernel._base import SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK  # noqa: F401 (re-exported for programs)
 from ..kernel._task import SA_NODEFER, SA_RESETHAND, SIG_DFL, SIG_IGN, SIGSEGV  # noqa: F401
@@ -159,6 +159,13 @@ class Thread:
         done = 0
         kt.regs.ip = self.ip
         while done < count:
+            if kt.syscall_work and entry is Entry.SYSCALL:
+                # A granted slice extension arms syscall entry work: this trip takes the full path.
+                self.compute(user_ns, self.ip)
+                self._trip(entry, kernel_ns)
+                done += 1
+                kt.regs.ip = self.ip
+                continue
             start = m.now
             self.burst = (start, period, user_ns)
             try:
@@ -260,6 +267,8 @@ class Thread:
             self.m.scheduler_tick(self.st)
         elif kind == "membarrier-ipi":
             k.ipi_rseq(kt)
+        elif kind == "hrtimer":
+            self.m.run_hrtimer(self.m.cpus[kt.cpu])
         self._return_to_user(k.irqentry_exit_to_user_mode(kt), self.ip)
 
     def _on_kernel_irq(self, kind: str) -> None:
@@ -267,6 +276,8 @@ class Thread:
             self.m.scheduler_tick(self.st)
         elif kind == "membarrier-ipi":
             self.k.ipi_rseq(self.kt)
+        elif kind == "hrtimer":
+            self.m.run_hrtimer(self.m.cpus[self.kt.cpu])
 
     def _return_to_user(self, returned: bool, expected_ip: int) -> None:
         """Back in user mode: run handler frames the kernel set up, then check the IP."""
@@ -316,11 +327,12 @@ class Thread:
     # ==================================================================
     # Syscalls
     # ==================================================================
-    def syscall(self, work: Callable[[], int] | None = None) -> int:
-        """One syscall: ``work()`` runs in kernel mode (it may block) and gives the result."""
+    def syscall(self, work: Callable[[], int] | None = None, *, nr: int = -1) -> int:
+        """One syscall (number ``nr``: only the slice extension's entry work looks at it):
+        ``work()`` runs in kernel mode (it may block) and gives the result."""
         k, kt = self.k, self.kt
         kt.regs.ip = self.ip
-        k.enter_from_user_mode(kt, Entry.SYSCALL)
+        k.enter_from_user_mode(kt, Entry.SYSCALL, nr)
         ret = work() if work is not None else 0
         self.m.wait(self.st, self.m.config.syscall_ns, user=False, on_irq=self._on_kernel_irq)
         self._return_to_user(k.syscall_exit_to_user_mode(kt), self.ip)
@@ -378,6 +390,13 @@ class Thread:
 
     def rseq(self, area: int, length: int, flags: int, sig: int = RSEQ_SIG) -> int:
         return self.syscall(lambda: self.k.sys_rseq(self.kt, area, length, flags, sig))
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        return self.syscall(lambda: self.k.sys_prctl(self.kt, option, arg2, arg3, arg4, arg5))
+
+    def rseq_slice_yield(self) -> int:
+        """Syscall 471: 1 if the entry work ended a granted extension by yielding, else 0."""
+        return self.syscall(lambda: self.k.sys_rseq_slice_yield(self.kt), nr=NR_RSEQ_SLICE_YIELD)
 
     def sigaction(self, sig: int, handler: Callable[[Thread, int], None] | int | None, *,
                   flags: int = 0, mask=()) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kernel import COUNTERS, Entry
+from ..kernel import Entry
 from ..machine.machine import MachineConfig, Machine
 from ..userprog.api import (
     MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
@@ -70,6 +70,7 @@ class WorkloadRunner:
         self.w = workload
         self.bulk = bulk
         self.oracles: list = []  # TCMalloc hand-out oracles, one per cache
+        self.locks: list = []  # the slicelock steps' locks, one per process instance
         self.selftest_runs: list = []  # (args, build, exit status, output) of param_test steps
         spec = workload.machine
         self.m = Machine(kernel, MachineConfig(cpus=spec.cpus, nodes=spec.nodes, hz=spec.hz), seed=seed)
@@ -103,7 +104,7 @@ class WorkloadRunner:
         stats = k.stats()
         return RunResult(
             kernel=k.name,
-            counters={c: getattr(stats, c) for c in COUNTERS},
+            counters={c: getattr(stats, c) for c in k.counters},
             tracepoints=k.trace_totals.as_dict(),
             user_reads=reads,
             user_writes=writes,
@@ -120,6 +121,12 @@ class WorkloadRunner:
         if self.oracles:
             extra["tcmalloc_allocations"] = sum(o.allocations for o in self.oracles)
             extra["tcmalloc_double_handouts"] = sum(len(o.double) for o in self.oracles)
+        for lock in self.locks:
+            # "asking" locks request slice extensions (where the kernel allows), "plain" ones never.
+            prefix = "asking" if lock.slices else "plain"
+            for key, value in lock.stats.as_dict().items():
+                name = f"{prefix}_{key}"
+                extra[name] = max(extra.get(name, 0), value) if "max" in key else extra.get(name, 0) + value
         if self.selftest_runs:
             extra["param_test_runs"] = len(self.selftest_runs)
             extra["param_test_failures"] = [f"{build} {args}: exit {status}"
@@ -284,6 +291,22 @@ class WorkloadRunner:
                 cache.free(th, live.pop(0))
         for obj in live:
             cache.free(th, obj)
+
+    def op_slicelock(self, th: Thread, run: _ProcessRun, step: Step) -> None:
+        """Take the process's spinlock ``count`` times, hold it ``hold`` ns, ``ns`` ns apart."""
+        from ..userprog.slicelock import SliceSpinlock
+
+        lock = run.extra.get("slicelock")
+        if lock is None:
+            lock = run.extra["slicelock"] = SliceSpinlock(th, slices=step.params.get("slices", True))
+            self.locks.append(lock)
+        p = step.params
+        for _ in range(p["count"]):
+            lock.lock(th)
+            th.compute(p["hold"])
+            lock.unlock(th)
+            if p.get("ns"):
+                th.compute(p["ns"])
 
     def op_tcmalloc_drain(self, th: Thread, run: _ProcessRun, step: Step) -> None:
         cache = run.extra.get("tcmalloc")

@@ -51,6 +51,8 @@ spawn        process, count, wait                           posix_spawn() childr
 param_test   args, build                                    run the ported selftest binary (a child)
 tcmalloc     count, hold, ns                                malloc/free through a TCMalloc-style cache
 tcmalloc_drain -                                            the background thread drains every CPU slab
+slicelock    count, hold, ns, slices                        a spinlock held ``hold`` ns, with a time-slice
+                                                            extension requested (7.0+) unless slices = false
 ============ ============================================== ==========================
 
 Limits (a workload beyond them is refused before it runs, with the estimate): ``repeat``,
@@ -112,6 +114,8 @@ STEP_PARAMS: dict[str, dict[str, tuple]] = {
                    "build": (str, False, lambda v: v in _PARAM_BUILDS, f"one of {', '.join(_PARAM_BUILDS)}")},
     "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NS)},
     "tcmalloc_drain": {},
+    "slicelock": {"count": (int, True, *_POS), "hold": (int, True, *_POS_NS), "ns": (int, False, *_NS),
+                  "slices": (bool, False, lambda v: True, "true or false")},
 }
 COMMON_STEP_KEYS = {"op", "every", "prob"}
 
@@ -171,7 +175,7 @@ class Workload:
         raise KeyError(name)
 
 
-BUILTIN = ("kernel-build", "rseq-selftests", "pingpong", "signals", "server", "tcmalloc")
+BUILTIN = ("kernel-build", "rseq-selftests", "pingpong", "signals", "server", "tcmalloc", "slicelock")
 
 
 def builtin_names() -> list[str]:
@@ -263,6 +267,8 @@ def estimate_work(w: Workload) -> tuple[int, int]:
                 count = st.params.get("count", 1)
                 per_steps += param_test_work(st.params["args"]) if st.op == "param_test" else count
                 per_ns += st.params.get("ns", 0) + count * (st.params.get("user_ns", 0) + st.params.get("kernel_ns", 0))
+                if st.op == "slicelock":  # count rounds of hold + ns
+                    per_ns += count * st.params["hold"] + (count - 1) * st.params.get("ns", 0)
                 if st.op == "spawn":
                     child_steps, child_ns = process_work(st.params["process"], (*chain, name))
                     per_steps += count * child_steps
