@@ -1,0 +1,117 @@
+"""Boot a kernel with an initramfs under QEMU and collect the console and the return channel.
+
+KVM is used when ``/dev/kvm`` opens read-write and QEMU starts with it; otherwise TCG
+(``-accel tcg,thread=multi -cpu max``). An ELF ``vmlinux`` is PVH-booted, a bzImage takes
+the Linux boot protocol; both with ``-kernel``. The first serial port is the console (a file),
+the second the return channel (another file). QEMU runs in its own process group and is
+killed on timeout, error or Ctrl-C: nothing is left running and nothing is mounted on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import RseqlabError
+from . import channel, host
+from .initramfs import MARK_DONE, MARK_UP
+
+APPEND = "console=ttyS0 rdinit=/init panic=-1 quiet"
+DEFAULT_MEM_MB = 1024
+
+
+class GuestError(RseqlabError):
+    """The guest panicked, hung, ran out of memory or sent back a truncated recording."""
+
+
+@dataclass
+class Boot:
+    console: str
+    returned: bytes
+    seconds: float
+    accel: str
+    exit_code: int | None
+
+
+def qemu_command(image: Path, initrd: Path, console: Path, ret: Path, *, cpus: int, mem_mb: int,
+                 kvm: bool, append: str = APPEND) -> list[str]:
+    accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    return ["qemu-system-x86_64", *accel, "-smp", str(cpus), "-m", str(mem_mb),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-monitor", "none",
+            "-kernel", str(image), "-initrd", str(initrd),
+            "-serial", f"file:{console}", "-serial", f"file:{ret}",
+            "-append", append]
+
+
+def diagnose(console: str) -> str | None:
+    """Why a guest failed, from its console log (None when nothing is recognisable)."""
+    if "Out of memory" in console or "oom-kill" in console or "invoked oom-killer" in console:
+        return "the guest ran out of memory"
+    for line in console.splitlines():
+        if "Kernel panic" in line:
+            return "the guest kernel panicked: " + line.split("Kernel panic", 1)[1].strip(" -:")[:160]
+    if MARK_UP not in console:
+        return "the guest never reached /init"
+    return None
+
+
+def boot(image: Path, initrd: Path, workdir: Path, *, cpus: int = 2, mem_mb: int = DEFAULT_MEM_MB,
+         timeout: float = 300.0, log=None) -> Boot:
+    """Run one guest to completion; raises :class:`GuestError` with the cause otherwise."""
+    host.ensure(host.QEMU_TOOLS, why="booting a kernel", log=log)
+    console, ret = workdir / "console.log", workdir / "return.bin"
+    kvm = host.kvm_usable() and os.environ.get("RSEQLAB_VM_ACCEL", "") != "tcg"
+    accels = [True, False] if kvm else [False]
+    for use_kvm in accels:
+        for p in (console, ret):
+            p.write_bytes(b"")
+        cmd = qemu_command(image, initrd, console, ret, cpus=cpus, mem_mb=mem_mb, kvm=use_kvm)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            text = console.read_text(errors="replace")
+            why = diagnose(text)
+            stage = "after its payload finished" if MARK_DONE in text else \
+                "in its payload" if MARK_UP in text else "while booting"
+            raise GuestError(f"the guest hung {stage}: no power-off within {timeout:.0f} s"
+                             + (f" ({why})" if why else "")) from None
+        except BaseException:
+            _kill(proc)
+            raise
+        seconds = time.monotonic() - t0
+        text = console.read_text(errors="replace")
+        if rc != 0 and use_kvm and MARK_UP not in text:
+            if log:
+                log("KVM did not work; falling back to TCG")
+            continue
+        if rc != 0:
+            msg = out.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {rc}"]
+            raise GuestError(f"qemu failed (exit {rc}): {msg[0]}")
+        return Boot(text, ret.read_bytes(), seconds, "kvm" if use_kvm else "tcg", rc)
+    raise GuestError("qemu could not start")  # not reached
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def returned_payload(b: Boot) -> bytes:
+    """The return channel's payload, or a GuestError naming what the console says went wrong."""
+    try:
+        return channel.decode(b.returned)
+    except channel.ChannelError as exc:
+        why = diagnose(b.console)
+        raise GuestError(f"{exc}" + (f"; {why}" if why else "")) from None
