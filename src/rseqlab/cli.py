@@ -454,6 +454,16 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
     return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
 
 
+def _register_vm() -> None:
+    from .vm.commands import kernels_group, vm_group
+
+    cli.add_command(kernels_group)
+    cli.add_command(vm_group)
+
+
+_register_vm()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
     try:
