@@ -36,13 +36,22 @@ def encode(payload: bytes) -> bytes:
 
 
 def decode(blob: bytes) -> bytes:
-    """The payload of the last complete frame in ``blob``; :class:`ChannelError` otherwise."""
+    """The payload of the first complete frame in ``blob``; :class:`ChannelError` otherwise."""
     headers = list(_HEADER.finditer(blob))
     if not headers:
         if MAGIC in blob:
             raise ChannelError("the guest's return data has a damaged header")
         raise ChannelError("the guest sent no return data (it died before the end of its payload)")
-    m = headers[-1]
+    first: ChannelError | None = None
+    for m in headers:  # the first frame that checks out (a payload may itself contain the magic)
+        try:
+            return _frame(blob, m)
+        except ChannelError as exc:
+            first = first or exc
+    raise first
+
+
+def _frame(blob: bytes, m: re.Match) -> bytes:
     length, digest = int(m.group(1)), m.group(2).decode()
     start = m.end()
     data = blob[start:start + length]
