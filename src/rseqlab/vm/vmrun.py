@@ -58,54 +58,78 @@ def guest_command(command: list[str]) -> tuple[list[str], dict[str, Path]]:
     return [str(exe), *command[1:]], {str(exe).lstrip("/"): exe}
 
 
-def payload(argv: list[str], *, buffer_kb: int | None = None) -> str:
+def payload(commands: list[list[str]], *, buffer_kb: int | None = None) -> str:
+    """One ``guestrec`` run per command, into ``rec0``, ``rec1``, ... of the output directory."""
     opts = f"--buffer-kb {buffer_kb} " if buffer_kb else ""
-    # The kernel's configuration (CONFIG_HZ for the replay) when the kernel does not expose it.
-    return (f"/work/guestrec {opts}{REC} -- {initramfs.command_line(argv)} > /tmp/out/guestrec.log 2>&1\n"
-            "echo $? > /tmp/out/guestrec_status\n"
-            f"if [ -e /work/kconfig ] && [ ! -e {REC}/config ] && [ ! -e {REC}/config.gz ]; then "
-            f"cp /work/kconfig {REC}/config; fi\n")
+    lines = []
+    for i, argv in enumerate(commands):
+        rec = f"{REC}{i}"
+        lines += [f"/work/guestrec {opts}{rec} -- {initramfs.command_line(argv)} > /tmp/out/guestrec{i}.log 2>&1",
+                  f"echo $? > /tmp/out/guestrec{i}_status",
+                  # the kernel's configuration (CONFIG_HZ for the replay) when the kernel hides it
+                  f"if [ -e /work/kconfig ] && [ ! -e {rec}/config ] && [ ! -e {rec}/config.gz ]; then "
+                  f"cp /work/kconfig {rec}/config; fi"]
+    return "\n".join(lines) + "\n"
+
+
+def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None], *, cpus: int = 2,
+          mem_mb: int = 1024, timeout: float = 600, buffer_kb: int | None = None,
+          serial_log: Path | None = None, log=None) -> list[VmRun]:
+    """Record several commands one after the other in one boot of ``k``."""
+    from .ingest import ingest_dir
+
+    if cpus < 1 or cpus > 64:
+        raise BadInput(f"--cpus must be between 1 and 64, not {cpus}")
+    argvs, programs = [], {}
+    for command in commands:
+        argv, progs = guest_command(command)
+        argvs.append(argv)
+        programs.update(progs)
+    programs["work/guestrec"] = guestbuild.build(guestbuild.GUESTREC)
+    serial = serial_log or (Path(f"{outputs[0]}.serial.log") if outputs and outputs[0]
+                            else guest_run.default_serial_log(k))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="rseqlab-vmrun-") as tmp:
+        out = Path(tmp) / "out"
+        files = {"work/kconfig": (k.path / "config").read_bytes()} if (k.path / "config").is_file() else {}
+        g = guest_run.run(k, payload(argvs, buffer_kb=buffer_kb), out, programs=programs, files=files,
+                          cpus=cpus, mem_mb=mem_mb, timeout=timeout, serial_log=serial, log=log)
+        for i, (command, argv, output) in enumerate(zip(commands, argvs, outputs)):
+            status = g.read(f"guestrec{i}_status").strip()
+            if status != "0":
+                tail = g.read(f"guestrec{i}.log").strip().splitlines()[-3:]
+                raise GuestError(f"guestrec failed in the guest for {' '.join(command)} (exit {status or '?'}): "
+                                 f"{' | '.join(tail) or 'no output'} (serial log: {serial})")
+            try:
+                trace = ingest_dir(out / f"rec{i}", output, command=list(command))
+            except RseqlabError as exc:
+                raise GuestError(f"{exc} (serial log: {serial})") from None
+            guest = trace.meta.get("guest", {})
+            summary = {
+                "kernel": {"version": k.version, "kind": k.kind, "stats": k.stats, "slice": k.slice,
+                           "release": guest.get("release") or g.release, "image": str(k.image)},
+                "accel": g.accel, "cpus": cpus, "seconds": round(g.seconds, 2),
+                "command": list(command), "guest_command": argv,
+                "exit_status": trace.meta.get("exit_status"),
+                "events": len(trace), "lost": trace.meta.get("lost", {}).get("total", 0),
+                "rseq_stats": guest.get("rseq_stats"),
+                "trace": str(output) if output else None, "serial_log": str(serial),
+                "guest_output": g.read(f"guestrec{i}.log")[-2000:],
+            }
+            runs.append(VmRun(trace, Path(output) if output else None, summary, g))
+    return runs
 
 
 def vm_run(version: str, command: list[str], output: str | Path | None, *, cpus: int = 2,
            mem_mb: int = 1024, stats: bool = False, timeout: float = 600, buffer_kb: int | None = None,
            kernel: Cached | None = None, log=None) -> VmRun:
-    from .ingest import ingest_dir
-
+    if not command:
+        raise BadInput("no COMMAND given (rseqlab vm run VERSION -- COMMAND [ARGS])")
     if cpus < 1 or cpus > 64:
         raise BadInput(f"--cpus must be between 1 and 64, not {cpus}")
     k = kernel or select_kernel(version, stats=stats)
-    argv, programs = guest_command(command)
-    programs["work/guestrec"] = guestbuild.build(guestbuild.GUESTREC)
-    serial = Path(f"{output}.serial.log") if output else guest_run.default_serial_log(k)
-    with tempfile.TemporaryDirectory(prefix="rseqlab-vmrun-") as tmp:
-        out = Path(tmp) / "out"
-        files = {"work/kconfig": (k.path / "config").read_bytes()} if (k.path / "config").is_file() else {}
-        g = guest_run.run(k, payload(argv, buffer_kb=buffer_kb), out, programs=programs, files=files, cpus=cpus,
-                          mem_mb=mem_mb, timeout=timeout, serial_log=serial, log=log)
-        status = g.read("guestrec_status").strip()
-        if status != "0":
-            tail = g.read("guestrec.log").strip().splitlines()[-3:]
-            raise GuestError(f"guestrec failed in the guest (exit {status or '?'}): "
-                             f"{' | '.join(tail) or 'no output'} (serial log: {serial})")
-        try:
-            trace = ingest_dir(out / "rec", output, command=list(command))
-        except RseqlabError as exc:
-            raise GuestError(f"{exc} (serial log: {serial})") from None
-        guest_log = g.read("guestrec.log")
-    guest = trace.meta.get("guest", {})
-    summary = {
-        "kernel": {"version": k.version, "kind": k.kind, "stats": k.stats, "slice": k.slice,
-                   "release": guest.get("release") or g.release, "image": str(k.image)},
-        "accel": g.accel, "cpus": cpus, "seconds": round(g.seconds, 2),
-        "command": list(command), "guest_command": argv,
-        "exit_status": trace.meta.get("exit_status"),
-        "events": len(trace), "lost": trace.meta.get("lost", {}).get("total", 0),
-        "rseq_stats": guest.get("rseq_stats"),
-        "trace": str(output) if output else None, "serial_log": str(serial),
-        "guest_output": guest_log[-2000:],
-    }
-    return VmRun(trace, Path(output) if output else None, summary, g)
+    return batch(k, [command], [output], cpus=cpus, mem_mb=mem_mb, timeout=timeout, buffer_kb=buffer_kb,
+                 log=log)[0]
 
 
 def render_summary(con: Console, s: dict) -> None:
