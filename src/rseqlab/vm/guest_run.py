@@ -59,6 +59,9 @@ def run(kernel: Cached, payload: str, outdir: Path, *, programs: dict[str, Path]
             _keep(work / "console.log", serial_log)
             raise qemu.GuestError(f"{exc} (serial log: {serial_log})") from None
         _keep(work / "console.log", serial_log)
+        if qemu.out_of_memory(b.console):
+            raise qemu.GuestError(f"the guest ran out of memory (the OOM killer ran; try --mem) "
+                                  f"(serial log: {serial_log})")
         try:
             data = qemu.returned_payload(b)
             channel.unpack(data, outdir)

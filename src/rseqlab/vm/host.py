@@ -60,3 +60,26 @@ def kvm_usable() -> bool:
         return False
     os.close(fd)
     return True
+
+
+#: Static glibc for the guest programs (``gcc -static``).
+STATIC_LIBC = {"/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev"}
+
+
+def main() -> int:
+    """``python -m rseqlab.vm.host``: install whatever the VM targets need and is missing."""
+    import sys
+
+    from ..errors import RseqlabError
+
+    try:
+        ensure({**QEMU_TOOLS, **BUILD_TOOLS, **STATIC_LIBC}, why="the VM targets",
+               log=lambda m: print(f"rseqlab: {m}", file=sys.stderr))
+    except RseqlabError as exc:
+        print(f"rseqlab: error: {exc}", file=sys.stderr)
+        return int(exc.status)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

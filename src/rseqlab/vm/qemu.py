@@ -47,9 +47,13 @@ def qemu_command(image: Path, initrd: Path, console: Path, ret: Path, *, cpus: i
             "-append", append]
 
 
+def out_of_memory(console: str) -> bool:
+    return "Out of memory" in console or "invoked oom-killer" in console or "oom-kill:" in console
+
+
 def diagnose(console: str) -> str | None:
     """Why a guest failed, from its console log (None when nothing is recognisable)."""
-    if "Out of memory" in console or "oom-kill" in console or "invoked oom-killer" in console:
+    if out_of_memory(console):
         return "the guest ran out of memory"
     for line in console.splitlines():
         if "Kernel panic" in line:

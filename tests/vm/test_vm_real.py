@@ -1,0 +1,101 @@
+"""Real kernels under QEMU (marker ``vm``, ``make vm-test``; not part of ``make test``).
+
+Statistics kernels (tinyconfig + CONFIG_RSEQ_STATS) for one 6.19.x and one 7.x release are
+built once into the cache (``RSEQLAB_VM_KERNELS`` overrides, e.g. "6.19.10:stats 7.1.8:stats").
+Each deterministic workload is recorded in the guest with guestrec and replayed through the
+personality of the guest's release; every one of the eight counters and both tracepoints must
+be predicted exactly. Then the failure paths: a guest that panics, hangs, runs out of memory or
+sends back nothing gives one clear error, keeps its serial log and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from rseqlab.vm import fidelity, guest_run, kernels, qemu
+
+pytestmark = pytest.mark.vm
+
+STATS_KERNELS = [v for v, stats in fidelity.kernels_from_env(("6.19.10:stats", "7.1.8:stats")) if stats]
+
+
+@pytest.fixture(scope="module", params=STATS_KERNELS)
+def stats_runs(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"vm-{request.param}")
+    rows = fidelity.run_kernel(request.param, True, list(fidelity.DETERMINISTIC), outdir=out)
+    return request.param, rows
+
+
+def _qemu_running() -> list[str]:
+    res = subprocess.run(["pgrep", "-a", "-f", "qemu-system-x86_64.*rseqlab-"], capture_output=True, text=True)
+    return [ln for ln in res.stdout.splitlines() if ln.strip()]
+
+
+def test_deterministic_workloads_counters_exact(stats_runs):
+    version, rows = stats_runs
+    assert len(rows) == len(fidelity.DETERMINISTIC)
+    report = []
+    for r in rows:
+        v = r["validation"]
+        assert v["statistics"], f"{version}: no CONFIG_RSEQ_STATS counters came back"
+        assert r["lost"] == 0
+        assert v["counters"]["exit"]["observed"] > 0
+        for c, x in {**v["counters"], **{f"tp:{k}": x for k, x in v["tracepoints"].items()}}.items():
+            if x.get("predicted") is not None and x["predicted"] != x["observed"]:
+                report.append(f"{r['workload']}: {c} observed {x['observed']} predicted {x['predicted']}")
+    assert not report, f"{version} ({rows[0]['personality']}): " + "; ".join(report)
+
+
+def _kernel():
+    k = kernels.find_cached(STATS_KERNELS[0], stats=True) if STATS_KERNELS else None
+    return k or kernels.KernelStore().get(STATS_KERNELS[0] if STATS_KERNELS else "6.19.10", stats=True)
+
+
+def test_guest_panic_is_one_error_with_the_serial_log(tmp_path):
+    log = tmp_path / "serial.log"
+    # An /init that exits at once: the kernel panics (init died) and reboots, QEMU stops.
+    with pytest.raises(qemu.GuestError, match=r"panicked.*serial log") as ei:
+        guest_run.run(_kernel(), "true\n", tmp_path / "o", serial_log=log, timeout=300,
+                      files={"init": b"#!/bin/sh\necho RSEQLAB-GUEST-UP\nexit 3\n"})
+    assert "\n" not in str(ei.value)
+    assert "Kernel panic" in log.read_text()
+    assert not _qemu_running()
+
+
+def test_guest_hang_times_out(tmp_path):
+    log = tmp_path / "serial.log"
+    with pytest.raises(qemu.GuestError, match=r"hung in its payload: no power-off within 20 s"):
+        guest_run.run(_kernel(), "sleep 600\n", tmp_path / "o", serial_log=log, timeout=20)
+    assert log.is_file()
+    assert not _qemu_running()
+
+
+def test_guest_out_of_memory(tmp_path):
+    log = tmp_path / "serial.log"
+    payload = 'x=$(head -c 400000000 /dev/zero | tr "\\0" a)\necho done\n'
+    with pytest.raises(qemu.GuestError, match="ran out of memory"):
+        guest_run.run(_kernel(), payload, tmp_path / "o", serial_log=log, mem_mb=160, timeout=300)
+    assert not _qemu_running()
+
+
+def test_guest_that_dies_before_sending_is_one_error(tmp_path):
+    log = tmp_path / "serial.log"
+    with pytest.raises(qemu.GuestError, match="sent no return data"):
+        guest_run.run(_kernel(), "poweroff -f\nsleep 5\n", tmp_path / "o", serial_log=log, timeout=300)
+    assert not _qemu_running()
+
+
+def test_dynamic_command_runs_with_its_libraries(tmp_path):
+    """A dynamically linked host program runs in the guest on the host's own glibc."""
+    import shutil
+
+    from rseqlab.vm import vmrun
+
+    true = shutil.which("true")
+    run = vmrun.vm_run("", [true], str(tmp_path / "t.trace"), kernel=_kernel())
+    assert run.summary["exit_status"] == 0
+    assert os.path.getsize(tmp_path / "t.trace") > 0
+    assert run.trace.meta["guest"]["release"].startswith(run.summary["kernel"]["version"].rsplit(".", 1)[0])
