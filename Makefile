@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# Static guest programs (rseqlab.vm.guestbuild) link glibc's libc.a, from libc6-dev.
+	@gcc -print-file-name=libc.a | grep -q / || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade libc6-dev >/dev/null; }
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -290,25 +290,37 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
-@click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage.")
+@click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage "
+              "(FILE: of any counter or tracepoint).")
+@click.option("--slack", type=int, default=0, show_default=True,
+              help="FILE: also accept a difference of up to N events where fewer than 150 were observed.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
-             command: tuple[str, ...]) -> int:
+             slack: int, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
+
+    With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
+    docs/guest-recording.md), validate that recording instead: replay it through the personality
+    of the kernel that recorded it and compare every counter of the kernel's statistics (when the
+    recording has them) and the tracepoints.
 
     \b
     Examples:
       rseqlab validate -- $(rseqlab workload pingpong) 20000
       rseqlab validate --json --max-error 2 -- $(rseqlab workload threadmix)
+      rseqlab validate --max-error 2 --slack 3 guest.trace
     """
     import os
     import tempfile
 
     from .report import live as live_report
+    from .trace.format import file_version
     from .trace.record import record as do_record
     from .trace.replay import replay as do_replay
 
     names = _kernel_list(kernels)
+    if len(command) == 1 and file_version(command[0]) is not None:
+        return _validate_file(command[0], names, as_json, max_error, slack)
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
@@ -326,6 +338,27 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
     return ExitStatus.SUCCESS
+
+
+def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:
+    """``validate FILE``: a recording (guest or host) against its kernel's personality."""
+    from .report import live as live_report
+    from .trace.format import load
+    from .trace.replay import replay as do_replay
+    from .vm import validate as vm_validate
+
+    trace = load(path)
+    personality = vm_validate.personality_of(trace)
+    if personality not in names:
+        names.insert(0, personality)
+    results = do_replay(trace, names)
+    data = live_report.validation_json(trace, results, personality)
+    data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        live_report.render_file_validation(console(), data, path)
+    return ExitStatus.FAILURE if data["validation"]["failed"] else ExitStatus.SUCCESS
 
 
 @cli.command()

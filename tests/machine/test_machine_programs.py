@@ -185,3 +185,47 @@ def test_membarrier_ipi_aborts_a_section_on_the_target_cpu():
 def test_machine_config_rejects_bad_costs():
     with pytest.raises(BadInput):
         MachineConfig(insn_ns=0).validate()
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "6.19", "7.1"])
+def test_signal_pending_at_a_new_threads_first_return_runs_its_handler(kernel):
+    """A thread signalled before it first ran takes the handler on its first exit to user,
+    then resumes its program (issue 17: this reached the machine's consistency check)."""
+    m = make_machine(kernel, cpus=1, seed=0)
+    seen = []
+
+    def handler(th, sig):
+        seen.append(("handler", sig))
+
+    def child(th):
+        seen.append(("child runs",))
+        return 7
+
+    def main(th):
+        th.sigaction(SIGUSR1, handler)
+        c = th.spawn_thread(child)
+        th.kill(c, SIGUSR1)  # one CPU, main keeps it: the child has not run yet
+        return th.join(c)
+
+    st = m.spawn(main, runtime=Glibc())
+    m.run()
+    assert seen == [("handler", SIGUSR1), ("child runs",)]
+    assert st.result == 7
+
+
+def test_signal_storm_with_two_instances_runs_on_every_kernel():
+    """The built-in signals workload with `instances = 2` (issue 17 class 2)."""
+    from rseqlab.compare import compare
+    from rseqlab.kernel import PERSONALITIES
+    from importlib import resources
+
+    from rseqlab.workloads.schema import parse_workload
+
+    text = resources.files("rseqlab.workloads").joinpath("builtin", "signals.toml").read_text()
+    text = text.replace("[[process]]\n", "[[process]]\ninstances = 2\n", 1)
+    text = text.replace("repeat = 5000", "repeat = 200").replace("repeat = 500", "repeat = 20")
+    assert "instances = 2" in text
+    w = parse_workload(text, "signals-x2")
+    results = compare(w, list(PERSONALITIES), seed=0)
+    for r in results.values():
+        assert r.counters["signal"] > 0

@@ -13,12 +13,19 @@ from rseqlab.trace.format import (EVENT_COLUMNS, FORMAT_VERSION, MAGIC, SYSARG_C
                                   empty_table, file_version, load, save)
 
 
+def _kinds_without_sysargs(rng, n: int) -> np.ndarray:
+    """Random event kinds, except syscall entries: their ``b`` is a row in sysargs, which the
+    loader checks; these columns are random values to exercise the encodings."""
+    kinds = np.array([k for k in Kind if k != Kind.SYS_ENTER], np.uint8)
+    return rng.choice(kinds, n).astype(np.uint8)
+
+
 def synthetic(n: int = 500, seed: int = 1) -> Trace:
     rng = np.random.default_rng(seed)
     ev = empty_table(EVENT_COLUMNS, n)
     ev["ts"] = np.sort(rng.integers(0, 10**9, n))
     ev["cpu"] = rng.integers(0, 2, n).astype(np.int16)
-    ev["kind"] = rng.integers(0, len(Kind), n).astype(np.uint8)
+    ev["kind"] = _kinds_without_sysargs(rng, n)
     ev["pid"] = rng.integers(100, 110, n).astype(np.int32)
     for c in "abcd":
         ev[c] = rng.integers(-(2**62), 2**62, n)
@@ -165,7 +172,7 @@ def recording_like(n: int = 5000, seed: int = 3) -> Trace:
     ev = empty_table(EVENT_COLUMNS, n)
     ev["ts"] = 11_000 + np.cumsum(rng.integers(0, 70_000, n))  # delta
     ev["cpu"] = rng.integers(0, 2, n).astype(np.int16)  # offset u1
-    ev["kind"] = rng.integers(0, len(Kind), n).astype(np.uint8)  # raw (already one byte)
+    ev["kind"] = _kinds_without_sysargs(rng, n)  # raw (already one byte)
     ev["pid"] = rng.integers(19_973, 19_976, n).astype(np.int32)  # offset u1
     ev["a"] = rng.integers(-3, 20_000, n)  # offset u2, negative base
     ev["b"] = rng.integers(-2, 2**47, n)  # raw
@@ -255,3 +262,124 @@ def test_v2_unknown_encoding(tmp_path):
 def test_cannot_write_unknown_version(tmp_path):
     with pytest.raises(ValueError):
         save(synthetic(), tmp_path / "x.trace", version=3)
+
+
+# --- Hostile inputs (issue 17): every one a one-line BadInput, nothing read that need not be ---
+
+def _with_header(tr: Trace, tmp_path, edit) -> "Path":
+    """``tr`` saved, then its JSON header rewritten by ``edit(header_text) -> text``."""
+    p = tmp_path / "h.trace"
+    save(tr, p)
+    data = p.read_bytes()
+    _, version, hdr_len = struct.unpack_from("<8sII", data)
+    header = edit(data[16:16 + hdr_len].decode()).encode()
+    p.write_bytes(struct.pack("<8sII", MAGIC, version, len(header)) + header + data[16 + hdr_len:])
+    return p
+
+
+def test_devices_fifos_and_directories_are_refused_without_reading(tmp_path):
+    import os
+
+    with pytest.raises(BadInput, match="not a regular file"):
+        load("/dev/zero")  # would read forever
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(BadInput, match="not a regular file"):
+        load(fifo)  # would block in open() without a writer
+    with pytest.raises(BadInput, match="not a regular file"):
+        load(tmp_path)
+
+
+def test_magic_is_checked_before_the_rest_is_read(tmp_path, monkeypatch):
+    import os
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (1 << 20))
+    reads = []
+    real_fdopen = os.fdopen
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, *a):
+            reads.append(a)
+            return self.f.read(*a)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Counting(real_fdopen(*a, **k)))
+    with pytest.raises(BadInput, match="bad magic"):
+        load(big)
+    assert reads == [(16,)]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_numbers_in_the_header_are_corrupt(tmp_path, constant):
+    p = _with_header(synthetic(20), tmp_path, lambda h: h.replace('"duration_ns": 0', f'"duration_ns": {constant}')
+                     if '"duration_ns"' in h else h.replace('"meta": {', f'"meta": {{"duration_ns": {constant}, ', 1))
+    with pytest.raises(BadInput, match="corrupt trace header"):
+        load(p)
+
+
+def test_deeply_nested_header_is_corrupt_not_a_recursion_error(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    p = _with_header(synthetic(20), tmp_path, lambda h: h.replace('"meta": {', f'"meta": {{"x": {deep}, ', 1))
+    with pytest.raises(BadInput, match="corrupt trace header"):
+        load(p)
+
+
+@pytest.mark.parametrize("meta, problem", [
+    ([], "not a JSON object"),
+    ({"cpus": "2"}, "cpus must be an integer"),
+    ({"cpus": 0}, "cpus must be an integer"),
+    ({"cpus": 10**30}, "cpus must be an integer"),
+    ({"cpus": 2, "topology": {"node_of_cpu": [0, "x"]}}, "topology.node_of_cpu"),
+    ({"cpus": 2, "kernel": {"hz": 0}}, "kernel.hz"),
+    ({"cpus": 2, "kernel": {"hz": [250]}}, "kernel.hz"),
+    ({"cpus": 2, "kernel": "6.18"}, "kernel must be an object"),
+    ({"cpus": 2, "root": {"pid": -1}}, "root.pid"),
+    ({"cpus": 2, "root": {"rseq_len": {"a": 1}}}, "root.rseq_len"),
+    ({"cpus": 2, "tasks": {"100": ["make"]}}, "tasks must map"),
+    ({"cpus": 2, "lost": {"total": -3}}, "lost.total"),
+    ({"cpus": 2, "duration_ns": 1e300}, "duration_ns"),
+    ({"cpus": 2, "command": "true"}, "command must be a list"),
+])
+def test_metadata_of_the_wrong_type_is_named(tmp_path, meta, problem):
+    tr = synthetic(20)
+    tr.meta = meta
+    p = tmp_path / "m.trace"
+    save(tr, p)
+    with pytest.raises(BadInput, match=f"corrupt trace metadata \\({problem}"):
+        load(p)
+
+
+def test_unknown_metadata_keys_are_kept(tmp_path):
+    tr = synthetic(20)
+    tr.meta = dict(tr.meta, guest={"release": "7.1.8", "stats": {"exit": 3}})
+    save(tr, tmp_path / "g.trace")
+    assert load(tmp_path / "g.trace").meta["guest"]["stats"] == {"exit": 3}
+
+
+def test_event_on_an_undeclared_cpu(tmp_path):
+    tr = synthetic(50)
+    tr.events["cpu"][7] = 2  # the metadata declares 2 CPUs: 0 and 1
+    save(tr, tmp_path / "c.trace")
+    with pytest.raises(BadInput, match="CPU the metadata does not declare"):
+        load(tmp_path / "c.trace")
+
+
+def test_syscall_entry_pointing_past_the_sysargs_table(tmp_path):
+    tr = synthetic(50)
+    tr.events["kind"][5] = Kind.SYS_ENTER
+    tr.events["b"][5] = len(tr.sysargs["event"])  # one past the last row
+    save(tr, tmp_path / "s.trace")
+    with pytest.raises(BadInput, match="syscall entry points past the sysargs"):
+        load(tmp_path / "s.trace")
+    tr.events["b"][5] = -1  # -1: no arguments kept
+    save(tr, tmp_path / "ok.trace")
+    load(tmp_path / "ok.trace")

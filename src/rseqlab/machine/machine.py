@@ -287,7 +287,10 @@ class Machine:
     def _thread_main(self, st: SimTask) -> None:
         """A thread's life: return from fork/exec to user space, run the program, exit."""
         try:
-            st.thread._return_to_user(self.kernel.syscall_exit_to_user_mode(st.kt), st.kt.regs.ip)
+            # The IP to resume at is read before the exit: a signal already pending at the
+            # first return (sent before the thread ever ran) moves regs.ip to its handler.
+            resume_ip = st.kt.regs.ip
+            st.thread._return_to_user(self.kernel.syscall_exit_to_user_mode(st.kt), resume_ip)
             st.result = st.program(st.thread)
             st.thread._exit()
         except TaskExit:

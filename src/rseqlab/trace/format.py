@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -211,13 +212,37 @@ def file_version(path: str | Path) -> int | None:
     return version if magic == MAGIC else None
 
 
+def _read_regular_file(path: Path) -> bytes:
+    """The whole file, if it is a regular file whose first bytes are the trace magic.
+
+    Opened non-blocking so that a FIFO cannot hang the open; a device (``/dev/zero``), a
+    directory or a FIFO is refused before anything is read, and the magic is checked before the
+    rest is read (a large file of another kind costs one small read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            head = f.read(_PREFIX.size)
+            if len(head) >= len(MAGIC) and head[: len(MAGIC)] != MAGIC:
+                raise BadInput(f"{path}: not an rseqlab trace (bad magic)")
+            return head + f.read()
+        except OSError as exc:
+            raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"{token} is not a number JSON allows")
+
+
 def load(path: str | Path) -> Trace:
     """Read a trace file; any defect raises :class:`BadInput` naming the file and the problem."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+    data = _read_regular_file(path)
     name = str(path)
     if len(data) < _PREFIX.size:
         raise BadInput(f"{name}: not an rseqlab trace (file too short)")
@@ -231,9 +256,9 @@ def load(path: str | Path) -> Trace:
     if start > len(data):
         raise BadInput(f"{name}: truncated trace (header cut short)")
     try:
-        header = json.loads(data[_PREFIX.size:start])
+        header = json.loads(data[_PREFIX.size:start], parse_constant=_reject_constant)
         meta, columns, payload_size = header["meta"], header["columns"], int(header["payload_size"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BadInput(f"{name}: corrupt trace header") from None
     payload = memoryview(data)[start:]
     if len(payload) < payload_size:
@@ -282,13 +307,86 @@ def load(path: str | Path) -> Trace:
         lengths = {len(v) for v in tables[table].values()}
         if len(lengths) > 1:
             raise BadInput(f"{name}: corrupt trace (columns of {table} differ in length)")
-    if not isinstance(meta, dict):
-        raise BadInput(f"{name}: corrupt trace header")
+    problem = check_meta(meta)
+    if problem:
+        raise BadInput(f"{name}: corrupt trace metadata ({problem})")
     trace = Trace(meta, tables["events"], tables["sysargs"])
-    kinds = trace.events["kind"]
+    problem = check_rows(trace)
+    if problem:
+        raise BadInput(f"{name}: corrupt trace ({problem})")
+    return trace
+
+
+#: Upper bounds that keep a damaged header from asking for absurd work (a machine's CPUs).
+MAX_CPUS = 8192
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_meta(meta) -> str | None:
+    """What is wrong with the metadata keys the replay and the reports read (None: nothing).
+
+    Unknown keys are allowed (recorders add their own); a known key of the wrong type or out of
+    range would otherwise surface later as a traceback or a silently wrong replay."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    cpus = meta.get("cpus", 1)
+    if not _is_int(cpus, 1, MAX_CPUS):
+        return f"cpus must be an integer in 1..{MAX_CPUS}"
+    topo = meta.get("topology", {})
+    if not isinstance(topo, dict):
+        return "topology must be an object"
+    nodes = topo.get("node_of_cpu")
+    if nodes is not None and not (isinstance(nodes, list) and 1 <= len(nodes) <= MAX_CPUS
+                                  and all(_is_int(n, 0, MAX_CPUS) for n in nodes)):
+        return "topology.node_of_cpu must be a list of node numbers, one per CPU"
+    kernel = meta.get("kernel", {})
+    if not isinstance(kernel, dict):
+        return "kernel must be an object"
+    hz = kernel.get("hz")
+    if hz is not None and not _is_int(hz, 1, 100_000):
+        return "kernel.hz must be a positive integer"
+    if not isinstance(kernel.get("release", ""), str):
+        return "kernel.release must be a string"
+    root = meta.get("root", {})
+    if not isinstance(root, dict):
+        return "root must be an object"
+    for key, hi in (("pid", 1 << 31), ("rseq_addr", (1 << 64) - 1), ("rseq_len", 1 << 31)):
+        if root.get(key) is not None and not _is_int(root[key], 0, hi):
+            return f"root.{key} must be a non-negative integer"
+    for key in ("tasks", "lost", "recorder", "events", "glibc"):
+        if not isinstance(meta.get(key, {}), dict):
+            return f"{key} must be an object"
+    if not all(isinstance(v, str) for v in meta.get("tasks", {}).values()):
+        return "tasks must map pids to command names"
+    lost = meta.get("lost", {}).get("total", 0)
+    if not _is_int(lost, 0, 1 << 62):
+        return "lost.total must be a non-negative integer"
+    dur = meta.get("duration_ns", 0)
+    if not (isinstance(dur, (int, float)) and not isinstance(dur, bool) and 0 <= dur < 1 << 62):
+        return "duration_ns must be a non-negative number"
+    command = meta.get("command", [])
+    if not (isinstance(command, list) and all(isinstance(a, str) for a in command)):
+        return "command must be a list of strings"
+    return None
+
+
+def check_rows(trace: Trace) -> str | None:
+    """What is wrong with the rows' references (None: nothing): kinds, CPUs, sysargs rows."""
+    ev = trace.events
+    kinds = ev["kind"]
     if len(kinds) and int(kinds.max()) >= len(Kind):
-        raise BadInput(f"{name}: corrupt trace (unknown event kind {int(kinds.max())})")
+        return f"unknown event kind {int(kinds.max())}"
+    nodes = trace.meta.get("topology", {}).get("node_of_cpu")
+    ncpus = len(nodes) if nodes else int(trace.meta.get("cpus", 1))
+    if len(kinds) and (int(ev["cpu"].min()) < 0 or int(ev["cpu"].max()) >= ncpus):
+        return f"an event on a CPU the metadata does not declare ({ncpus} CPUs)"
     nargs = len(trace.sysargs["event"])
     if nargs and int(trace.sysargs["event"].max()) >= len(trace):
-        raise BadInput(f"{name}: corrupt trace (sysargs point past the events)")
-    return trace
+        return "sysargs point past the events"
+    refs = ev["b"][kinds == Kind.SYS_ENTER]
+    if len(refs) and (int(refs.min()) < -1 or int(refs.max()) >= nargs):
+        return "a syscall entry points past the sysargs table"
+    return None

@@ -42,11 +42,14 @@ _REQUIRED = ("command", "uname", "start_utc", "start_mono_ns", "end_mono_ns", "w
 
 
 def ingest_dir(outdir: str | Path, trace_path: str | Path | None = None, *,
-               command: list[str] | None = None) -> Trace:
+               command: list[str] | None = None, hz: int | None = None) -> Trace:
     """Parse ``outdir`` into a trace, save it to ``trace_path`` (if given) and return it.
 
     ``command`` replaces the manifest's command line in the trace (e.g. the host's name for a
-    workload that ran in the guest under another path)."""
+    workload that ran in the guest under another path). ``hz`` is the guest kernel's CONFIG_HZ when
+    the caller knows it (e.g. from the kernel package's config); otherwise it comes from the config
+    the guest exposed (``/proc/config.gz`` or ``/boot/config-RELEASE``, copied by guestrec), and
+    failing that from the spacing of the recorded timer interrupts."""
     d = Path(outdir)
     if not d.is_dir():
         raise BadInput(f"{d}: no such guest recording directory")
@@ -59,7 +62,7 @@ def ingest_dir(outdir: str | Path, trace_path: str | Path | None = None, *,
     stats = _rseq_stats(d, man)
     t0 = int(man["start_mono_ns"])
     release = man["uname"]["release"]
-    hz, hz_source = _config_hz(d)
+    hz, hz_source = (int(hz), "given") if hz else _config_hz(d)
     glibc = man["glibc"]
     registered = bool(glibc.get("registered"))
     root = {"pid": int(man["root_pid"]), "rseq_registered": registered,

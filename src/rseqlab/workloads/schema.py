@@ -53,6 +53,13 @@ tcmalloc     count, hold, ns                                malloc/free through 
 tcmalloc_drain -                                            the background thread drains every CPU slab
 ============ ============================================== ==========================
 
+Limits (a workload beyond them is refused before it runs, with the estimate): ``repeat``,
+every ``count`` and ``instances`` at most ``MAX_REPEAT``/``MAX_COUNT``/``MAX_INSTANCES``; one
+step's ``ns`` (and ``user_ns``/``kernel_ns``) at most one simulated hour; ``duration_ms`` at most
+one simulated hour; in all, at most ``MAX_STEP_EXECUTIONS`` step executions (spawned children
+included, so a process that spawns itself, directly or through others, is refused) and at most
+one simulated hour of work in any one thread. The built-in workloads need under 0.2 % of that.
+
 Any error names the file, the key and what was expected, on one line.
 """
 
@@ -73,16 +80,24 @@ SIGNALS = {name: num for num, name in SIGNAL_NAMES.items()}
 _PARAM_BUILDS = ("param_test", "param_test_compare_twice", "param_test_mm_cid", "param_test_mm_cid_compare_twice")
 
 #: op -> {parameter: (type, required, check, expected-text)}
-_POS = (lambda v: v > 0, "a positive integer")
-_NONNEG = (lambda v: v >= 0, "an integer >= 0")
+MAX_REPEAT = 100_000_000
+MAX_COUNT = 100_000_000
+MAX_INSTANCES = 4096
+MAX_NS = 3_600 * 10**9  # one simulated hour
+MAX_STEP_EXECUTIONS = 100_000_000
+
+_POS = (lambda v: 0 < v <= MAX_COUNT, f"an integer in 1..{MAX_COUNT:,}")
+_NONNEG = (lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT:,}")
+_NS = (lambda v: 0 <= v <= MAX_NS, f"a number of ns in 0..{MAX_NS:,} (one simulated hour)")
+_POS_NS = (lambda v: 0 < v <= MAX_NS, f"a number of ns in 1..{MAX_NS:,} (one simulated hour)")
 _FRACTION = (lambda v: 0 <= v <= 1, "a number between 0 and 1")
 STEP_PARAMS: dict[str, dict[str, tuple]] = {
-    "compute": {"ns": (int, True, *_NONNEG), "jitter": ((int, float), False, *_FRACTION)},
-    "syscalls": {"count": (int, True, *_POS), "user_ns": (int, True, *_NONNEG), "kernel_ns": (int, True, *_NONNEG)},
-    "page_faults": {"count": (int, True, *_POS), "user_ns": (int, True, *_NONNEG),
-                    "kernel_ns": (int, True, *_NONNEG)},
-    "sleep": {"ns": (int, True, *_POS), "jitter": ((int, float), False, *_FRACTION)},
-    "io": {"ns": (int, True, *_POS), "jitter": ((int, float), False, *_FRACTION)},
+    "compute": {"ns": (int, True, *_NS), "jitter": ((int, float), False, *_FRACTION)},
+    "syscalls": {"count": (int, True, *_POS), "user_ns": (int, True, *_NS), "kernel_ns": (int, True, *_NS)},
+    "page_faults": {"count": (int, True, *_POS), "user_ns": (int, True, *_NS),
+                    "kernel_ns": (int, True, *_NS)},
+    "sleep": {"ns": (int, True, *_POS_NS), "jitter": ((int, float), False, *_FRACTION)},
+    "io": {"ns": (int, True, *_POS_NS), "jitter": ((int, float), False, *_FRACTION)},
     "pipe_write": {"pipe": (str, True, lambda v: bool(v), "a pipe name")},
     "pipe_read": {"pipe": (str, True, lambda v: bool(v), "a pipe name")},
     "signal": {"sig": (str, True, lambda v: v in SIGNALS, f"one of {', '.join(SIGNALS)}"),
@@ -95,7 +110,7 @@ STEP_PARAMS: dict[str, dict[str, tuple]] = {
               "count": (int, False, *_POS), "wait": (bool, False, lambda v: True, "true or false")},
     "param_test": {"args": (str, True, lambda v: True, "param_test's command line, e.g. \"-T s -r 100\""),
                    "build": (str, False, lambda v: v in _PARAM_BUILDS, f"one of {', '.join(_PARAM_BUILDS)}")},
-    "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NONNEG)},
+    "tcmalloc": {"count": (int, True, *_POS), "hold": (int, False, *_POS), "ns": (int, False, *_NS)},
     "tcmalloc_drain": {},
 }
 COMMON_STEP_KEYS = {"op", "every", "prob"}
@@ -186,12 +201,15 @@ def parse_workload(text: str, where: str) -> Workload:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"{where}: not a workload: arrays or tables nested too deeply") from None
     v = _Validator(where)
     v.keys(doc, "", {"name", "description", "source", "duration_ms", "machine", "process"})
     name = v.get(doc, "name", str, required=True)
     description = v.get(doc, "description", str, required=True)
     source = v.get(doc, "source", str, required=True)
-    duration = v.get(doc, "duration_ms", int, check=_POS)
+    duration = v.get(doc, "duration_ms", int,
+                     check=(lambda d: 0 < d <= MAX_NS // 10**6, f"1..{MAX_NS // 10**6:,} (one simulated hour)"))
     mdoc = v.get(doc, "machine", dict, required=True)
     v.keys(mdoc, "machine.", {"cpus", "nodes", "hz"})
     cpus = v.get(mdoc, "cpus", int, "machine.", required=True, check=(lambda c: 1 <= c <= 512, "1..512"))
@@ -219,7 +237,57 @@ def parse_workload(text: str, where: str) -> Workload:
                                        f"expected 'self' or a thread of the process, got {target!r}")
     if not any(p.instances for p in processes):
         raise BadInput(f"{where}: process: expected at least one process with instances >= 1")
-    return Workload(name, description, source, MachineSpec(cpus, nodes, hz), processes, duration, where)
+    w = Workload(name, description, source, MachineSpec(cpus, nodes, hz), processes, duration, where)
+    _check_work(w)
+    return w
+
+
+def estimate_work(w: Workload) -> tuple[int, int]:
+    """(step executions, the most simulated ns of work in one thread), spawned children included.
+
+    An upper bound from the step lists alone (``every``/``prob`` ignored); a spawn cycle raises
+    BadInput, since the work it asks for has no bound."""
+    by_name = {p.name: p for p in w.processes}
+    memo: dict[str, tuple[int, int]] = {}
+
+    def process_work(name: str, chain: tuple[str, ...]) -> tuple[int, int]:
+        if name in chain:
+            cycle = " -> ".join((*chain[chain.index(name):], name))
+            raise BadInput(f"{w.path}: spawn chain {cycle} has no end (a process spawns itself)")
+        if name in memo:
+            return memo[name]
+        steps = longest = 0
+        for t in by_name[name].threads:
+            per_steps = per_ns = 0
+            for st in t.steps:
+                count = st.params.get("count", 1)
+                per_steps += param_test_work(st.params["args"]) if st.op == "param_test" else count
+                per_ns += st.params.get("ns", 0) + count * (st.params.get("user_ns", 0) + st.params.get("kernel_ns", 0))
+                if st.op == "spawn":
+                    child_steps, child_ns = process_work(st.params["process"], (*chain, name))
+                    per_steps += count * child_steps
+                    longest = max(longest, child_ns)
+            steps += t.count * t.repeat * per_steps
+            longest = max(longest, t.repeat * per_ns)
+        memo[name] = (steps, longest)
+        return memo[name]
+
+    total = longest = 0
+    for p in w.processes:
+        steps, ns = process_work(p.name, ())
+        total += p.instances * steps
+        longest = max(longest, ns)
+    return total, longest
+
+
+def _check_work(w: Workload) -> None:
+    steps, longest = estimate_work(w)
+    if steps > MAX_STEP_EXECUTIONS:
+        raise BadInput(f"{w.path}: too much work: about {steps:,} step executions "
+                       f"(the limit is {MAX_STEP_EXECUTIONS:,}); lower repeat, count or instances")
+    if longest > MAX_NS and (w.duration_ms is None or w.duration_ms * 10**6 > MAX_NS):
+        raise BadInput(f"{w.path}: too much work: one thread asks for {longest / 1e9:,.0f} simulated "
+                       f"seconds (the limit is {MAX_NS // 10**9:,}); lower repeat or ns, or set duration_ms")
 
 
 def _process(v: _Validator, doc: Any, i: int, cpus: int) -> ProcessSpec:
@@ -228,13 +296,14 @@ def _process(v: _Validator, doc: Any, i: int, cpus: int) -> ProcessSpec:
         raise BadInput(f"{v.where}: process[{i}]: expected a table")
     v.keys(doc, at, {"name", "instances", "glibc", "rseq", "handlers", "thread"})
     name = v.get(doc, "name", str, at, required=True)
-    instances = v.get(doc, "instances", int, at, default=1, check=_NONNEG)
+    instances = v.get(doc, "instances", int, at, default=1,
+                      check=(lambda n: 0 <= n <= MAX_INSTANCES, f"0..{MAX_INSTANCES}"))
     glibc = v.get(doc, "glibc", str, at, default="2.36",
                   check=(lambda g: g in GLIBC_VERSIONS, f"one of {', '.join(GLIBC_VERSIONS)}"))
     rseq = v.get(doc, "rseq", bool, at, default=True)
     handlers = v.get(doc, "handlers", list, at, default=[])
     for h in handlers:
-        if h not in SIGNALS:
+        if not isinstance(h, str) or h not in SIGNALS:
             raise BadInput(f"{v.where}: {at}handlers: expected signal names ({', '.join(SIGNALS)}), got {h!r}")
     threads_doc = v.get(doc, "thread", list, at, required=True)
     if not threads_doc:
@@ -251,7 +320,8 @@ def _thread(v: _Validator, doc: Any, at: str, cpus: int) -> ThreadSpec:
     v.keys(doc, at, {"name", "count", "repeat", "affinity", "steps"})
     name = v.get(doc, "name", str, at, required=True)
     count = v.get(doc, "count", int, at, default=1, check=(lambda c: 1 <= c <= 4096, "1..4096"))
-    repeat = v.get(doc, "repeat", int, at, default=1, check=_POS)
+    repeat = v.get(doc, "repeat", int, at, default=1,
+                   check=(lambda r: 0 < r <= MAX_REPEAT, f"an integer in 1..{MAX_REPEAT:,}"))
     affinity = v.get(doc, "affinity", list, at)
     if affinity is not None:
         if not affinity or not all(isinstance(c, int) and 0 <= c < cpus for c in affinity):
@@ -276,9 +346,26 @@ def _step(v: _Validator, doc: Any, at: str) -> Step:
         value = v.get(doc, key, typ, f"{at}.", required=required, check=(check, expected))
         if value is not None:
             params[key] = value
+    if op == "param_test":
+        _check_param_test_args(v, params["args"], f"{at}.args")
     every = v.get(doc, "every", int, f"{at}.", default=1, check=_POS)
     prob = v.get(doc, "prob", (int, float), f"{at}.", default=1.0, check=_FRACTION)
     return Step(op, params, every, float(prob))
+
+
+def param_test_work(args: str) -> int:
+    """Step executions of one ported param_test run: each thread's repetitions (default 5000 x 200)."""
+    from ..selftests.param_test import parse_args
+
+    o = parse_args(args.split())
+    return 0 if o.help else max(o.reps, 1) * max(o.threads, 1)
+
+
+def _check_param_test_args(v: _Validator, args: str, at: str) -> None:
+    try:
+        param_test_work(args)
+    except BadInput as exc:
+        raise BadInput(f"{v.where}: {at}: {exc}") from None
 
 
 class _Validator:
