@@ -294,9 +294,12 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
               "(FILE: of any counter or tracepoint).")
 @click.option("--slack", type=int, default=0, show_default=True,
               help="FILE: also accept a difference of up to N events where fewer than 150 were observed.")
+@click.option("--vm", "vm_version", metavar="VERSION",
+              help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
-             slack: int, command: tuple[str, ...]) -> int:
+             slack: int, vm_version: str | None, cpus: int, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
     With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
@@ -319,6 +322,8 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     from .trace.replay import replay as do_replay
 
     names = _kernel_list(kernels)
+    if vm_version is not None:
+        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
     if len(command) == 1 and file_version(command[0]) is not None:
         return _validate_file(command[0], names, as_json, max_error, slack)
     live = live_report.live_personality()
@@ -338,6 +343,22 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
     return ExitStatus.SUCCESS
+
+
+def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
+                 as_json: bool, max_error: float | None, slack: int) -> int:
+    """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
+    import tempfile
+
+    from .report import live as live_report
+    from .vm import vmrun
+
+    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-vm-") as tmp:
+        path = output or f"{tmp}/vm.trace"
+        res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
+        if not as_json:
+            vmrun.render_summary(console(sys.stderr), res.summary)
+        return _validate_file(path, names, as_json, max_error, slack)
 
 
 def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:

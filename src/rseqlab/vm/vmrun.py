@@ -122,14 +122,15 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
 
 def vm_run(version: str, command: list[str], output: str | Path | None, *, cpus: int = 2,
            mem_mb: int = 1024, stats: bool = False, timeout: float = 600, buffer_kb: int | None = None,
-           kernel: Cached | None = None, log=None) -> VmRun:
+           kernel: Cached | None = None, serial_beside_output: bool = True, log=None) -> VmRun:
     if not command:
         raise BadInput("no COMMAND given (rseqlab vm run VERSION -- COMMAND [ARGS])")
     if cpus < 1 or cpus > 64:
         raise BadInput(f"--cpus must be between 1 and 64, not {cpus}")
     k = kernel or select_kernel(version, stats=stats)
+    serial = None if serial_beside_output and output else guest_run.default_serial_log(k)
     return batch(k, [command], [output], cpus=cpus, mem_mb=mem_mb, timeout=timeout, buffer_kb=buffer_kb,
-                 log=log)[0]
+                 serial_log=serial, log=log)[0]
 
 
 def render_summary(con: Console, s: dict) -> None:
