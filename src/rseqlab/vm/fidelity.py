@@ -31,6 +31,8 @@ DETERMINISTIC: tuple[tuple[str, list[str]], ...] = (
 OTHER: tuple[tuple[str, list[str]], ...] = (
     ("pingpong unpinned (glibc 32 B)", ["pingpong", "2000", "none"]),
     ("pingpong split CPUs (glibc 32 B)", ["pingpong", "2000", "split"]),
+    ("pingpong pinned (own 64 B)", ["probe:pingpong64", "2000", "same"]),
+    ("pingpong unpinned (own 64 B)", ["probe:pingpong64", "2000", "none"]),
     ("threadmix", ["threadmix", "30", "4"]),
 )
 #: Kernels of `make vm-test` / `make fidelity` (override with RSEQLAB_VM_KERNELS="v:stats v ...").
@@ -49,7 +51,7 @@ def run_kernel(version: str, stats: bool, workloads, *, outdir: Path | None = No
     outputs = [str(outdir / f"{k.version}-{i}.trace") if outdir else None for i in range(len(workloads))]
     if outdir:
         outdir.mkdir(parents=True, exist_ok=True)
-    runs = batch(k, [cmd for _, cmd in workloads], outputs, timeout=1800,
+    runs = batch(k, [resolve(cmd) for _, cmd in workloads], outputs, timeout=1800,
                  serial_log=(outdir / f"{k.version}.serial.log") if outdir else None)
     rows = []
     for (label, cmd), run in zip(workloads, runs):
@@ -79,6 +81,19 @@ def personalities(trace) -> list[tuple[str, bool]]:
 def compare(trace, personality: str) -> dict:
     results = replay(trace, [personality])
     return vm_validate.compare(trace, results, personality, max_error=0.0, slack=0)
+
+
+def resolve(cmd: list[str]) -> list[str]:
+    """``probe:NAME`` -> the static build of ``probes/NAME.c`` (copied in at its host path)."""
+    if not cmd[0].startswith("probe:"):
+        return cmd
+    from importlib import resources
+
+    from .guestcc import static_program
+
+    name = cmd[0].split(":", 1)[1]
+    src = resources.files("rseqlab.vm").joinpath("probes", f"{name}.c").read_text()
+    return [str(static_program(name, src)), *cmd[1:]]
 
 
 def exact(row: dict) -> list[str]:
