@@ -68,8 +68,7 @@ def boot(image: Path, initrd: Path, workdir: Path, *, cpus: int = 2, mem_mb: int
     """Run one guest to completion; raises :class:`GuestError` with the cause otherwise."""
     host.ensure(host.QEMU_TOOLS, why="booting a kernel", log=log)
     console, ret = workdir / "console.log", workdir / "return.bin"
-    kvm = host.kvm_usable() and os.environ.get("RSEQLAB_VM_ACCEL", "") != "tcg"
-    accels = [True, False] if kvm else [False]
+    accels = [True, False] if kvm_works(image, initrd, workdir, log=log) else [False]
     for use_kvm in accels:
         for p in (console, ret):
             p.write_bytes(b"")
@@ -102,6 +101,54 @@ def boot(image: Path, initrd: Path, workdir: Path, *, cpus: int = 2, mem_mb: int
             raise GuestError(f"qemu failed (exit {rc}): {msg[0]}")
         return Boot(text, ret.read_bytes(), seconds, "kvm" if use_kvm else "tcg", rc)
     raise GuestError("qemu could not start")  # not reached
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def kvm_works(image: Path, initrd: Path, workdir: Path, *, log=None) -> bool:
+    """Whether KVM boots a guest here: /dev/kvm opens and a first guest reaches /init within 30 s.
+
+    The verdict is kept per host boot (``<cache>/vm/kvm``), so a broken KVM (nested
+    virtualisation that fails or hangs) costs one short attempt, not one per run.
+    ``RSEQLAB_VM_ACCEL=tcg`` skips KVM."""
+    if os.environ.get("RSEQLAB_VM_ACCEL", "") == "tcg" or not host.kvm_usable():
+        return False
+    from .kernels import cache_root
+
+    verdict = cache_root() / "vm" / "kvm"
+    boot_id = _boot_id()
+    try:
+        saved = verdict.read_text().split()
+        if len(saved) == 2 and saved[0] == boot_id:
+            return saved[1] == "yes"
+    except OSError:
+        pass
+    console, ret = workdir / "kvm-console.log", workdir / "kvm-return.bin"
+    cmd = qemu_command(image, initrd, console, ret, cpus=1, mem_mb=DEFAULT_MEM_MB, kvm=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ok = False
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 30:
+            if console.exists() and MARK_UP in console.read_text(errors="replace"):
+                ok = True
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        _kill(proc)
+    verdict.parent.mkdir(parents=True, exist_ok=True)
+    verdict.write_text(f"{boot_id} {'yes' if ok else 'no'}\n")
+    if log and not ok:
+        log("KVM does not boot a guest here; using TCG")
+    return ok
 
 
 def _kill(proc: subprocess.Popen) -> None:
