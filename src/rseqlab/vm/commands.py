@@ -85,7 +85,8 @@ def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeo
     """
     from . import vmrun
 
-    res = vmrun.vm_run(version, list(command), output, cpus=cpus, mem_mb=mem_mb, stats=stats, timeout=timeout)
+    res = vmrun.vm_run(version, list(command), output, cpus=cpus, mem_mb=mem_mb, stats=stats, timeout=timeout,
+                       log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
         click.echo(dump_json(res.summary))
     else:
@@ -101,7 +102,8 @@ def vm_selftest(version: str, cpus: int, timeout: float, as_json: bool) -> int:
     """Build the kernel's own tools/testing/selftests/rseq (static) and run them in the guest."""
     from . import selftest as vm_st
 
-    data = vm_st.run(version, cpus=cpus, timeout=timeout)
+    data = vm_st.run(version, cpus=cpus, timeout=timeout,
+                     log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
         click.echo(dump_json(data))
     else:
