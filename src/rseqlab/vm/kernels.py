@@ -229,28 +229,34 @@ class KernelStore:
             hit = find_cached(version, stats=True, config_hash=key, root=self.root)
             if hit is not None and hit.version == version:
                 return hit
-            dest = self.root / f"{version}-stats-{key}"
             log_path = self.root / f"build-{version}-{key}.log"
             self.log(f"building {version} vmlinux (make -j{os.cpu_count() or 1} vmlinux; log {log_path}); "
                      "about 5 CPU-minutes")
             make(tree, log_path, log=self.log)
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.mkdir(parents=True)
-            shutil.copy2(tree / "vmlinux", dest / "vmlinux")
-            shutil.copy2(tree / ".config", dest / "config")
-            (dest / "fragment.config").write_text(kconfig.fragment_text(options))
-            release = (tree / "include/config/kernel.release").read_text().strip() \
-                if (tree / "include/config/kernel.release").is_file() else version
-            meta = {"version": version, "kind": "stats", "image": "vmlinux", "config_hash": key,
-                    "release": release, "source": tarball.name,
-                    "slice": options.get("RSEQ_SLICE_EXTENSION") == "y",
-                    "rseq_stats_configured": True, "extra": extra, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            (dest / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-            self.log(f"kernel {version} (stats{', slice' if meta['slice'] else ''}) cached in {dest}")
-            return Cached(version, "stats", dest, meta)
+            return self.keep(version, tree, options, extra, tarball.name)
         finally:
             shutil.rmtree(build_root, ignore_errors=True)
+
+    def keep(self, version: str, tree: Path, options: dict[str, str], extra: dict[str, str],
+             source: str) -> Cached:
+        """Keep a built tree's vmlinux and config as ``<version>-stats-<hash>``."""
+        key = kconfig.config_hash(options)
+        dest = self.root / f"{version}-stats-{key}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        shutil.copy2(tree / "vmlinux", dest / "vmlinux")
+        shutil.copy2(tree / ".config", dest / "config")
+        (dest / "fragment.config").write_text(kconfig.fragment_text(options))
+        rel_file = tree / "include/config/kernel.release"
+        release = rel_file.read_text().strip() if rel_file.is_file() else version
+        meta = {"version": version, "kind": "stats", "image": "vmlinux", "config_hash": key,
+                "release": release, "source": source, "slice": options.get("RSEQ_SLICE_EXTENSION") == "y",
+                "rseq_stats_configured": True, "extra": extra,
+                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (dest / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        self.log(f"kernel {version} (stats{', slice' if meta['slice'] else ''}) cached in {dest}")
+        return Cached(version, "stats", dest, meta)
 
 
 def configure(tree: Path, extra: dict[str, str], log=_stderr_log) -> dict[str, str]:

@@ -89,16 +89,19 @@ def build_tests(version: str, store: KernelStore, log=None) -> tuple[Path, dict]
         for name, (src, defs) in PROGRAMS.items():
             if not (sdir / src).is_file():
                 continue
-            cmd = ["gcc", "-static", "-O2", "-Wall", "-I.", "-isystem", str(hdr / "include"),
+            cmd = ["gcc", "-static", "-O2", "-Wall", "-I.", "-I..", "-isystem", str(hdr / "include"),
                    f"-I{tree}/tools/include", f"-I{tree}/tools/arch/x86/include", *defs,
                    src, "rseq.c", "-lpthread", "-o", str(staging / name)]
             r = subprocess.run(cmd, cwd=sdir, capture_output=True, text=True)
             if r.returncode == 0:
                 built.append(name)
             else:
-                failed[name] = (r.stderr.strip().splitlines() or ["?"])[-1][:200]
+                errs = [ln for ln in r.stderr.splitlines() if "error" in ln] or r.stderr.strip().splitlines() or ["?"]
+                failed[name] = errs[0][:200]
         if log:
             log(f"built {len(built)} selftest programs of {version}" + (f"; failed: {failed}" if failed else ""))
+        if not built:
+            raise Unavailable(f"no selftest of {version} compiled: {next(iter(failed.values()), '?')}")
         text = (sdir / "param_test.c").read_text(errors="replace")
         meta = {"version": version, "built": built, "failed": failed,
                 "param_test_legacy_option": bool(re.search(r"case 'L':", text))}
