@@ -426,3 +426,76 @@ def test_cli_vm_run_needs_a_command(run_cli, monkeypatch, tmp_path):
     assert r.status == 2 and "no COMMAND given" in r.stderr
     r = run_cli("vm", "run", "7.0.13", "--cpus", "0", "--", "true")
     assert r.status == 2 and "--cpus" in r.stderr
+
+
+# ----------------------------------------------------------------------
+# probe verdicts, selftest plan, fidelity table
+# ----------------------------------------------------------------------
+def test_probe_verdicts():
+    from rseqlab.vm import probe
+
+    fixed = probe.verdict(probe.parse("register=0\ntail_after_register=0xa5a5a5a5\nflags_after_register=0\n"
+                                      "rewrite_same_cpu=20/20\nrewrite_migrate=20/20\ntail_after_runs=0xa5a5a5a5\n"))
+    assert fixed["registered"] and fixed["rewrites_cpu_id_start_same_cpu"] and not fixed["writes_bytes_28_31"]
+    broken = probe.verdict(probe.parse("register=0\ntail_after_register=0\nrewrite_same_cpu=0/20\n"
+                                       "rewrite_migrate=20/20\ntail_after_runs=0\n"))
+    assert broken["rewrites_cpu_id_start_same_cpu"] is False and broken["writes_bytes_28_31"] is True
+    assert broken["rewrites_cpu_id_start_migration"] is True
+    partial = probe.verdict(probe.parse("register=-22\n"))
+    assert partial["registered"] is False and partial["rewrites_cpu_id_start_same_cpu"] is None
+
+
+def test_selftest_plan_drops_legacy_variants_without_the_option():
+    from rseqlab.vm import selftest
+
+    meta = {"built": list(selftest.PROGRAMS), "param_test_legacy_option": False}
+    runs = selftest.plan(meta, 2)
+    names = [r[0] for r in runs]
+    assert names[:3] == list(selftest.SIMPLE)
+    assert not any("-L" in r[1] for r in runs)
+    assert names[-2:] == ["legacy_check", "slice_test"]
+    assert runs[-1][2] == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}
+    with_l = selftest.plan({**meta, "param_test_legacy_option": True}, 2)
+    assert len(with_l) == len(runs) + 4 * 8  # the legacy variant: every entry of TEST_LIST, every build
+    text = selftest.payload(runs[:2])
+    assert "/work/st/basic_test  > /tmp/out/st0.log" in text and "echo $? > /tmp/out/st1.rc" in text
+    only = selftest.plan({"built": ["basic_test"], "param_test_legacy_option": True}, 2)
+    assert [r[0] for r in only] == ["basic_test"]
+
+
+def _row(counters: dict, tps: dict, stats=True) -> dict:
+    v = {"statistics": stats, "failed": [],
+         "counters": {k: {"observed": o, "predicted": p} for k, (o, p) in counters.items()},
+         "tracepoints": {k: {"observed": o, "predicted": p} for k, (o, p) in tps.items()}}
+    return {"kernel": "6.19.10", "kind": "stats", "workload": "w", "personality": "6.19", "validation": v}
+
+
+def test_fidelity_targets_and_table():
+    from rseqlab.vm import fidelity
+
+    r = _row({"exit": (1000, 1019), "ids": (100, 103), "cs": (100, 104)},
+             {"rseq_update": (1000, 1021), "rseq_ip_fixup": (0, 0)})
+    assert fidelity.within_target(r) == ["cs", "tp:rseq_update"]
+    table = fidelity.markdown([r])
+    assert "| 6.19.10 (stats) | `6.19` | w | **1000 / 1019** |" in table
+    assert table.splitlines()[0].count("|") == table.splitlines()[2].count("|")
+    nostats = _row({}, {"rseq_update": (5, 5), "rseq_ip_fixup": (0, 0)}, stats=False)
+    assert "| - | - |" in fidelity.markdown([nostats])
+
+
+def test_fidelity_kernel_list_from_env(monkeypatch):
+    from rseqlab.vm import fidelity
+
+    monkeypatch.setenv("RSEQLAB_VM_KERNELS", "6.19.10:stats 7.0.9")
+    assert fidelity.kernels_from_env() == [("6.19.10", True), ("7.0.9", False)]
+    monkeypatch.delenv("RSEQLAB_VM_KERNELS")
+    assert ("7.1.8", True) in fidelity.kernels_from_env()
+
+
+def test_vm_payload_runs_guestrec_per_command():
+    from rseqlab.vm import vmrun
+
+    text = vmrun.payload([["/work/pingpong", "10"], ["/bin/echo", "a b"]], buffer_kb=512)
+    assert "/work/guestrec --buffer-kb 512 /tmp/out/rec0 -- /work/pingpong 10 > /tmp/out/guestrec0.log" in text
+    assert "/tmp/out/rec1 -- /bin/echo 'a b'" in text
+    assert "echo $? > /tmp/out/guestrec1_status" in text
