@@ -84,7 +84,7 @@ def test_guest_out_of_memory(tmp_path):
 def test_guest_that_dies_before_sending_is_one_error(tmp_path):
     log = tmp_path / "serial.log"
     with pytest.raises(qemu.GuestError, match="sent no return data"):
-        guest_run.run(_kernel(), "poweroff -f\nsleep 5\n", tmp_path / "o", serial_log=log, timeout=300)
+        guest_run.run(_kernel(), "reboot -f\nsleep 5\n", tmp_path / "o", serial_log=log, timeout=300)
     assert not _qemu_running()
 
 

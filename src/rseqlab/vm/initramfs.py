@@ -32,6 +32,7 @@ OUTDIR = "/tmp/out"
 #: printed on the console when /init starts and when the payload is done
 MARK_UP = "RSEQLAB-GUEST-UP"
 MARK_DONE = "RSEQLAB-PAYLOAD-DONE"
+MARK_SENT = "RSEQLAB-RETURN-SENT"
 
 INIT = f"""#!/bin/sh
 # rseqlab guest init: mount, run /payload, send {OUTDIR} back on ttyS1, power off.
@@ -58,8 +59,10 @@ SUM=$(sha256sum /tmp/return.tgz | cut -d' ' -f1)
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 {{ printf '{channel.MAGIC.decode()} %s %s\\n' $LEN $SUM; cat /tmp/return.tgz; printf '\\n{channel.TRAILER.decode()}\\n'; }} > /dev/ttyS1
 sync
-poweroff -f
+echo {MARK_SENT}
+# QEMU runs with -no-reboot, so a reboot ends it; it needs no ACPI (poweroff may only halt).
 reboot -f
+poweroff -f
 """
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ..errors import BadInput, RseqlabError
 from ..live.workloads import WORKLOADS
-from ..trace.format import Trace
+from ..trace.format import Trace, save
 from . import guest_run, guestbuild, initramfs
 from .kernels import Cached, KernelStore, check_version, find_cached
 from .qemu import GuestError
@@ -31,6 +31,53 @@ class VmRun:
     path: Path | None
     summary: dict
     guest: guest_run.GuestRun
+
+
+#: The median gap between ``sys_exit`` and a switch-out in that syscall's exit loop on a native
+#: kernel, which ``trace/replay.py``'s ``SYSCALL_EXIT_WINDOW_NS`` was set from (1 us).
+NATIVE_EXIT_SWITCH_NS = 1_000
+#: Fewer in-loop switch-outs than this in a batch: no calibration (the windows stay native).
+MIN_SAMPLES = 20
+
+
+def exit_switch_gaps(trace: Trace) -> list[int]:
+    """Per task, ``sys_exit`` -> the task's next event when that is a switch-out (ns)."""
+    import numpy as np
+
+    from ..trace.format import Kind
+
+    ev = trace.events
+    kind, ts, pid = np.asarray(ev["kind"]), np.asarray(ev["ts"]), np.asarray(ev["pid"])
+    last: dict[int, int] = {}
+    gaps = []
+    for k, t, p in zip(kind.tolist(), ts.tolist(), pid.tolist()):
+        if k == Kind.SYS_EXIT:
+            last[p] = t
+            continue
+        start = last.pop(p, None)
+        if start is not None and k == Kind.SWITCH_OUT:
+            gaps.append(t - start)
+    return gaps
+
+
+def calibrate_windows(traces: list[Trace]) -> dict | None:
+    """The replay's exit windows scaled to the guest's speed, from one boot's recordings.
+
+    Under TCG a guest runs 10-30 times slower than natively, so a switch-out in a syscall's exit
+    loop comes far more than ``SYSCALL_EXIT_WINDOW_NS`` after ``sys_exit`` and the replay would
+    take it for a second return to user mode. The scale is the median of those gaps over the
+    native median; both windows are multiplied by it (never below 1)."""
+    import statistics
+
+    from ..trace.replay import IRQ_EXIT_WINDOW_NS, SYSCALL_EXIT_WINDOW_NS
+
+    gaps = [g for t in traces for g in exit_switch_gaps(t)]
+    if len(gaps) < MIN_SAMPLES:
+        return None
+    scale = max(1.0, statistics.median(gaps) / NATIVE_EXIT_SWITCH_NS)
+    return {"syscall_exit_window_ns": int(SYSCALL_EXIT_WINDOW_NS * scale),
+            "irq_exit_window_ns": int(IRQ_EXIT_WINDOW_NS * scale), "scale": round(scale, 2),
+            "samples": len(gaps), "source": "guest sys_exit -> switch-out gaps (vm.vmrun.calibrate_windows)"}
 
 
 def select_kernel(version: str, *, stats: bool = False, store: KernelStore | None = None) -> Cached:
@@ -101,7 +148,7 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
                 raise GuestError(f"guestrec failed in the guest for {' '.join(command)} (exit {status or '?'}): "
                                  f"{' | '.join(tail) or 'no output'} (serial log: {serial})")
             try:
-                trace = ingest_dir(out / f"rec{i}", output, command=list(command))
+                trace = ingest_dir(out / f"rec{i}", None, command=list(command))
             except RseqlabError as exc:
                 raise GuestError(f"{exc} (serial log: {serial})") from None
             guest = trace.meta.get("guest", {})
@@ -117,6 +164,13 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
                 "guest_output": g.read(f"guestrec{i}.log")[-2000:],
             }
             runs.append(VmRun(trace, Path(output) if output else None, summary, g))
+    windows = calibrate_windows([r.trace for r in runs])
+    for r, output in zip(runs, outputs):
+        if windows is not None:
+            r.trace.meta["replay"] = dict(windows)
+        r.summary["replay_windows"] = windows
+        if output:
+            save(r.trace, output)
     return runs
 
 
