@@ -31,12 +31,16 @@ from .archive import Archive, Release, matches, version_key
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rseqlab"
+    from ..cache import cache_root as root
+
+    return root()
 
 
 def kernels_dir() -> Path:
-    return cache_root() / "kernels"
+    """``<cache>/kernels``, created and checked (one line naming it when it cannot be used)."""
+    from ..cache import cache_dir
+
+    return cache_dir("kernels")
 
 
 _VERSION = re.compile(r"^\d+\.\d+(?:\.\d+)?(?:~rc\d+)?$")
