@@ -45,8 +45,8 @@ KNOWN: dict[tuple[str, str, str], str] = {
     **{("6.19.10", w, c): "one ID write more predicted than the kernel made after exec + registration (model or replay)"
        for w in ("pingpong pinned (glibc 32 B)", "sigstorm", "munmaploop") for c in ("ids", "tp:rseq_update")},
     ("6.19.10", "sigstorm", "signal"): "one signal check predicted where the kernel counted none",
-    ("6.19.10", "forkloop", "slowpath"): "the model takes a forked child's first return through the slow path "
-                                          "(observed: fast path)",
+    ("6.19.10", "forkloop", "slowpath"): "the model misses schedule_tail()'s set_child_tid write, which breaks "
+                                          "COW on the child's rseq page: its fast path faults (model)",
 }
 
 
