@@ -605,7 +605,7 @@ class Plan:
     """The op stream of one trace, cut into segments and runs; what the executor needs."""
 
     def __init__(self, trace: Trace) -> None:
-        from .replay import _EXEC_LOOKUP_ERRORS, IRQ_EXIT_WINDOW_NS, MM_CID_SCAN_DELAY_NS, SYSCALL_EXIT_WINDOW_NS
+        from .replay import _EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, exit_windows
 
         ev = trace.events
         meta = trace.meta
@@ -638,7 +638,7 @@ class Plan:
         table = (np.cumsum(seen) - 1).astype(np.int32)
         root_slot = int(table[self.root - lo])
         out = _drive(ev["ts"].astype(np.int64, copy=False), ev["cpu"], kind, pid, table, lo, a, b, pids,
-                     len(pids), root_slot, ncpus, tick_ns, SYSCALL_EXIT_WINDOW_NS, IRQ_EXIT_WINDOW_NS,
+                     len(pids), root_slot, ncpus, tick_ns, *exit_windows(meta),
                      MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64))
         (op_inst, op_code, op_a, op_b, op_c, *flog) = out[:11]
         i_slot, i_exits, i_upd, i_fix, order, pid_cur = out[11:]

@@ -72,6 +72,16 @@ SYSCALL_EXIT_WINDOW_NS = 5_000
 #: first: the timer tick takes 10-50 us in the recorded VMs, rarely up to ~140 us).
 IRQ_EXIT_WINDOW_NS = 150_000
 
+
+def exit_windows(meta: dict) -> tuple[int, int]:
+    """The two windows for one trace: ``meta["replay"]`` may set ``syscall_exit_window_ns`` and
+    ``irq_exit_window_ns`` (a recording made where the kernel's timing is not native, e.g. a guest
+    under QEMU's TCG, whose exit paths run several times slower and are stretched further by host
+    load); otherwise the constants above, measured on native and KVM kernels."""
+    opts = meta.get("replay") if isinstance(meta.get("replay"), dict) else {}
+    return (int(opts.get("syscall_exit_window_ns", SYSCALL_EXIT_WINDOW_NS)),
+            int(opts.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
+
 RESIDUAL_SOURCES = (
     "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
     "so an exception that ends in a switch-out right after a return is folded into that return",
@@ -157,6 +167,7 @@ class Replay:
         self.order: list[int] = []
         self.missing_parent = 0
         self.tick_ns = 1_000_000_000 // int(meta.get("kernel", {}).get("hz") or 250)
+        self.syscall_window, self.irq_window = exit_windows(meta)
         root = meta.get("root", {})
         self._root = int(root.get("pid", 0))
         self._root_registered = bool(root.get("rseq_registered"))
@@ -321,7 +332,7 @@ class Replay:
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
-                    window = SYSCALL_EXIT_WINDOW_NS if rt.pending is Entry.SYSCALL else IRQ_EXIT_WINDOW_NS
+                    window = self.syscall_window if rt.pending is Entry.SYSCALL else self.irq_window
                     if rt.pending is not None and ts - rt.pending_ts > window:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
