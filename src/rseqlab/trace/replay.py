@@ -74,13 +74,12 @@ IRQ_EXIT_WINDOW_NS = 150_000
 
 
 def exit_windows(meta: dict) -> tuple[int, int]:
-    """The two windows for one trace: ``meta["replay"]`` may set ``syscall_exit_window_ns`` and
-    ``irq_exit_window_ns`` (a recording made where the kernel's timing is not native, e.g. a guest
-    under QEMU's TCG, whose exit paths run several times slower and are stretched further by host
-    load); otherwise the constants above, measured on native and KVM kernels."""
-    opts = meta.get("replay") if isinstance(meta.get("replay"), dict) else {}
-    return (int(opts.get("syscall_exit_window_ns", SYSCALL_EXIT_WINDOW_NS)),
-            int(opts.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
+    """The two windows for one trace: the constants above, unless the trace says otherwise
+    (``meta["replay"]``: a recording made in an emulated guest runs many times slower, see
+    ``rseqlab.vm.vmrun.calibrate_windows``)."""
+    r = meta.get("replay") or {}
+    return (int(r.get("syscall_exit_window_ns", SYSCALL_EXIT_WINDOW_NS)),
+            int(r.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
 
 RESIDUAL_SOURCES = (
     "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
@@ -167,7 +166,6 @@ class Replay:
         self.order: list[int] = []
         self.missing_parent = 0
         self.tick_ns = 1_000_000_000 // int(meta.get("kernel", {}).get("hz") or 250)
-        self.syscall_window, self.irq_window = exit_windows(meta)
         root = meta.get("root", {})
         self._root = int(root.get("pid", 0))
         self._root_registered = bool(root.get("rseq_registered"))
@@ -297,6 +295,7 @@ class Replay:
         ts_l, cpu_l, kind_l, pid_l = ev["ts"].tolist(), ev["cpu"].tolist(), ev["kind"].tolist(), ev["pid"].tolist()
         a_l, b_l = ev["a"].tolist(), ev["b"].tolist()
         k = self.kernel
+        sys_window, irq_window = exit_windows(self.trace.meta)
         SWITCH_OUT, SWITCH_IN, SYS_ENTER, SYS_EXIT = Kind.SWITCH_OUT, Kind.SWITCH_IN, Kind.SYS_ENTER, Kind.SYS_EXIT
         for i in range(len(ts_l)):
             kind, pid, ts = kind_l[i], pid_l[i], ts_l[i]
@@ -332,7 +331,7 @@ class Replay:
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
-                    window = self.syscall_window if rt.pending is Entry.SYSCALL else self.irq_window
+                    window = sys_window if rt.pending is Entry.SYSCALL else irq_window
                     if rt.pending is not None and ts - rt.pending_ts > window:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
