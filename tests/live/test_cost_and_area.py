@@ -68,3 +68,23 @@ def test_rseq_area_unavailable_off_x86(run_cli, monkeypatch):
     assert res.status == 3
     assert res.stderr.strip() == ("rseqlab: error: reading the rseq area needs x86_64 (arch_prctl for the "
                                   "thread pointer); this machine is aarch64")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": NaN}', "invalid JSON"),
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": Infinity}', "invalid JSON"),
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": 1e300}', "valid ns_per_user_access"),
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": -1}', "valid ns_per_user_access"),
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": true}', "valid ns_per_user_access"),
+    ('{"format": "rseqlab-cost", "version": 1, "ns_per_user_access": 5, "ns_per_rseq_update": [1]}',
+     "valid ns_per_rseq_update"),
+    ('{"format": "rseqlab-cost", "version": [1]}', "unsupported cost model version"),
+    ("[" * 100_000 + "]" * 100_000, "invalid JSON"),
+])
+def test_hostile_cost_models_are_one_line_errors(tmp_path, text, message):
+    from rseqlab.live.cost import COST_FORMAT, COST_VERSION
+
+    p = tmp_path / "bad.json"
+    p.write_text(text.replace('"rseqlab-cost"', json.dumps(COST_FORMAT)).replace('"version": 1', f'"version": {COST_VERSION}'))
+    with pytest.raises(BadInput, match=message):
+        load_model(p)

@@ -36,6 +36,14 @@ memory symbol (``name`` alone: word 0); in an invariant ``name[i]`` is its
 final *value* and ``name`` the list of its words, with ``sum``, ``len``,
 ``min``, ``max``, ``sorted`` available. Every mistake is reported as
 ``FILE:LINE: what is wrong``.
+
+Limits (an exhaustive checker explores every interleaving, so small is the point): at most
+``MAX_THREADS`` threads, ``repeat N`` with N up to ``MAX_REPEAT``, lines up to ``MAX_LINE``
+characters, integer values within 64 bits (a shift by 64 or more is refused), and at most
+``MAX_ITERATIONS`` loop and repeat iterations per thread in one execution (a loop whose
+``until`` never holds is reported, not run forever). The search re-executes each prefix it
+backtracks into, so its cost grows with the square of an execution's length: 1,000 iterations
+of a short loop take seconds, 5,000 take many minutes.
 """
 
 from __future__ import annotations
@@ -59,6 +67,26 @@ _FUNCS = {"sum": sum, "len": len, "min": min, "max": max, "sorted": sorted}
 _KEYWORDS = {"scenario", "summary", "cpus", "memory", "thread", "handler", "invariant", "end",
              "repeat", "loop", "until", "if", "section", "exit_if"}
 _DIRECTIVES = {"scenario", "summary", "cpus", "memory", "thread", "handler", "invariant"}
+
+MAX_THREADS = 8
+MAX_REPEAT = 1_000
+MAX_LINE = 1_000
+MAX_ITERATIONS = 1_000
+MAX_FILE = 1 << 20
+_U64_SPAN = 1 << 64
+
+
+def _shift_left(value: int, by: int) -> int:
+    """``<<`` in an expression: a shift of 64 or more has no meaning on u64 words, and a huge
+    one would allocate gigabytes before any check could run."""
+    if not 0 <= by < 64:
+        raise ValueError(f"shift by {by}: expected 0..63")
+    return value << by
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` for an error message, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 _OPS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor,
         ast.LShift, ast.RShift, ast.USub, ast.Invert, ast.Not, ast.And, ast.Or, ast.Eq, ast.NotEq,
         ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -95,6 +123,8 @@ class _Parser:
         while self.pos < len(self.lines):
             self.pos += 1
             text = self.lines[self.pos - 1].split("#", 1)[0].strip()
+            if len(text) > MAX_LINE:
+                raise self.error(self.pos, f"line too long ({len(text):,} characters; the limit is {MAX_LINE:,})")
             if text:
                 return self.pos, text
         return None
@@ -133,6 +163,8 @@ class _Parser:
                 parts = rest.split()
                 if len(parts) != 2 or parts[0] != "cpu" or not parts[1].isdigit():
                     raise self.error(line, "expected 'thread cpu N'")
+                if len(threads) == MAX_THREADS:
+                    raise self.error(line, f"more than {MAX_THREADS} threads: too many to explore exhaustively")
                 threads.append((line, int(parts[1]), self.block(line, "end")))
             elif word == "handler":
                 if handler is not None:
@@ -183,8 +215,8 @@ class _Parser:
         word, _, rest = text.partition(" ")
         rest = rest.strip()
         if word == "repeat":
-            if not rest.isdigit():
-                raise self.error(line, "expected 'repeat N'")
+            if not rest.isdigit() or not 1 <= int(rest) <= MAX_REPEAT:
+                raise self.error(line, f"expected 'repeat N' with N in 1..{MAX_REPEAT:,}, got {_shown(rest)}")
             return Stmt(line, "repeat", count=int(rest), body=self.block(line, "end"))
         if word == "loop":
             body = self.block(line, "until")
@@ -207,6 +239,8 @@ class _Parser:
             tree = ast.parse(text, mode="exec").body
         except SyntaxError as exc:
             raise self.error(line, f"syntax error: {exc.msg}") from None
+        except (MemoryError, RecursionError):
+            raise self.error(line, "expression nested too deeply") from None
         if len(tree) != 1:
             raise self.error(line, "one step per line")
         node = tree[0]
@@ -251,6 +285,8 @@ class _Parser:
             node = ast.parse(f"({text},)", mode="eval").body
         except SyntaxError as exc:
             raise self.error(line, f"syntax error: {exc.msg}") from None
+        except (MemoryError, RecursionError):
+            raise self.error(line, "expression nested too deeply") from None
         assert isinstance(node, ast.Tuple)
         return list(node.elts)
 
@@ -258,7 +294,9 @@ class _Parser:
         try:
             return ast.parse(text, mode="eval").body
         except SyntaxError as exc:
-            raise self.error(line, f"syntax error in {text!r}: {exc.msg}") from None
+            raise self.error(line, f"syntax error in {_shown(text)}: {exc.msg}") from None
+        except (MemoryError, RecursionError):
+            raise self.error(line, "expression nested too deeply") from None
 
     def _invariant(self, line: int, text: str) -> ast.expr:
         return self._expr(line, text)
@@ -280,9 +318,12 @@ class _Parser:
 
     def _compile(self, line: int, node: ast.expr, mode: str, regs: set[str]) -> Any:
         """Check ``node`` against the allowed forms and compile it. ``mode``: step, value, invariant."""
-        node = _Rewrite(self, line, mode, regs).visit(node)
-        ast.fix_missing_locations(node)
-        return compile(ast.Expression(node), f"{self.path}:{line}", "eval")
+        try:
+            node = _Rewrite(self, line, mode, regs).visit(node)
+            ast.fix_missing_locations(node)
+            return compile(ast.Expression(node), f"{self.path}:{line}", "eval")
+        except (MemoryError, RecursionError):
+            raise self.error(line, "expression nested too deeply") from None
 
 
 class _Rewrite(ast.NodeTransformer):
@@ -298,6 +339,10 @@ class _Rewrite(ast.NodeTransformer):
             raise self.p.error(self.line, f"not allowed in an expression: {type(node).__name__}")
         if isinstance(node, ast.Constant) and not isinstance(node.value, int):
             raise self.p.error(self.line, f"only integers, not {node.value!r}")
+        if isinstance(node, ast.Constant) and not -_U64_SPAN < node.value < _U64_SPAN:
+            raise self.p.error(self.line, "an integer beyond 64 bits")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift):
+            return self._call("__shl__", self.visit(node.left), self.visit(node.right))
         return super().generic_visit(node)
 
     def _call(self, fn: str, *args: ast.expr) -> ast.Call:
@@ -338,14 +383,27 @@ class _Thread:
 
     def __init__(self, path: str, th: Any, mem: Any) -> None:
         self.path, self.th, self.mem = path, th, mem
+        # On the object, not in a frame local: the checker's state hash reads the locals, and a
+        # counter there would make every iteration a new state.
+        self.iterations = 0
 
     def ev(self, code: Any, regs: dict[str, int], line: int) -> Any:
         env = dict(regs)
         env["__addr__"] = self.mem.addr
+        env["__shl__"] = _shift_left
         try:
-            return eval(code, {"__builtins__": {}}, env)
+            value = eval(code, {"__builtins__": {}}, env)
         except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
             raise StepRuntimeError(f"{self.path}:{line}: {type(exc).__name__}: {exc}") from None
+        if isinstance(value, int) and not -_U64_SPAN < value < _U64_SPAN:
+            raise StepRuntimeError(f"{self.path}:{line}: a value beyond 64 bits")
+        return value
+
+    def iterate(self, line: int) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_ITERATIONS:
+            raise StepRuntimeError(f"{self.path}:{line}: more than {MAX_ITERATIONS:,} loop iterations in one "
+                                   "thread (a loop whose 'until' never holds?)")
 
     def block(self, body: list[Stmt], regs: dict[str, int]) -> None:
         # The position lives in plain locals (i, n, k): the checker's state hash reads them.
@@ -367,10 +425,12 @@ class _Thread:
             elif s.kind == "repeat":
                 n = 0
                 while n < s.count:
+                    self.iterate(line)
                     self.block(s.body, regs)
                     n += 1
             elif s.kind == "loop":
                 while True:
+                    self.iterate(line)
                     self.block(s.body, regs)
                     if self.ev(s.cond, regs, line):
                         break
@@ -445,7 +505,7 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
     def value(code: Any):
         def at_layout(m) -> int:
             try:
-                return eval(code, {"__builtins__": {}}, {"__addr__": m.addr})
+                return eval(code, {"__builtins__": {}}, {"__addr__": m.addr, "__shl__": _shift_left})
             except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
                 raise StepRuntimeError(f"{code.co_filename}: {type(exc).__name__}: {exc}") from None
 
@@ -455,7 +515,7 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
     inv = [(line, text, p._compile(line, node, "invariant", set())) for line, text, node in invariants]
 
     def check(f: Final) -> str | None:
-        env = {"__words__": f.words, "__word__": f.word, **_FUNCS}
+        env = {"__words__": f.words, "__word__": f.word, "__shl__": _shift_left, **_FUNCS}
         for line, text, code in inv:
             try:
                 ok = eval(code, {"__builtins__": {}}, env)
@@ -473,10 +533,26 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
 
 def load_step_file(path: str) -> Scenario:
     """Parse a step file; any mistake is a :class:`StepFileError` naming the line."""
+    import os
+    import stat
+
     try:
-        text = Path(path).read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     except OSError as exc:
         raise StepFileError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StepFileError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise StepFileError(f"{path}: larger than {MAX_FILE:,} bytes: not a step file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StepFileError(f"{path}: not a step file (not UTF-8 text: byte {exc.start})") from None
+    if "\0" in text:
+        raise StepFileError(f"{path}: not a step file (binary data)")
     return _Parser(path, text).parse()
 
 

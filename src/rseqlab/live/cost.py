@@ -96,22 +96,36 @@ def save_model(model: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
 
 
+#: A cost per access or per pass beyond this (one millisecond) is not a measurement of RSEQ work.
+MAX_COST_NS = 1_000_000.0
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"{token} is not a number JSON allows")
+
+
 def load_model(path: str | Path) -> dict:
-    """Read a cost model file; one-line :class:`BadInput` on any defect."""
+    """Read a cost model file; one-line :class:`BadInput` on any defect.
+
+    Every cost must be a finite number in 0..``MAX_COST_NS``: a NaN or an infinity would
+    otherwise reach the ``--json`` output as text JSON does not allow."""
     try:
-        model = json.loads(Path(path).read_text())
+        model = json.loads(Path(path).read_text(), parse_constant=_reject_constant)
     except OSError as exc:
         raise BadInput(f"cannot read cost model {path}: {exc.strerror or exc}") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadInput(f"{path}: not a cost model (invalid JSON)") from None
     if not isinstance(model, dict) or model.get("format") != COST_FORMAT:
         raise BadInput(f"{path}: not an rseqlab cost model")
     if model.get("version") != COST_VERSION:
-        raise BadInput(f"{path}: unsupported cost model version {model.get('version')} "
+        raise BadInput(f"{path}: unsupported cost model version {model.get('version')!r} "
                        f"(this rseqlab reads version {COST_VERSION})")
-    value = model.get("ns_per_user_access")
-    if not isinstance(value, (int, float)) or value < 0:
-        raise BadInput(f"{path}: cost model lacks a valid ns_per_user_access")
+    for key in ("ns_per_user_access", "ns_per_rseq_update", "ns_per_signal_pass"):
+        value = model.get(key)
+        if value is None and key != "ns_per_user_access":
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= MAX_COST_NS:
+            raise BadInput(f"{path}: cost model lacks a valid {key} (a number of ns in 0..{MAX_COST_NS:,.0f})")
     return model
 
 

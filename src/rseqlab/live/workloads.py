@@ -25,8 +25,9 @@ WORKLOADS = {
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rseqlab" / "workloads"
+    from ..cache import cache_dir as checked
+
+    return checked("workloads")
 
 
 def source(name: str) -> str:

@@ -48,6 +48,13 @@ from ..usermem import PAGE_SIZE, AddressSpace
 from .format import Kind, Trace
 from .replay import unmap_range
 
+import os as _os
+
+if "NUMBA_CACHE_DIR" not in _os.environ:  # before numba reads its configuration
+    from ..cache import numba_cache_dir
+
+    _os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
+
 try:  # numba compiles the driver; without it the same function runs as Python (slow, same result)
     from numba import njit
 except ImportError:  # pragma: no cover - numba is a pinned dependency
