@@ -21,7 +21,30 @@ from rseqlab.trace.replay import replay
 from rseqlab.vm import guestbuild
 from rseqlab.vm.ingest import ingest_dir
 
-from .conftest import tracefs_state
+from .conftest import tracefs_state as _tracefs_state
+
+
+def tracefs_state(root: Path) -> dict:
+    """The conftest's state, without the instances of other recorders still running (other test
+    sessions share this machine's tracefs): a leaked instance of a finished recorder still shows."""
+    import re
+
+    state = _tracefs_state(root)
+
+    def alive(name: str) -> bool:
+        m = re.match(r"rseqlab-(\d+)", name)
+        if not m or int(m.group(1)) == os.getpid():
+            return False
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    state["instances"] = [n for n in state["instances"] if not alive(n)]
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +127,23 @@ def test_validate_file_of_a_host_guestrec_recording(live_tracefs, guestrec, tmp_
     assert abs(v["tracepoints"]["rseq_update"]["error"]) <= 0.02
     text = run_cli("validate", str(tmp_path / "s.trace"))
     assert text.status == 0 and "personality 6.18" in text.stdout
+
+
+def test_exit_status_and_cpus_hint(live_tracefs, guestrec, tmp_path):
+    before = tracefs_state(live_tracefs)
+    res = _run(guestrec, tmp_path / "a", "sh", "-c", "exit 3")  # the recording is complete: 0
+    assert res.returncode == 0
+    assert ingest_dir(tmp_path / "a").meta["exit_status"] == 3
+    _run(guestrec, tmp_path / "b", "sh", "-c", "kill -9 $$")
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["exit_status"] == -9
+    res = subprocess.run([str(guestrec), "--cpus-hint", "1", str(tmp_path / "c"), "--", "true"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "c" / "raw").iterdir()) == ["main-cpu0.raw", "mig-cpu0.raw",
+                                                                          "self-cpu0.raw"]
+    t = ingest_dir(tmp_path / "c")
+    assert t.meta["cpus"] == 1 and t.meta["topology"]["node_of_cpu"] == [0]
+    assert tracefs_state(live_tracefs) == before
 
 
 def test_usage_and_exec_errors_leave_tracefs_alone(live_tracefs, guestrec, tmp_path):

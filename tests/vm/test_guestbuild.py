@@ -72,3 +72,10 @@ def test_missing_static_libc_is_an_environment_error(cache, tmp_path):
         guestbuild.build("pingpong", cc=str(fake))
     assert not any(p.name == "pingpong" for p in cache.rglob("*")) if cache.exists() else True
     assert os.access(fake, os.X_OK)
+
+
+def test_unusable_cache_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    with pytest.raises(BadInput, match="cache directory .*rseqlab/guest"):
+        guestbuild.build("guestrec")

@@ -29,8 +29,10 @@ CFLAGS = ("-static", "-O2", "-Wall", "-pthread")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rseqlab" / "guest"
+    """``$XDG_CACHE_HOME/rseqlab/guest``, created and checked (:func:`rseqlab.cache.cache_dir`)."""
+    from ..cache import cache_dir as checked
+
+    return checked("guest")
 
 
 def guestrec_source() -> str:

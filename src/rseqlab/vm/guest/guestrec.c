@@ -368,12 +368,13 @@ static void cleanup(void)
 	for (int i = 0; i < NINST; i++)
 		if (inst_made[i])
 			teardown_dir(inst[i]);
-	if (mounted_debugfs)
-		umount(DEBUGFS);
-	if (mounted_tracefs)
-		umount(TRACEFS);
-	if (mounted_sysfs)
-		umount("/sys");
+	/* A busy mount (an automounted tracefs below debugfs, say) is detached instead. */
+	if (mounted_debugfs && umount(DEBUGFS))
+		umount2(DEBUGFS, MNT_DETACH);
+	if (mounted_tracefs && umount(TRACEFS))
+		umount2(TRACEFS, MNT_DETACH);
+	if (mounted_sysfs && umount("/sys"))
+		umount2("/sys", MNT_DETACH);
 	mounted_debugfs = mounted_tracefs = mounted_sysfs = 0;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
