@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ..errors import BadInput, RseqlabError
 from ..live.workloads import WORKLOADS
-from ..trace.format import Trace, save
+from ..trace.format import Trace
 from . import guest_run, guestbuild, initramfs
 from .kernels import Cached, KernelStore, check_version, find_cached
 from .qemu import GuestError
@@ -31,53 +31,6 @@ class VmRun:
     path: Path | None
     summary: dict
     guest: guest_run.GuestRun
-
-
-#: The median gap between ``sys_exit`` and a switch-out in that syscall's exit loop on a native
-#: kernel, which ``trace/replay.py``'s ``SYSCALL_EXIT_WINDOW_NS`` was set from (1 us).
-NATIVE_EXIT_SWITCH_NS = 1_000
-#: Fewer in-loop switch-outs than this in a batch: no calibration (the windows stay native).
-MIN_SAMPLES = 20
-
-
-def exit_switch_gaps(trace: Trace) -> list[int]:
-    """Per task, ``sys_exit`` -> the task's next event when that is a switch-out (ns)."""
-    import numpy as np
-
-    from ..trace.format import Kind
-
-    ev = trace.events
-    kind, ts, pid = np.asarray(ev["kind"]), np.asarray(ev["ts"]), np.asarray(ev["pid"])
-    last: dict[int, int] = {}
-    gaps = []
-    for k, t, p in zip(kind.tolist(), ts.tolist(), pid.tolist()):
-        if k == Kind.SYS_EXIT:
-            last[p] = t
-            continue
-        start = last.pop(p, None)
-        if start is not None and k == Kind.SWITCH_OUT:
-            gaps.append(t - start)
-    return gaps
-
-
-def calibrate_windows(traces: list[Trace]) -> dict | None:
-    """The replay's exit windows scaled to the guest's speed, from one boot's recordings.
-
-    Under TCG a guest runs 10-30 times slower than natively, so a switch-out in a syscall's exit
-    loop comes far more than ``SYSCALL_EXIT_WINDOW_NS`` after ``sys_exit`` and the replay would
-    take it for a second return to user mode. The scale is the median of those gaps over the
-    native median; both windows are multiplied by it (never below 1)."""
-    import statistics
-
-    from ..trace.replay import IRQ_EXIT_WINDOW_NS, SYSCALL_EXIT_WINDOW_NS
-
-    gaps = [g for t in traces for g in exit_switch_gaps(t)]
-    if len(gaps) < MIN_SAMPLES:
-        return None
-    scale = max(1.0, statistics.median(gaps) / NATIVE_EXIT_SWITCH_NS)
-    return {"syscall_exit_window_ns": int(SYSCALL_EXIT_WINDOW_NS * scale),
-            "irq_exit_window_ns": int(IRQ_EXIT_WINDOW_NS * scale), "scale": round(scale, 2),
-            "samples": len(gaps), "source": "guest sys_exit -> switch-out gaps (vm.vmrun.calibrate_windows)"}
 
 
 def select_kernel(version: str, *, stats: bool = False, store: KernelStore | None = None) -> Cached:
@@ -123,7 +76,7 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
           mem_mb: int = 1024, timeout: float = 600, buffer_kb: int | None = None,
           serial_log: Path | None = None, log=None) -> list[VmRun]:
     """Record several commands one after the other in one boot of ``k``."""
-    from .ingest import ingest_dir
+    from .ingest import UNTIMED_EXIT_WINDOWS, ingest_dir
 
     if cpus < 1 or cpus > 64:
         raise BadInput(f"--cpus must be between 1 and 64, not {cpus}")
@@ -147,8 +100,11 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
                 tail = g.read(f"guestrec{i}.log").strip().splitlines()[-3:]
                 raise GuestError(f"guestrec failed in the guest for {' '.join(command)} (exit {status or '?'}): "
                                  f"{' | '.join(tail) or 'no output'} (serial log: {serial})")
+            # Under TCG the exit paths run several times slower than the replay's native windows
+            # assume: a switch-out with nothing recorded since the return is in its exit loop.
+            windows = UNTIMED_EXIT_WINDOWS if g.accel == "tcg" else None
             try:
-                trace = ingest_dir(out / f"rec{i}", None, command=list(command))
+                trace = ingest_dir(out / f"rec{i}", output, command=list(command), exit_windows_ns=windows)
             except RseqlabError as exc:
                 raise GuestError(f"{exc} (serial log: {serial})") from None
             guest = trace.meta.get("guest", {})
@@ -163,14 +119,8 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
                 "trace": str(output) if output else None, "serial_log": str(serial),
                 "guest_output": g.read(f"guestrec{i}.log")[-2000:],
             }
+            summary["replay_windows"] = trace.meta.get("replay")
             runs.append(VmRun(trace, Path(output) if output else None, summary, g))
-    windows = calibrate_windows([r.trace for r in runs])
-    for r, output in zip(runs, outputs):
-        if windows is not None:
-            r.trace.meta["replay"] = dict(windows)
-        r.summary["replay_windows"] = windows
-        if output:
-            save(r.trace, output)
     return runs
 
 
