@@ -38,8 +38,14 @@ def _qemu_running() -> list[str]:
 #: predicted differ"); (kernel, workload label, counter) -> why. Such a counter may differ (xfail,
 #: not strict: timing in the guest varies); every other counter must be predicted exactly.
 KNOWN: dict[tuple[str, str, str], str] = {
-    **{("6.19.10", w, c): "page faults and other exception returns are not recorded (harness)"
-       for w in ("munmaploop", "forkloop") for c in ("exit",)},
+    **{(k, w, "exit"): "page faults and other exception returns are not recorded (harness)"
+       for k in ("6.19.10", "7.1.8") for w in ("munmaploop", "forkloop")},
+    **{("7.1.8", w, "exit"): "some 20 returns more predicted than counted, not located (harness or model)"
+       for w in ("pingpong pinned (glibc 32 B)", "sigstorm")},
+    **{("7.1.8", w, c): "one ID write more predicted than the kernel made (the recorded root's first CPU, harness)"
+       for w in ("munmaploop", "forkloop") for c in ("fastpath", "ids", "tp:rseq_update")},
+    ("7.1.8", "forkloop", "slowpath"): "the model misses schedule_tail()'s set_child_tid write, which breaks "
+                                       "COW on the child's rseq page: its fast path faults (model)",
     **{("6.19.10", w, c): "a few returns more or less than the kernel counted, not located (harness or model)"
        for w in ("pingpong pinned (glibc 32 B)", "sigstorm", "munmaploop", "forkloop") for c in ("exit", "fastpath")},
     **{("6.19.10", w, c): "one ID write more predicted than the kernel made after exec + registration (model or replay)"
