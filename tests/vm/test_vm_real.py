@@ -53,7 +53,8 @@ KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {
     **{(k, "forkloop", "slowpath"): ("the model misses schedule_tail()'s set_child_tid write, which breaks COW "
                                      "on the child's rseq page, so its fast path faults (model)", None)
        for k in _KERNELS},
-    ("6.19.10", "sigstorm", "signal"): ("one signal check predicted where the kernel counted none", 1),
+    ("6.19.10", "sigstorm", "signal"): ("6.19 counts a delivery only after an interrupt from user mode; an "
+                                        "interrupt inside kill()'s exit loop is taken for one (harness)", 3),
 }
 
 
