@@ -21,30 +21,7 @@ from rseqlab.trace.replay import replay
 from rseqlab.vm import guestbuild
 from rseqlab.vm.ingest import ingest_dir
 
-from .conftest import tracefs_state as _tracefs_state
-
-
-def tracefs_state(root: Path) -> dict:
-    """The conftest's state, without the instances of other recorders still running (other test
-    sessions share this machine's tracefs): a leaked instance of a finished recorder still shows."""
-    import re
-
-    state = _tracefs_state(root)
-
-    def alive(name: str) -> bool:
-        m = re.match(r"rseqlab-(\d+)", name)
-        if not m or int(m.group(1)) == os.getpid():
-            return False
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    state["instances"] = [n for n in state["instances"] if not alive(n)]
-    return state
+from .conftest import tracefs_state
 
 
 @pytest.fixture(scope="module")
