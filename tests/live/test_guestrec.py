@@ -21,30 +21,7 @@ from rseqlab.trace.replay import replay
 from rseqlab.vm import guestbuild
 from rseqlab.vm.ingest import ingest_dir
 
-from .conftest import tracefs_state as _tracefs_state
-
-
-def tracefs_state(root: Path) -> dict:
-    """The conftest's state, without the instances of other recorders still running (other test
-    sessions share this machine's tracefs): a leaked instance of a finished recorder still shows."""
-    import re
-
-    state = _tracefs_state(root)
-
-    def alive(name: str) -> bool:
-        m = re.match(r"rseqlab-(\d+)", name)
-        if not m or int(m.group(1)) == os.getpid():
-            return False
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    state["instances"] = [n for n in state["instances"] if not alive(n)]
-    return state
+from .conftest import tracefs_state
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +66,11 @@ def test_guestrec_agrees_with_record(live_tracefs, guestrec, tmp_path, name, arg
     assert {k for k, v in g.items() if v} - noisy == {k for k, v in h.items() if v} - noisy
     for kind in ("fork", "exec", "exit", "signal"):
         assert g[kind] == h[kind], kind
-    for kind in ("sys_enter", "sys_exit", "rseq_update"):
+    for kind in ("sys_enter", "sys_exit"):
         assert abs(g[kind] - h[kind]) <= max(10, 0.005 * h[kind]), kind
+    # On 6.18 every preemption is one more rseq_update: the runs differ by their switches (load).
+    noise = abs(g["switch_out"] - h["switch_out"])
+    assert abs(g["rseq_update"] - h["rseq_update"]) <= max(10, 0.005 * h["rseq_update"]) + noise
     assert g["lost"] == 0 and guest.meta["lost"]["total"] == 0
     # Deterministic program parts are exact: one rt_sigreturn per signal, the loop's munmaps.
     assert _syscalls(guest, 15) == _syscalls(host, 15)
@@ -103,7 +83,7 @@ def test_guestrec_agrees_with_record(live_tracefs, guestrec, tmp_path, name, arg
     pg = replay(again, ["6.18"])["6.18"].tracepoints["rseq_update"]
     ph = replay(host, ["6.18"])["6.18"].tracepoints["rseq_update"]
     assert abs(pg - g["rseq_update"]) <= max(3, 0.02 * g["rseq_update"])
-    assert abs(pg - ph) <= max(10, 0.005 * ph)
+    assert abs(pg - ph) <= max(10, 0.005 * ph) + noise
     # The recorder's own instance recorded the recorder, and nothing of the workload.
     own = again.meta["guest"]["recorder_window"]
     assert set(own["events"]["pid"]) == {again.meta["guest"]["recorder_pid"]}

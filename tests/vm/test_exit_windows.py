@@ -41,3 +41,15 @@ def test_untimed_windows_fold_the_late_switch_into_the_exit_loop():
     assert _both(trace) == quick
     trace.meta["replay"] = {"syscall_exit_window_ns": 25_000}  # just wide enough, irq window native
     assert _both(trace) == quick
+
+
+def test_the_recorders_window_uses_the_traces_windows():
+    from tests.vm.test_validate_file import _guest_trace
+
+    from rseqlab.vm.ingest import recorder_trace
+
+    trace = _guest_trace()
+    assert "replay" not in recorder_trace(trace).meta
+    trace.meta["replay"] = {"syscall_exit_window_ns": 123}
+    assert recorder_trace(trace).meta["replay"] == {"syscall_exit_window_ns": 123}
+    assert recorder_trace(trace, upto_ns=3_500_000).meta["replay"] == {"syscall_exit_window_ns": 123}

@@ -7,7 +7,7 @@ import pytest
 from rseqlab.kernel import COUNTERS, PERSONALITIES
 from rseqlab.trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, Kind, save
 from rseqlab.trace.replay import replay
-from tests.trace.test_replay import ROOT, Builder, started
+from tests.trace.test_replay import ROOT, started
 
 RECORDER = 50
 MS = 1_000_000

@@ -291,4 +291,7 @@ def recorder_trace(trace: Trace, *, upto_ns: int | None = None) -> Trace | None:
         sa = {k: v[keep] for k, v in sa.items()}
     if not len(ev["ts"]):
         return None
-    return Trace(dict(rw["meta"]), ev, sa)
+    meta = dict(rw["meta"])
+    if isinstance(trace.meta.get("replay"), dict):  # the guest's windows, even if set after the ingest
+        meta["replay"] = dict(trace.meta["replay"])
+    return Trace(meta, ev, sa)
