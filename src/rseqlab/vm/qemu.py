@@ -76,7 +76,7 @@ def boot(image: Path, initrd: Path, workdir: Path, *, cpus: int = 2, mem_mb: int
         t0 = time.monotonic()
         qlog = open(workdir / "qemu.log", "wb")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         qlog.close()
         try:
             rc = _wait(proc, console, ret, timeout)
@@ -157,7 +157,7 @@ def kvm_works(image: Path, initrd: Path, workdir: Path, *, log=None) -> bool:
     console, ret = workdir / "kvm-console.log", workdir / "kvm-return.bin"
     cmd = qemu_command(image, initrd, console, ret, cpus=1, mem_mb=DEFAULT_MEM_MB, kvm=True)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     ok = False
     t0 = time.monotonic()
     try:
@@ -175,6 +175,17 @@ def kvm_works(image: Path, initrd: Path, workdir: Path, *, log=None) -> bool:
     if log and not ok:
         log("KVM does not boot a guest here; using TCG")
     return ok
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when rseqlab dies, even by SIGKILL (``PR_SET_PDEATHSIG``),
+    so no QEMU outlives the command that started it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill(proc: subprocess.Popen) -> None:
