@@ -34,6 +34,11 @@ OTHER: tuple[tuple[str, list[str]], ...] = (
     ("pingpong pinned (own 64 B)", ["probe:pingpong64", "2000", "same"]),
     ("pingpong unpinned (own 64 B)", ["probe:pingpong64", "2000", "none"]),
     ("threadmix", ["threadmix", "30", "4"]),
+    # the release's own param_test (vm/selftest.py builds it): spinlock sections, without and
+    # with a 10000-iteration busy loop inside the section (injection point 3)
+    ("param_test -T s", ["selftest:param_test", "-T", "s", "-r", "100", "-t", "4"]),
+    ("param_test -T s -3 10000 (loop in section)", ["selftest:param_test", "-T", "s", "-r", "100", "-t", "4",
+                                                    "-3", "10000"]),
 )
 #: Kernels of `make vm-test` / `make fidelity` (override with RSEQLAB_VM_KERNELS="v:stats v ...").
 DEFAULT_KERNELS = ("6.19.10:stats", "7.1.8:stats", "7.0.9", "7.0.13")
@@ -51,7 +56,10 @@ def run_kernel(version: str, stats: bool, workloads, *, outdir: Path | None = No
     outputs = [str(outdir / f"{k.version}-{i}.trace") if outdir else None for i in range(len(workloads))]
     if outdir:
         outdir.mkdir(parents=True, exist_ok=True)
-    runs = batch(k, [resolve(cmd) for _, cmd in workloads], outputs, timeout=1800,
+    workloads = [(label, cmd) for label, cmd in workloads
+                 if not cmd[0].startswith("selftest:") or _selftest_bin(k.version, store) is not None]
+    outputs = outputs[:len(workloads)]
+    runs = batch(k, [resolve(cmd, k.version, store) for _, cmd in workloads], outputs, timeout=1800,
                  serial_log=(outdir / f"{k.version}.serial.log") if outdir else None)
     rows = []
     for (label, cmd), run in zip(workloads, runs):
@@ -83,8 +91,24 @@ def compare(trace, personality: str) -> dict:
     return vm_validate.compare(trace, results, personality, max_error=0.0, slack=0)
 
 
-def resolve(cmd: list[str]) -> list[str]:
-    """``probe:NAME`` -> the static build of ``probes/NAME.c`` (copied in at its host path)."""
+def _selftest_bin(version: str, store: KernelStore) -> Path | None:
+    """The directory of the release's static selftests, or None (no source tarball: 7.0)."""
+    from ..errors import RseqlabError
+    from .selftest import build_tests
+
+    try:
+        return build_tests(version, store)[0]
+    except RseqlabError as exc:
+        print(f"fidelity: no param_test rows for {version}: {exc}", file=sys.stderr)
+        return None
+
+
+def resolve(cmd: list[str], version: str | None = None, store: KernelStore | None = None) -> list[str]:
+    """``probe:NAME`` -> the static build of ``probes/NAME.c``; ``selftest:NAME`` -> the release's
+    own selftest program (both copied in at their host paths)."""
+    if cmd[0].startswith("selftest:"):
+        d = _selftest_bin(version, store or KernelStore())
+        return [str(d / cmd[0].split(":", 1)[1]), *cmd[1:]]
     if not cmd[0].startswith("probe:"):
         return cmd
     from importlib import resources
