@@ -41,8 +41,7 @@ def _qemu_running() -> list[str]:
 _DET = [w for w, _ in fidelity.DETERMINISTIC]
 _KERNELS = ("6.19.10", "7.1.8")
 KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {
-    **{(k, w, c): ("the recorded root's history is replayed on CPU 0, so a first switch-in elsewhere looks "
-                   "like a migration (harness); one ID write off", 2)
+    **{(k, w, c): ("one ID write off, not located (the recorded root's first CPU, one cause, is fixed)", 2)
        for k in _KERNELS for w in _DET for c in ("ids", "tp:rseq_update")},
     **{(k, w, "fastpath"): ("that ID write, and a few fast-path runs more predicted, not located", 5)
        for k in _KERNELS for w in _DET},

@@ -73,6 +73,20 @@ SYSCALL_EXIT_WINDOW_NS = 5_000
 IRQ_EXIT_WINDOW_NS = 150_000
 
 
+def root_start_cpu(trace: Trace, root: int) -> int:
+    """The CPU the recorded root waited on when the recording started: that of its first event,
+    or the source CPU when that event is a migration. Its history before the recording (the
+    registration, the gate's ``read()``) ran there, so its first switch-in is no migration."""
+    ev = trace.events
+    idx = np.nonzero((ev["pid"] == root) & (ev["kind"] != Kind.LOST))[0]
+    if not len(idx):
+        return 0
+    i = int(idx[0])
+    cpu = int(ev["a"][i]) if ev["kind"][i] == Kind.MIGRATE else int(ev["cpu"][i])
+    ncpus = len(trace.meta.get("topology", {}).get("node_of_cpu") or [0] * int(trace.meta.get("cpus", 1)))
+    return cpu if 0 <= cpu < ncpus else 0
+
+
 def exit_windows(meta: dict) -> tuple[int, int]:
     """The two windows for one trace: the constants above, unless the trace says otherwise
     (``meta["replay"]``: a recording made in an emulated guest runs many times slower, see
@@ -200,6 +214,7 @@ class Replay:
         in the gate's ``read()`` when recording starts. Its history before that is played and
         then forgotten, so the counters start at the recording's first event."""
         k, t = self.kernel, rt.task
+        t.cpu = root_start_cpu(self.trace, self._root)
         if self._root_registered:
             k.enter_from_user_mode(t, Entry.SYSCALL)
             self._register(rt, self._root_addr, self._root_len, 0x53053053)
