@@ -350,7 +350,6 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
     import tempfile
 
-    from .report import live as live_report
     from .vm import vmrun
 
     with tempfile.TemporaryDirectory(prefix="rseqlab-validate-vm-") as tmp:

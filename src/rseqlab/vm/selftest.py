@@ -26,7 +26,7 @@ from rich.table import Table
 from ..errors import BadInput, RseqlabError, Unavailable
 from ..selftests import matrix
 from . import guest_run, host, releases
-from .archive import matches, version_key
+from .archive import matches
 from .kernels import KernelStore, cache_root, check_version
 from .vmrun import select_kernel
 
