@@ -91,16 +91,21 @@ def compare(trace, personality: str) -> dict:
     return vm_validate.compare(trace, results, personality, max_error=0.0, slack=0)
 
 
+_SELFTEST_BINS: dict[str, Path | None] = {}
+
+
 def _selftest_bin(version: str, store: KernelStore) -> Path | None:
-    """The directory of the release's static selftests, or None (no source tarball: 7.0)."""
+    """The directory of the release's static selftests, or None (no source tarball: 7.0); once per run."""
     from ..errors import RseqlabError
     from .selftest import build_tests
 
-    try:
-        return build_tests(version, store)[0]
-    except RseqlabError as exc:
-        print(f"fidelity: no param_test rows for {version}: {exc}", file=sys.stderr)
-        return None
+    if version not in _SELFTEST_BINS:
+        try:
+            _SELFTEST_BINS[version] = build_tests(version, store)[0]
+        except RseqlabError as exc:
+            print(f"fidelity: no param_test rows for {version}: {exc}", file=sys.stderr)
+            _SELFTEST_BINS[version] = None
+    return _SELFTEST_BINS[version]
 
 
 def resolve(cmd: list[str], version: str | None = None, store: KernelStore | None = None) -> list[str]:
