@@ -457,6 +457,10 @@ def test_selftest_plan_drops_legacy_variants_without_the_option():
     assert runs[-1][2] == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}
     with_l = selftest.plan({**meta, "param_test_legacy_option": True}, 2)
     assert len(with_l) == len(runs) + 4 * 8  # the legacy variant: every entry of TEST_LIST, every build
+    assert all(env == {} for name, argv, env in runs if argv[0].startswith("param_test"))
+    off = selftest.plan({**meta, "param_test_glibc_off": True}, 2)
+    assert all(env == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"} for _, argv, env in off
+               if argv[0].startswith("param_test"))
     text = selftest.payload(runs[:2])
     assert "/work/st/basic_test  > /tmp/out/st0.log" in text and "echo $? > /tmp/out/st1.rc" in text
     only = selftest.plan({"built": ["basic_test"], "param_test_legacy_option": True}, 2)
