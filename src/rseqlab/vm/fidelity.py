@@ -113,7 +113,10 @@ def resolve(cmd: list[str], version: str | None = None, store: KernelStore | Non
     own selftest program (both copied in at their host paths)."""
     if cmd[0].startswith("selftest:"):
         d = _selftest_bin(version, store or KernelStore())
-        return [str(d / cmd[0].split(":", 1)[1]), *cmd[1:]]
+        meta = json.loads((d / "meta.json").read_text())
+        # as the release's run_param_test.sh runs it (7.1: glibc's registration off)
+        env = ["env", "GLIBC_TUNABLES=glibc.pthread.rseq=0"] if meta.get("param_test_glibc_off") else []
+        return [*env, str(d / cmd[0].split(":", 1)[1]), *cmd[1:]]
     if not cmd[0].startswith("probe:"):
         return cmd
     from importlib import resources
