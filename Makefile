@@ -4,13 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test stress selftest-full bench setup clean
+.PHONY: run test stress selftest-full bench setup clean vm-deps vm-test fidelity
 
 # The virtual environment is rebuilt whenever the pinned dependencies change.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# Static guest programs (rseqlab.vm.guestbuild) link glibc's libc.a, from libc6-dev.
+	@gcc -print-file-name=libc.a | grep -q / || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade libc6-dev >/dev/null; }
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -20,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/rseqlab compare
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not stress"
+	$(BIN)/python -m pytest -q -m "not stress and not vm"
 
 # Long property-test runs (more examples); not part of `make test`.
 stress: $(STAMP)
@@ -37,6 +40,21 @@ bench: $(STAMP)
 	@command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
 	$(BIN)/python -m rseqlab.bench
+
+# Real kernels under QEMU (issue 11, docs/real-kernels.md). The host packages (QEMU, busybox-static,
+# the kernel build tools, static glibc) are installed when missing; kernels are fetched or built
+# into $$XDG_CACHE_HOME/rseqlab/kernels (~/.cache/rseqlab) and reused.
+vm-deps: $(STAMP)
+	$(BIN)/python -m rseqlab.vm.host
+
+# Statistics kernels for one 6.19.x and one 7.x (built once, ~5 CPU-minutes each), then the
+# deterministic workloads' counters, predicted against observed (pytest marker `vm`).
+vm-test: vm-deps
+	$(BIN)/python -m pytest -q -m vm tests/vm
+
+# The README's fidelity table: every kernel of RSEQLAB_VM_KERNELS, every workload; build/fidelity/.
+fidelity: vm-deps
+	$(BIN)/python -m rseqlab.vm.fidelity build/fidelity
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -329,34 +329,53 @@ def _replayable(trace) -> None:
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
-@click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage.")
+@click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage "
+              "(FILE: of any counter or tracepoint).")
+@click.option("--slack", type=int, default=0, show_default=True,
+              help="FILE: also accept a difference of up to N events where fewer than 150 were observed.")
+@click.option("--vm", "vm_version", metavar="VERSION",
+              help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
-             arch: str, command: tuple[str, ...]) -> int:
+             slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
+
+    With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
+    docs/guest-recording.md), validate that recording instead: replay it through the personality
+    of the kernel that recorded it and compare every counter of the kernel's statistics (when the
+    recording has them) and the tracepoints.
 
     \b
     Examples:
       rseqlab validate -- $(rseqlab workload pingpong) 20000
       rseqlab validate --json --max-error 2 -- $(rseqlab workload threadmix)
+      rseqlab validate --max-error 2 --slack 3 guest.trace
     """
     import os
+    import platform
     import tempfile
 
+    from .kernel import arch_by_name
     from .report import live as live_report
+    from .trace.format import file_version
     from .trace.record import record as do_record
     from .trace.replay import replay as do_replay
 
-    import platform
-
-    from .kernel import arch_by_name
-
+    if max_error is not None and not (0 <= max_error < float("inf")):
+        raise BadInput(f"--max-error: expected a percentage >= 0, got {max_error}")
+    if slack < 0:
+        raise BadInput(f"--slack: expected a number of events >= 0, got {slack}")
     names = _kernel_list(kernels, arch)
     here = platform.machine()
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
+    if vm_version is not None:
+        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
+    if len(command) == 1 and file_version(command[0]) is not None:
+        return _validate_file(command[0], names, as_json, max_error, slack)
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
@@ -374,6 +393,42 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
     return ExitStatus.SUCCESS
+
+
+def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
+                 as_json: bool, max_error: float | None, slack: int) -> int:
+    """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
+    import tempfile
+
+    from .vm import vmrun
+
+    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-vm-") as tmp:
+        path = output or f"{tmp}/vm.trace"
+        res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
+        if not as_json:
+            vmrun.render_summary(console(sys.stderr), res.summary)
+        return _validate_file(path, names, as_json, max_error, slack)
+
+
+def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:
+    """``validate FILE``: a recording (guest or host) against its kernel's personality."""
+    from .report import live as live_report
+    from .trace.format import load
+    from .trace.replay import replay as do_replay
+    from .vm import validate as vm_validate
+
+    trace = load(path)
+    personality = vm_validate.personality_of(trace)
+    if personality not in names:
+        names.insert(0, personality)
+    results = do_replay(trace, names)
+    data = live_report.validation_json(trace, results, personality)
+    data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        live_report.render_file_validation(console(), data, path)
+    return ExitStatus.FAILURE if data["validation"]["failed"] else ExitStatus.SUCCESS
 
 
 @cli.command()
@@ -504,6 +559,16 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
     result = checker.check(sc, kernel, bounds, debug=debug)
     click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
     return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
+
+
+def _register_vm() -> None:
+    from .vm.commands import kernels_group, vm_group
+
+    cli.add_command(kernels_group)
+    cli.add_command(vm_group)
+
+
+_register_vm()
 
 
 def main(argv: list[str] | None = None) -> int:

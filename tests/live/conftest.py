@@ -32,5 +32,23 @@ def tracefs_state(root: Path) -> dict:
     names = ["tracing_on", "set_event", "set_event_pid", "current_tracer", "buffer_size_kb", "trace_clock",
              "options/event-fork", "options/overwrite"]
     state = {n: (root / n).read_text() for n in names if (root / n).exists()}
-    state["instances"] = sorted(p.name for p in (root / "instances").iterdir() if p.name.startswith("rseqlab-"))
+    state["instances"] = sorted(p.name for p in (root / "instances").iterdir()
+                                if p.name.startswith("rseqlab-") and not _other_live_recorder(p.name))
     return state
+
+
+def _other_live_recorder(name: str) -> bool:
+    """An instance of a recorder still running in another process (a concurrent test session on
+    this machine): not ours to compare. A leaked instance of a finished recorder still counts."""
+    import re
+
+    m = re.match(r"rseqlab-(\d+)", name)
+    if not m or int(m.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

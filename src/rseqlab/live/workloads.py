@@ -21,6 +21,7 @@ WORKLOADS = {
     "sigstorm": "a thread signals itself in a loop (one handler frame per kill)",
     "munmaploop": "open, mmap, close, munmap a file in a loop (deferred fput task_work)",
     "threadmix": "threads mixing CPU bursts, sleeps, a contended mutex, yields and pipes",
+    "forkloop": "fork children that exit at once, one after the other (rseq_fork, exit)",
 }
 
 

@@ -235,3 +235,40 @@ def render_rseq_area(con: Console, area) -> None:
     for name, value in area.fields.items():
         table.add_row(name, f"{value:#x}" if name == "rseq_cs" else str(value))
     con.print(table)
+
+
+# ----------------------------------------------------------------------
+# validate FILE (a recording, e.g. made in a guest: rseqlab.vm.validate)
+# ----------------------------------------------------------------------
+def render_file_validation(con: Console, data: dict, path: str) -> None:
+    v = data["validation"]
+    where = "recorded by guestrec" if v["guest"] else "recorded"
+    con.print(f"Validation of {path}: {where} on kernel {v['release']}, personality {v['kernel']}"
+              + ("" if v["statistics"] else " (no CONFIG_RSEQ_STATS statistics: tracepoints only)"),
+              markup=False)
+    if v["counters"]:
+        table = Table(title="Kernel statistics (debugfs delta) vs prediction", title_justify="left")
+        for col in ("counter", "observed", "predicted", "workload", "recorder", "error"):
+            table.add_column(col, justify="left" if col == "counter" else "right")
+        for name, row in v["counters"].items():
+            if not row["modelled"]:
+                table.add_row(name, f"{row['observed']:,}", "not modelled", "", "", "")
+                continue
+            table.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", f"{row['workload']:,}",
+                          f"{row['recorder']:,}", _pct(row["error"]))
+        con.print(table)
+    tps = Table(title="Tracepoints (recorded) vs prediction", title_justify="left")
+    for col in ("tracepoint", "observed", "predicted", "error"):
+        tps.add_column(col, justify="left" if col == "tracepoint" else "right")
+    for name, row in v["tracepoints"].items():
+        tps.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", _pct(row["error"]))
+    con.print(tps)
+    render_compare(con, "What each kernel would do with this workload", data["kernels"],
+                   cost_ns=data.get("cost_ns"), observed=data["observed"])
+    if v.get("lost"):
+        con.print(f"warning: the recording lost {v['lost']} events; predictions undercount", markup=False)
+    if v["max_error_pct"] is not None:
+        verdict = ("every comparison within" if not v["failed"]
+                   else f"beyond the limit: {', '.join(v['failed'])}; limit")
+        con.print(f"{verdict} {v['max_error_pct']}%" + (f" (or {v['slack']} events below 150)" if v["slack"] else ""),
+                  markup=False)

@@ -127,7 +127,7 @@ def _free_cid(t, m, ninst, i_attached, i_mm, i_cid):  # pragma: no cover - compi
 
 @njit(cache=True)
 def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, ncpus, tick_ns,
-           syscall_window, irq_window, scan_delay, exec_lookup_errors):  # pragma: no cover - compiled
+           syscall_window, irq_window, scan_delay, exec_lookup_errors, root_cpu):  # pragma: no cover - compiled
     """The reference replay's event loop, minus the kernel: emits the op stream.
 
     Mirrors :meth:`Replay.run` statement by statement (see there for the why). A pid's dense slot
@@ -213,6 +213,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             if s == root_slot:
                 nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ROOT_START)
                 i_syscall[t] = 0
+                i_cpu[t] = root_cpu
         if i_dead[t] == 1 and k != _K_RSEQ_UPDATE:
             continue
         if k == _K_SYS_ENTER:
@@ -612,7 +613,7 @@ class Plan:
     """The op stream of one trace, cut into segments and runs; what the executor needs."""
 
     def __init__(self, trace: Trace) -> None:
-        from .replay import _EXEC_LOOKUP_ERRORS, IRQ_EXIT_WINDOW_NS, MM_CID_SCAN_DELAY_NS, SYSCALL_EXIT_WINDOW_NS
+        from .replay import _EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, exit_windows, root_start_cpu
 
         ev = trace.events
         meta = trace.meta
@@ -645,8 +646,9 @@ class Plan:
         table = (np.cumsum(seen) - 1).astype(np.int32)
         root_slot = int(table[self.root - lo])
         out = _drive(ev["ts"].astype(np.int64, copy=False), ev["cpu"], kind, pid, table, lo, a, b, pids,
-                     len(pids), root_slot, ncpus, tick_ns, SYSCALL_EXIT_WINDOW_NS, IRQ_EXIT_WINDOW_NS,
-                     MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64))
+                     len(pids), root_slot, ncpus, tick_ns, *exit_windows(meta),
+                     MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64),
+                     root_start_cpu(trace, self.root))
         (op_inst, op_code, op_a, op_b, op_c, *flog) = out[:11]
         i_slot, i_exits, i_upd, i_fix, order, pid_cur = out[11:]
         _resolve_files(trace, flog, op_code)  # placeholders become TASK_WORK or NOP (kept: ignored)
@@ -905,7 +907,10 @@ class _Executor:
         return self.kernel.sys_rseq(t, addr, length, 0, sig)
 
     def _start_root(self, t) -> None:
+        from .replay import root_start_cpu
+
         k, plan = self.kernel, self.plan
+        t.cpu = root_start_cpu(plan.trace, plan.root)
         if plan.root_registered:
             k.enter_from_user_mode(t, Entry.SYSCALL)
             self._register(t, plan.root_addr, plan.root_len, 0x53053053)

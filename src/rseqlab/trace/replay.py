@@ -72,6 +72,29 @@ SYSCALL_EXIT_WINDOW_NS = 5_000
 #: first: the timer tick takes 10-50 us in the recorded VMs, rarely up to ~140 us).
 IRQ_EXIT_WINDOW_NS = 150_000
 
+
+def root_start_cpu(trace: Trace, root: int) -> int:
+    """The CPU the recorded root waited on when the recording started: that of its first event,
+    or the source CPU when that event is a migration. Its history before the recording (the
+    registration, the gate's ``read()``) ran there, so its first switch-in is no migration."""
+    ev = trace.events
+    idx = np.nonzero((ev["pid"] == root) & (ev["kind"] != Kind.LOST))[0]
+    if not len(idx):
+        return 0
+    i = int(idx[0])
+    cpu = int(ev["a"][i]) if ev["kind"][i] == Kind.MIGRATE else int(ev["cpu"][i])
+    ncpus = len(trace.meta.get("topology", {}).get("node_of_cpu") or [0] * int(trace.meta.get("cpus", 1)))
+    return cpu if 0 <= cpu < ncpus else 0
+
+
+def exit_windows(meta: dict) -> tuple[int, int]:
+    """The two windows for one trace: the constants above, unless the trace says otherwise
+    (``meta["replay"]``: a recording made in an emulated guest runs many times slower, see
+    ``rseqlab.vm.vmrun.calibrate_windows``)."""
+    r = meta.get("replay") or {}
+    return (int(r.get("syscall_exit_window_ns", SYSCALL_EXIT_WINDOW_NS)),
+            int(r.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
+
 RESIDUAL_SOURCES = (
     "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
     "so an exception that ends in a switch-out right after a return is folded into that return",
@@ -191,6 +214,7 @@ class Replay:
         in the gate's ``read()`` when recording starts. Its history before that is played and
         then forgotten, so the counters start at the recording's first event."""
         k, t = self.kernel, rt.task
+        t.cpu = root_start_cpu(self.trace, self._root)
         if self._root_registered:
             k.enter_from_user_mode(t, Entry.SYSCALL)
             self._register(rt, self._root_addr, self._root_len, 0x53053053)
@@ -286,6 +310,7 @@ class Replay:
         ts_l, cpu_l, kind_l, pid_l = ev["ts"].tolist(), ev["cpu"].tolist(), ev["kind"].tolist(), ev["pid"].tolist()
         a_l, b_l = ev["a"].tolist(), ev["b"].tolist()
         k = self.kernel
+        sys_window, irq_window = exit_windows(self.trace.meta)
         SWITCH_OUT, SWITCH_IN, SYS_ENTER, SYS_EXIT = Kind.SWITCH_OUT, Kind.SWITCH_IN, Kind.SYS_ENTER, Kind.SYS_EXIT
         for i in range(len(ts_l)):
             kind, pid, ts = kind_l[i], pid_l[i], ts_l[i]
@@ -321,7 +346,7 @@ class Replay:
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
-                    window = SYSCALL_EXIT_WINDOW_NS if rt.pending is Entry.SYSCALL else IRQ_EXIT_WINDOW_NS
+                    window = sys_window if rt.pending is Entry.SYSCALL else irq_window
                     if rt.pending is not None and ts - rt.pending_ts > window:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
