@@ -28,7 +28,8 @@ def test_policies_per_kernel():
     from rseqlab.kernel import PERSONALITIES
 
     assert {k: cls.mm_cid_policy for k, cls in PERSONALITIES.items()} == {
-        "6.18": "percpu-recent", "6.19": "sched-6.19", "7.1": "sched-7.1"}
+        "6.18": "percpu-recent", "6.19": "sched-6.19", "7.0": "sched-6.19", "7.0.7": "sched-6.19",
+        "7.1": "sched-7.1"}
     assert isinstance(MmCid("percpu-recent", 2), PercpuRecentMmCid)
     assert isinstance(MmCid("sched-6.19", 2), SchedMmCid)
     with pytest.raises(ValueError):

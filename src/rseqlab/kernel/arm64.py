@@ -49,7 +49,8 @@ class Arm64Entry:
     # ------------------------------------------------------------------
     # Entry (arch/arm64/kernel/entry-common.c)
     # ------------------------------------------------------------------
-    def enter_from_user_mode(self, t: Task, entry: str) -> None:
+    def enter_from_user_mode(self, t: Task, entry: str, nr: int = -1) -> None:
+        # No syscall entry work to run: the slice extension needs GENERIC_ENTRY, which arm64 lacks.
         t.in_user = False
         if entry is Entry.SYSCALL and self.archcfg.split_exit_helpers:
             self.arm64_syscall_enter_from_user_mode(t)
