@@ -80,7 +80,9 @@ def test_real_7_1_guest_counters(run_cli):
     v = res.json["validation"]
     print("\n" + ", ".join(f"{c} {r['observed']}/{r['predicted']}" for c, r in sorted(v["counters"].items())))
     assert res.status == 0, v["failed"]
-    assert v["kernel"] == "7.1" and v["slice_counters"] is True
+    # The guest kernel was built with the slice extension (its statistics have the slice
+    # counters): it is validated against the +slice build, which models them.
+    assert v["kernel"] == "7.1+slice" and v["slice_counters"] is True
     c = v["counters"]
     # A 32-byte (glibc) registration is legacy mode on 7.1: every signal and switch-in rewrites
     # the IDs; the recorder's own switch-ins inside the window add theirs.
@@ -88,11 +90,6 @@ def test_real_7_1_guest_counters(run_cli):
         assert c[name]["observed"] == c[name]["predicted"], name
     assert c["ids"]["recorder"] > 0 and c["signal"]["observed"] == 2000
     assert v["tracepoints"]["rseq_update"]["error"] == 0.0
-    assert {"s_granted", "s_expired", "s_revoked", "s_yielded", "s_aborted"} <= set(c)
-    from rseqlab.kernel import COUNTERS
-
+    # Nothing requested a slice (a legacy registration cannot): every slice counter is 0, observed and predicted.
     for s in ("s_granted", "s_expired", "s_revoked", "s_yielded", "s_aborted"):
-        if s in COUNTERS:  # once a personality keeps the slice counters: nothing was requested here
-            assert c[s]["predicted"] == c[s]["observed"] == 0
-        else:
-            assert c[s]["modelled"] is False and c[s]["predicted"] is None
+        assert c[s]["predicted"] == c[s]["observed"] == 0, s

@@ -9,7 +9,8 @@ for 4 KiB pages), not the number of records.
 
 Layouts come from tracefs at run time (``events/header_page``,
 ``events/<sys>/<event>/format``); nothing here hard-codes an event ID or a
-field offset. See ``capture-options.md`` (page and record format).
+field offset. The page and record format: ``kernel/trace/ring_buffer.c`` (``struct buffer_data_page``,
+``struct ring_buffer_event``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``rseqlab record``: trace a command's whole process tree on the live kernel.
 
-The recipe (``capture-options.md``): a private tracefs instance with a pid
+The recipe: a private tracefs instance with a pid
 filter that follows forks (``options/event-fork``), binary
 ``per_cpu/cpuN/trace_pipe_raw`` pages read by a ``poll()`` thread while the
 workload runs (``buffer_percent`` keeps the wake-ups rare), and a numpy parse
@@ -80,7 +80,7 @@ _IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
                (("irq_vectors", "irq_work_entry"), IrqKind.IRQ_WORK),
                (("irq", "irq_handler_entry"), IrqKind.DEVICE))
 
-#: Cost estimates behind the printed overhead (capture-options.md, measured on the
+#: Cost estimates behind the printed overhead (measured on the
 #: project's machines): a traced syscall pays ~0.8 us for sys_enter + sys_exit,
 #: any other recorded event ~0.3 us.
 NS_PER_TRACED_SYSCALL = 800

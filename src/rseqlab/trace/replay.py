@@ -24,7 +24,7 @@ When a return to user mode happens is inferred:
   return is pending the same way.
 
 Sources of ``TIF_NOTIFY_RESUME`` that are neither switches nor signals
-(live-kernel-notes.md), and how the replay models them:
+(measured on Linux 6.18), and how the replay models them:
 
 * the first return after ``rseq()`` registration: from the recorded syscall;
 * deferred ``fput`` after ``munmap`` drops the last reference of a file:
@@ -468,7 +468,7 @@ class Replay:
 
     def _result(self) -> KernelReplay:
         k = self.kernel
-        counters = k.stats().as_dict()
+        counters = k.stats().as_dict(k.counters)  # a slice build adds its five
         tps = k.trace_totals.as_dict()
         reads = writes = 0
         per_task = {}
