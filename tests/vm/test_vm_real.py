@@ -52,8 +52,10 @@ KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {
     **{(k, "forkloop", "slowpath"): ("the model misses schedule_tail()'s set_child_tid write, which breaks COW "
                                      "on the child's rseq page, so its fast path faults (model)", None)
        for k in _KERNELS},
+    # As many as timer interrupts land inside kill()'s exit path, which varies with TCG's timing
+    # (1, 2 and 4 seen): accepted up to 0.5 % of the 2,000 deliveries.
     ("6.19.10", "sigstorm", "signal"): ("6.19 counts a delivery only after an interrupt from user mode; an "
-                                        "interrupt inside kill()'s exit loop is taken for one (harness)", 3),
+                                        "interrupt inside kill()'s exit loop is taken for one (harness)", 10),
 }
 
 
