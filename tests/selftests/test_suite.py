@@ -129,3 +129,16 @@ def test_cli_selftest_bad_input(run_cli, args, message):
 def test_reduced_matrix(kernel):
     results = list(runner.run(runner.plan(["run_param_test.sh"]), [kernel]))
     assert all(r.passed for r in results), [(r.test, r.detail) for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-t", ""], "--test: an empty test name"),
+    (["-t", '"unbalanced'], "No closing quotation"),
+    (["--cpus", "100000", "-t", "basic_test"], "impossible machine: 100000 CPUs (accepted: 1..512)"),
+    (["--cpus", "0", "-t", "basic_test"], "impossible machine: 0 CPUs"),
+])
+def test_impossible_selftest_requests_are_one_line_errors(run_cli, args, message):
+    res = run_cli("selftest", "-k", "6.19", *args)
+    assert res.status == 2 and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rseqlab: error: ") and message in lines[0]

@@ -61,6 +61,11 @@ class State:
     DEAD = "dead"
 
 
+#: The largest simulated machine (the workload format's limit too): each CPU is an object with
+#: its own run queue and tick, and a request for far more is a mistake, not a workload.
+MAX_CPUS = 512
+
+
 @dataclass(frozen=True, slots=True)
 class MachineConfig:
     cpus: int = 2
@@ -86,8 +91,8 @@ class MachineConfig:
     debug: bool = False
 
     def validate(self) -> None:
-        if self.cpus < 1:
-            raise BadInput(f"impossible machine: {self.cpus} CPUs (need at least 1)")
+        if not 1 <= self.cpus <= MAX_CPUS:
+            raise BadInput(f"impossible machine: {self.cpus} CPUs (accepted: 1..{MAX_CPUS})")
         if not 1 <= self.nodes <= self.cpus:
             raise BadInput(f"impossible machine: {self.nodes} nodes for {self.cpus} CPUs")
         if not 1 <= self.hz <= 10_000:

@@ -95,7 +95,12 @@ class SelftestResult:
 
 
 def _param_case(command: str, machine: MachineSpec) -> Case:
-    words = shlex.split(command)
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise BadInput(f"--test {command!r}: {exc}") from None
+    if not words:
+        raise BadInput("--test: an empty test name (rseqlab selftest --help lists the tests)")
     build, argv = words[0], words[1:]
     if build not in param_test.BUILDS:
         raise BadInput(f"unknown test {command!r}; accepted: {', '.join(SUITE)}, "
