@@ -82,7 +82,19 @@ def _trace_json(trace: Trace) -> dict:
     m = trace.meta
     return {"command": m.get("command"), "kernel": m.get("kernel", {}).get("release"),
             "cpus": m.get("cpus"), "events": len(trace), "lost": m.get("lost", {}).get("total", 0),
-            "tasks": len(m.get("tasks", {})), "start": m.get("start", {}).get("utc")}
+            "tasks": len(m.get("tasks", {})), "start": m.get("start", {}).get("utc"),
+            "incomplete": (m.get("incomplete") or {}).get("reason")}
+
+
+def _trace_warnings(con: Console, trace_json: dict) -> None:
+    """What a report over this recording must say before its numbers: lost events, a cut."""
+    lost = trace_json.get("lost") or 0
+    if lost:
+        con.print(f"warning: the recording lost {lost:,} events; the observed and predicted counts above "
+                  "cover only what was recorded (each lost event can hide a return to user, a switch or "
+                  "an rseq_update)", markup=False)
+    if trace_json.get("incomplete"):
+        con.print(f"warning: the recording is incomplete ({trace_json['incomplete']})", markup=False)
 
 
 def processes(trace: Trace, results: dict[str, KernelReplay]) -> list[dict]:
@@ -112,6 +124,7 @@ def processes(trace: Trace, results: dict[str, KernelReplay]) -> list[dict]:
 
 def render_replay(con: Console, data: dict, *, title: str) -> None:
     render_compare(con, title, data["kernels"], cost_ns=data.get("cost_ns"), observed=data["observed"])
+    _trace_warnings(con, data["trace"])
     if "processes" in data:
         kernels = list(data["kernels"])
         table = Table(title="Per process (rseq_update)", title_justify="left")
@@ -142,6 +155,7 @@ def validation_json(trace: Trace, results: dict[str, KernelReplay], live: str) -
         "predicted_rseq_ip_fixup": pred["rseq_ip_fixup"], "observed_rseq_ip_fixup": obs["rseq_ip_fixup"],
         "relative_error_rseq_ip_fixup": None if err_f is None else round(err_f, 6),
         "residual_sources": list(RESIDUAL_SOURCES),
+        "lost_events": data["trace"]["lost"],
     }
     tasks = []
     first = results[live]
@@ -203,6 +217,7 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
     con.print("Residual error sources (not modelled or not observable in the trace):")
     for s in v["residual_sources"]:
         con.print(f"  - {s}", markup=False)
+    _trace_warnings(con, data["trace"])
 
 
 # ----------------------------------------------------------------------
