@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test stress selftest-full bench setup clean vm-deps vm-test fidelity
+.PHONY: run test stress fuzz selftest-full bench setup clean vm-deps vm-test fidelity
 
 # The virtual environment is rebuilt whenever the pinned dependencies change.
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ test: $(STAMP)
 # Long property-test runs (more examples); not part of `make test`.
 stress: $(STAMP)
 	$(BIN)/python -m pytest -q -m stress --hypothesis-profile=stress
+
+# A longer fuzz campaign over every input format (tests/test_fuzz.py, 25x the examples, new ones each run).
+fuzz: $(STAMP)
+	RSEQLAB_FUZZ_SCALE=25 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-profile=fuzz --hypothesis-show-statistics
 
 # The whole run_param_test.sh matrix (2048 runs per kernel) on the simulated machine, plus the
 # rest of the ported suite, under every release (6.18, 6.19, 7.1); estimated at an hour or more. `rseqlab selftest` alone runs the reduced matrix.

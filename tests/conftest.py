@@ -16,6 +16,9 @@ settings.register_profile("default", max_examples=300, derandomize=True, deadlin
 # `make stress`: many more random examples.
 settings.register_profile("stress", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# `make fuzz`: fresh random examples every run (tests/test_fuzz.py scales their number).
+settings.register_profile("fuzz", derandomize=False, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")
 
 

@@ -395,7 +395,9 @@ class _Thread:
             value = eval(code, {"__builtins__": {}}, env)
         except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
             raise StepRuntimeError(f"{self.path}:{line}: {type(exc).__name__}: {exc}") from None
-        if isinstance(value, int) and not -_U64_SPAN < value < _U64_SPAN:
+        if not isinstance(value, int):
+            raise StepRuntimeError(f"{self.path}:{line}: expected an integer, got {type(value).__name__}")
+        if not -_U64_SPAN < value < _U64_SPAN:
             raise StepRuntimeError(f"{self.path}:{line}: a value beyond 64 bits")
         return value
 
@@ -505,9 +507,12 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
     def value(code: Any):
         def at_layout(m) -> int:
             try:
-                return eval(code, {"__builtins__": {}}, {"__addr__": m.addr, "__shl__": _shift_left})
+                value = eval(code, {"__builtins__": {}}, {"__addr__": m.addr, "__shl__": _shift_left})
             except Exception as exc:  # noqa: BLE001 - any error in a user expression is reported by line
                 raise StepRuntimeError(f"{code.co_filename}: {type(exc).__name__}: {exc}") from None
+            if not isinstance(value, int) or not -_U64_SPAN < value < _U64_SPAN:
+                raise StepRuntimeError(f"{code.co_filename}: a memory word must be a 64-bit integer, got {value!r:.40}")
+            return value
 
         return at_layout
 

@@ -343,7 +343,7 @@ def _step(v: _Validator, doc: Any, at: str) -> Step:
     if not isinstance(doc, dict):
         raise BadInput(f"{v.where}: {at}: expected a table like {{ op = \"compute\", ns = 1000 }}")
     op = doc.get("op")
-    if op not in STEP_PARAMS:
+    if not isinstance(op, str) or op not in STEP_PARAMS:
         raise BadInput(f"{v.where}: {at}.op: expected one of {', '.join(STEP_PARAMS)}, got {op!r}")
     spec = STEP_PARAMS[op]
     v.keys(doc, f"{at}.", set(spec) | COMMON_STEP_KEYS)
