@@ -383,3 +383,15 @@ def test_syscall_entry_pointing_past_the_sysargs_table(tmp_path):
     tr.events["b"][5] = -1  # -1: no arguments kept
     save(tr, tmp_path / "ok.trace")
     load(tmp_path / "ok.trace")
+
+
+def test_overhead_has_no_share_for_a_command_that_used_almost_no_cpu():
+    """`record -- true`: a percentage of ~0 CPU time is meaningless (it was printed as ~10^7 %)."""
+    from rseqlab.trace.record import estimate_overhead
+
+    tr = synthetic(20)
+    tr.meta["recorder"] = {"reader_cpu_s": 0.0001, "workload_cpu_s": 0.001}
+    tr.meta["duration_ns"] = 3_000_000
+    assert estimate_overhead(tr)["estimated_pct"] is None
+    tr.meta["recorder"]["workload_cpu_s"] = 2.0
+    assert 0 < estimate_overhead(tr)["estimated_pct"] < 1

@@ -54,7 +54,9 @@ def render_record(con: Console, summary: dict, path) -> None:
               f"migration instance {lost.get('migration_instance', 0)}, flagged pages "
               f"{lost.get('flagged_pages', 0)})", markup=False)
     if ov:
-        con.print(f"  overhead: ~{ov['estimated_pct']:.1f}% of the workload's CPU time "
+        share = (f"~{ov['estimated_pct']:.1f}% of the workload's CPU time" if ov.get("estimated_pct") is not None
+                 else "no share: the command used under 10 ms of CPU")
+        con.print(f"  overhead: {share} "
                   f"(tracepoints ~{ov['tracing_cpu_s']:.3f} s, reader {ov['reader_cpu_s']:.3f} s, "
                   f"workload {ov['workload_cpu_s']:.3f} s CPU, {ov['wall_s']:.3f} s wall)", markup=False)
     if summary.get("exit_status"):

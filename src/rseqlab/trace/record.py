@@ -86,6 +86,8 @@ _IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
 NS_PER_TRACED_SYSCALL = 800
 NS_PER_OTHER_EVENT = 300
 MIGRATION_BUFFER_KB = 2048
+#: The least workload CPU time whose tracing overhead is worth a percentage.
+MIN_CPU_FOR_SHARE_S = 0.01
 
 
 @dataclass
@@ -414,6 +416,16 @@ class _SignalGuard:
 MAX_BUFFER_MB = 4096
 
 
+def _available_mb() -> int | None:
+    """``MemAvailable`` (free memory plus what the kernel can reclaim, page cache included): "free"
+    alone is small on a machine whose page cache is full, e.g. after a build."""
+    try:
+        m = re.search(r"^MemAvailable:\s+(\d+) kB", _read(Path("/proc/meminfo")), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) // 1024 if m else None
+
+
 def check_output(output: str | Path) -> Path:
     """Refuse an output path that cannot be written, before anything runs (not after)."""
     if str(output) == "":
@@ -445,11 +457,11 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
         raise BadInput("missing COMMAND (usage: rseqlab record [-o FILE] -- COMMAND [ARGS...])")
     if not 1 <= buffer_mb <= MAX_BUFFER_MB:
         raise BadInput(f"--buffer-mb must be in 1..{MAX_BUFFER_MB} (got {buffer_mb})")
-    free_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // (1 << 20)
     cpus = os.cpu_count() or 1
-    if buffer_mb * cpus > free_mb // 2:
+    available_mb = _available_mb()
+    if available_mb is not None and buffer_mb * cpus > available_mb // 2:
         raise BadInput(f"--buffer-mb {buffer_mb}: {buffer_mb * cpus:,} MiB for {cpus} CPUs is more than half "
-                       f"of the free memory ({free_mb:,} MiB)")
+                       f"of the available memory ({available_mb:,} MiB)")
     exe = shutil.which(command[0])
     if exe is None:
         raise BadInput(f"command not found: {command[0]}")
@@ -951,7 +963,8 @@ def estimate_overhead(trace: Trace) -> dict:
     base_cpu = max(cpu_s - tracing_ns / 1e9, 1e-9)
     return {"tracing_cpu_s": round(tracing_ns / 1e9, 4), "reader_cpu_s": round(reader_s, 4),
             "workload_cpu_s": round(cpu_s, 4), "wall_s": round(wall_s, 4),
-            "estimated_pct": round(100.0 * cost_s / base_cpu, 2),
+            # Below 10 ms of the command's own CPU time a share is noise over nothing: no figure.
+            "estimated_pct": round(100.0 * cost_s / base_cpu, 2) if base_cpu >= MIN_CPU_FOR_SHARE_S else None,
             "basis": f"{NS_PER_TRACED_SYSCALL} ns per traced syscall, {NS_PER_OTHER_EVENT} ns per other event, "
                      "plus the reader thread's CPU time, relative to the workload's CPU time"}
 
