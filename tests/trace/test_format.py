@@ -395,3 +395,23 @@ def test_overhead_has_no_share_for_a_command_that_used_almost_no_cpu():
     assert estimate_overhead(tr)["estimated_pct"] is None
     tr.meta["recorder"]["workload_cpu_s"] = 2.0
     assert 0 < estimate_overhead(tr)["estimated_pct"] < 1
+
+
+def test_replay_and_validate_say_how_much_was_lost(run_cli, tmp_path):
+    """A lossy or interrupted recording is never reported as if it were whole (issue 17)."""
+    from pathlib import Path
+
+    from rseqlab.trace.format import load, save
+
+    src = sorted((Path(__file__).resolve().parents[1] / "data").glob("*.trace"))[0]
+    trace = load(src)
+    trace.meta["lost"] = dict(trace.meta.get("lost") or {}, total=1234)
+    trace.meta["incomplete"] = {"reason": "interrupted by SIGINT"}
+    path = tmp_path / "lossy.trace"
+    save(trace, path)
+    res = run_cli("replay", str(path), "--kernels", "6.19")
+    assert res.status == 0, res.stderr
+    assert "warning: the recording lost 1,234 events" in res.stdout
+    assert "warning: the recording is incomplete (interrupted by SIGINT)" in res.stdout
+    data = run_cli("replay", str(path), "--kernels", "6.19", "--json").json
+    assert data["trace"]["lost"] == 1234 and data["trace"]["incomplete"] == "interrupted by SIGINT"

@@ -185,22 +185,3 @@ def test_replay_output_is_byte_identical(run_cli, tmp_path):
     table = run_cli("replay", str(path))
     assert table.status == 0 and "id updates" in table.stdout
 
-
-def test_replay_and_validate_say_how_much_was_lost(run_cli, tmp_path):
-    """A lossy or interrupted recording is never reported as if it were whole (issue 17)."""
-    from pathlib import Path
-
-    from rseqlab.trace.format import load, save
-
-    src = sorted((Path(__file__).resolve().parents[1] / "data").glob("*.trace"))[0]
-    trace = load(src)
-    trace.meta["lost"] = dict(trace.meta.get("lost") or {}, total=1234)
-    trace.meta["incomplete"] = {"reason": "interrupted by SIGINT"}
-    path = tmp_path / "lossy.trace"
-    save(trace, path)
-    res = run_cli("replay", str(path), "--kernels", "6.19")
-    assert res.status == 0, res.stderr
-    assert "warning: the recording lost 1,234 events" in res.stdout
-    assert "warning: the recording is incomplete (interrupted by SIGINT)" in res.stdout
-    data = run_cli("replay", str(path), "--kernels", "6.19", "--json").json
-    assert data["trace"]["lost"] == 1234 and data["trace"]["incomplete"] == "interrupted by SIGINT"
