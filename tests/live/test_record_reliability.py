@@ -67,10 +67,19 @@ def test_signals_at_random_moments_restore_tracefs(live_tracefs, tmp_path, trial
     assert subprocess.run(["pgrep", "-f", "^sleep 0.6$"], capture_output=True).stdout == b""
 
 
-def test_two_users_share_one_mount_and_the_last_unmounts(tmp_path):
+@pytest.fixture
+def point(tmp_path):
+    """A private tracefs mount point, unmounted after the test whatever happened in it."""
+    p = tmp_path / "tracefs"
+    p.mkdir()
+    yield p
+    while (p / "instances").exists():
+        if subprocess.run(["umount", str(p)], capture_output=True).returncode != 0:
+            break
+
+
+def test_two_users_share_one_mount_and_the_last_unmounts(tmp_path, point):
     """The registry at a private mount point: the first mounts, the last one out unmounts."""
-    point = tmp_path / "tracefs"
-    point.mkdir()
     lock = tmp_path / "lock"
     a, b = TracefsMount(point, lock), TracefsMount(point, lock)
     a.acquire()
@@ -83,9 +92,7 @@ def test_two_users_share_one_mount_and_the_last_unmounts(tmp_path):
     assert lock.read_bytes() == b""
 
 
-def test_a_mount_found_in_place_is_left_in_place(tmp_path):
-    point = tmp_path / "tracefs"
-    point.mkdir()
+def test_a_mount_found_in_place_is_left_in_place(tmp_path, point):
     subprocess.run(["mount", "-t", "tracefs", "nodev", str(point)], check=True)
     try:
         m = TracefsMount(point, tmp_path / "lock")
@@ -96,9 +103,7 @@ def test_a_mount_found_in_place_is_left_in_place(tmp_path):
         subprocess.run(["umount", str(point)], check=True)
 
 
-def test_a_killed_users_share_is_released_by_the_kernel(tmp_path):
-    point = tmp_path / "tracefs"
-    point.mkdir()
+def test_a_killed_users_share_is_released_by_the_kernel(tmp_path, point):
     lock = tmp_path / "lock"
     code = ("import os, sys, time\nfrom pathlib import Path\nfrom rseqlab.trace.record import TracefsMount\n"
             f"m = TracefsMount(Path({str(point)!r}), Path({str(lock)!r})); m.acquire(); print('in', flush=True)\n"
