@@ -7,7 +7,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +51,7 @@ def test_interrupted_recording_restores_tracefs(live_tracefs, tmp_path):
         f"rseqlab: error: interrupted by SIGINT; kept what was recorded in {out} (marked incomplete)"]
     assert tracefs_state(live_tracefs) == before
     assert not inst.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"rseqlab-spool-{proc.pid}-*"))  # spool removed
     trace = load(out)  # what was recorded is kept, and says so
     assert trace.meta["incomplete"]["reason"] == "interrupted by SIGINT"
     assert trace.kind_counts()["exec"] >= 1

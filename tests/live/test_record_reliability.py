@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,11 @@ from rseqlab.trace.record import TracefsMount
 from .conftest import tracefs_state
 
 RECORD = [sys.executable, "-m", "rseqlab.cli", "record"]
+
+
+def _spools_of(pid: int) -> list[Path]:
+    """The spool directories a recorder process left behind (there must be none)."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"rseqlab-spool-{pid}-*"))
 
 
 def _recorder(out, *command, extra=()):
@@ -54,6 +61,7 @@ def test_signals_at_random_moments_restore_tracefs(live_tracefs, tmp_path, trial
     assert proc.returncode in (0, 130, -sig), err
     assert tracefs_state(live_tracefs) == before
     assert not list((live_tracefs / "instances").glob(f"rseqlab-{proc.pid}-*"))
+    assert _spools_of(proc.pid) == []
     if out.exists():  # kept: marked incomplete if the recorder stopped the command, else whole
         trace = load(out)
         if proc.returncode == 130:

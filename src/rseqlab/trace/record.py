@@ -517,7 +517,8 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
             formats = _formats(tracefs)
             page_size = _page_size(tracefs)
             area = read_rseq_area() if platform.machine() == "x86_64" else None
-            spool = Path(tempfile.mkdtemp(prefix="rseqlab-spool-"))
+            # Named by pid: a test (or a person) can tell whose spool it is; removed on every path.
+            spool = Path(tempfile.mkdtemp(prefix=f"rseqlab-spool-{os.getpid()}-"))
             for inst, kb in ((main, buffer_mb * 1024), (mig, MIGRATION_BUFFER_KB)):
                 inst.create()
                 inst.set("trace_clock", "mono")
