@@ -538,18 +538,13 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
 
 def load_step_file(path: str) -> Scenario:
     """Parse a step file; any mistake is a :class:`StepFileError` naming the line."""
-    import os
-    import stat
+    from ..files import open_regular
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
-    except OSError as exc:
-        raise StepFileError(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise StepFileError(f"{path}: not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_FILE + 1)
+        with open_regular(path, "step file") as f:
+            data = f.read(MAX_FILE + 1)
+    except BadInput as exc:  # the step file's own error class, with the same message
+        raise StepFileError(str(exc)) from None
     if len(data) > MAX_FILE:
         raise StepFileError(f"{path}: larger than {MAX_FILE:,} bytes: not a step file")
     try:

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import BadInput, RseqlabError
+from ..files import loads_finite
 from .rseq_area import glibc_version
 from .workloads import build
 
@@ -100,17 +101,13 @@ def save_model(model: dict, path: str | Path) -> None:
 MAX_COST_NS = 1_000_000.0
 
 
-def _reject_constant(token: str):
-    raise ValueError(f"{token} is not a number JSON allows")
-
-
 def load_model(path: str | Path) -> dict:
     """Read a cost model file; one-line :class:`BadInput` on any defect.
 
     Every cost must be a finite number in 0..``MAX_COST_NS``: a NaN or an infinity would
     otherwise reach the ``--json`` output as text JSON does not allow."""
     try:
-        model = json.loads(Path(path).read_text(), parse_constant=_reject_constant)
+        model = loads_finite(Path(path).read_text())
     except OSError as exc:
         raise BadInput(f"cannot read cost model {path}: {exc.strerror or exc}") from None
     except (ValueError, RecursionError):

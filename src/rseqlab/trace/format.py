@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from ..files import loads_finite, open_regular
 
 MAGIC = b"RSEQTRC\0"
 FORMAT_VERSION = 2
@@ -215,17 +215,9 @@ def file_version(path: str | Path) -> int | None:
 def _read_regular_file(path: Path) -> bytes:
     """The whole file, if it is a regular file whose first bytes are the trace magic.
 
-    Opened non-blocking so that a FIFO cannot hang the open; a device (``/dev/zero``), a
-    directory or a FIFO is refused before anything is read, and the magic is checked before the
-    rest is read (a large file of another kind costs one small read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise BadInput(f"{path}: not a regular file")
-    with os.fdopen(fd, "rb") as f:
+    The magic is checked before the rest is read (a large file of another kind costs one small
+    read); :func:`~rseqlab.files.open_regular` refuses devices, directories and FIFOs."""
+    with open_regular(path, "trace file") as f:
         try:
             head = f.read(_PREFIX.size)
             if len(head) >= len(MAGIC) and head[: len(MAGIC)] != MAGIC:
@@ -233,10 +225,6 @@ def _read_regular_file(path: Path) -> bytes:
             return head + f.read()
         except OSError as exc:
             raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
-
-
-def _reject_constant(token: str):
-    raise ValueError(f"{token} is not a number JSON allows")
 
 
 def load(path: str | Path) -> Trace:
@@ -256,7 +244,7 @@ def load(path: str | Path) -> Trace:
     if start > len(data):
         raise BadInput(f"{name}: truncated trace (header cut short)")
     try:
-        header = json.loads(data[_PREFIX.size:start], parse_constant=_reject_constant)
+        header = loads_finite(data[_PREFIX.size:start])
         meta, columns, payload_size = header["meta"], header["columns"], int(header["payload_size"])
     except (ValueError, KeyError, TypeError, RecursionError):
         raise BadInput(f"{name}: corrupt trace header") from None

@@ -361,7 +361,7 @@ class _Stop(KeyboardInterrupt):
 
 
 class Interrupted(KeyboardInterrupt):
-    """The recording was stopped by a signal; what was recorded is in ``path`` (if any)."""
+    """The recording was stopped by a signal; the message says where what was recorded was kept."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "interrupted"

@@ -1,0 +1,41 @@
+"""Reading input files safely: regular files only, and JSON without NaN or Infinity.
+
+Shared by the loaders of trace files, step files and cost models, so that each refuses the same
+hostile inputs the same way: a FIFO must not block the ``open()``, a device (``/dev/zero``) or a
+directory must not be read, and a number JSON does not allow must not reach a ``--json`` output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import BadInput
+
+
+def open_regular(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file; else one :class:`BadInput` line.
+
+    Opened non-blocking, so that a FIFO without a writer cannot hang the open; ``what`` names the
+    kind of file in the message (``"trace file"``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"{token} is not a number JSON allows")
+
+
+def loads_finite(text: str | bytes) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (ValueError), which
+    Python's parser accepts and the JSON standard does not."""
+    return json.loads(text, parse_constant=_reject_constant)
