@@ -106,16 +106,21 @@ def test_total_work_is_estimated_and_refused_with_the_estimate():
         parse_workload(text, "w.toml")
 
 
-def test_spawn_cycles_are_refused():
-    text = GOOD + """
+def _parent_and_child(parent_step: str, child_thread: str) -> str:
+    """GOOD whose main thread runs ``parent_step``, plus a process "child" (spawned only)."""
+    text = GOOD + f"""
 [[process]]
 name = "child"
 instances = 0
 [[process.thread]]
 name = "main"
-steps = [ { op = "spawn", process = "p" } ]
+{child_thread}
 """
-    text = text.replace('steps = [ { op = "compute", ns = 1000 } ]', 'steps = [ { op = "spawn", process = "child" } ]', 1)
+    return text.replace('steps = [ { op = "compute", ns = 1000 } ]', f"steps = [ {parent_step} ]", 1)
+
+
+def test_spawn_cycles_are_refused():
+    text = _parent_and_child('{ op = "spawn", process = "child" }', 'steps = [ { op = "spawn", process = "p" } ]')
     with pytest.raises(BadInput, match="spawn chain p -> child -> p has no end"):
         parse_workload(text, "w.toml")
 
@@ -123,16 +128,8 @@ steps = [ { op = "spawn", process = "p" } ]
 def test_spawned_children_count_in_the_estimate():
     from rseqlab.workloads.schema import estimate_work
 
-    text = GOOD + """
-[[process]]
-name = "child"
-instances = 0
-[[process.thread]]
-name = "main"
-repeat = 10
-steps = [ { op = "compute", ns = 5 } ]
-"""
-    text = text.replace('steps = [ { op = "compute", ns = 1000 } ]', 'steps = [ { op = "spawn", process = "child", count = 3 } ]', 1)
+    text = _parent_and_child('{ op = "spawn", process = "child", count = 3 }',
+                             'repeat = 10\nsteps = [ { op = "compute", ns = 5 } ]')
     steps, longest = estimate_work(parse_workload(text, "w.toml"))
     assert steps == 2 * (3 + 3 * 10) and longest == 50
 
