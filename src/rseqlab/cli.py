@@ -260,18 +260,24 @@ def _kernel_list(text: str, arch: str | None = None) -> list[str]:
               help="Trace file to write.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recording summary as JSON.")
+@click.option("--print-command", "print_command", type=click.Choice(["trace-cmd", "perf"]),
+              help="Print the trace-cmd or perf command line that records the same events, and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...]) -> None:
+def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None, command: tuple[str, ...]) -> None:
     """Record COMMAND's whole process tree on the live kernel (root; mounts tracefs if needed).
 
     \b
     Examples:
       rseqlab record -o make.trace -- make -j2
       rseqlab record -- $(rseqlab workload pingpong) 20000
+      rseqlab record --print-command trace-cmd
     """
     from .report import live as live_report
-    from .trace.record import record as do_record
+    from .trace.record import record as do_record, tool_command
 
+    if print_command is not None:
+        click.echo(tool_command(print_command, buffer_kb=buffer_mb * 1024))
+        return
     res = do_record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
     if as_json:
         click.echo(dump_json(res.summary))
@@ -374,7 +380,7 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
                        "the live kernel with its own architecture's personality")
     if vm_version is not None:
         return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
-    if len(command) == 1 and file_version(command[0]) is not None:
+    if len(command) == 1 and (file_version(command[0]) is not None or _foreign_recording(command[0])):
         return _validate_file(command[0], names, as_json, max_error, slack)
     live = live_report.live_personality()
     if live not in names:
@@ -393,6 +399,16 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
     return ExitStatus.SUCCESS
+
+
+def _foreign_recording(path: str) -> bool:
+    """A trace.dat or perf.data (by its magic), which ``validate FILE`` takes like a trace file."""
+    from .trace.format import foreign_kind
+
+    try:
+        return foreign_kind(path) is not None
+    except BadInput:
+        return False
 
 
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],

@@ -227,9 +227,34 @@ def _read_regular_file(path: Path) -> bytes:
             raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
 
 
+#: Other recorders' files, told apart by their first bytes: trace-cmd's trace.dat, perf's perf.data.
+FOREIGN_MAGIC = {b"\x17\x08\x44tracing": "trace.dat", b"PERFILE2": "perf.data"}
+
+
+def foreign_kind(path: str | Path) -> str | None:
+    """``"trace.dat"`` or ``"perf.data"`` when the file starts with that format's magic, else None."""
+    with open_regular(Path(path), "trace file") as f:
+        try:
+            head = f.read(16)
+        except OSError as exc:
+            raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+    return next((kind for magic, kind in FOREIGN_MAGIC.items() if head.startswith(magic)), None)
+
+
 def load(path: str | Path) -> Trace:
-    """Read a trace file; any defect raises :class:`BadInput` naming the file and the problem."""
+    """Read a recording: an rseqlab trace file, a trace-cmd ``trace.dat`` or a ``perf.data``
+    (told apart by their magic, never by the name); any defect raises :class:`BadInput` naming
+    the file and the problem."""
     path = Path(path)
+    kind = foreign_kind(path)
+    if kind == "trace.dat":
+        from .tracedat import load as load_tracedat
+
+        return load_tracedat(path)
+    if kind == "perf.data":
+        from .perfdata import load as load_perfdata
+
+        return load_perfdata(path)
     data = _read_regular_file(path)
     name = str(path)
     if len(data) < _PREFIX.size:

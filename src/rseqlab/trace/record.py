@@ -73,6 +73,45 @@ EVENTS = {
     ("irq", "irq_handler_entry"): False,
 }
 MIGRATION_EVENT = ("sched", "sched_migrate_task")
+
+
+def recorded_events() -> list[tuple[str, str]]:
+    """Every event a recording should hold (this recorder's table), in the table's order."""
+    return [*EVENTS, MIGRATION_EVENT]
+
+
+def required_events() -> list[tuple[str, str]]:
+    """The events without which a recording cannot be replayed."""
+    return [key for key, required in EVENTS.items() if required] + [MIGRATION_EVENT]
+
+
+#: ``record --print-command TOOL``: how another recorder records what this one does. Both trace
+#: every CPU while COMMAND runs (migrations fire in the mover's context, so a pid filter would
+#: drop some); ``mono`` is this recorder's trace clock.
+TOOL_COMMANDS = {
+    "trace-cmd": ("trace-cmd record -C mono -b {buffer_kb}", " -- COMMAND"),
+    "perf": ("perf record -a -k CLOCK_MONOTONIC -m 1024", " -- COMMAND"),
+}
+
+
+def tool_command(tool: str, events: list[tuple[str, str]] | None = None, buffer_kb: int = 32768) -> str:
+    """The command line with which ``tool`` (``trace-cmd`` or ``perf``) records ``events``
+    (default: every event of :func:`recorded_events`)."""
+    if tool not in TOOL_COMMANDS:
+        raise BadInput(f"--print-command: unknown tool {tool!r} (expected one of: {', '.join(TOOL_COMMANDS)})")
+    head, tail = TOOL_COMMANDS[tool]
+    chosen = recorded_events() if events is None else events
+    return head.format(buffer_kb=buffer_kb) + "".join(f" -e {s}:{e}" for s, e in chosen) + tail
+
+
+def missing_events_message(name: str, present, tool: str) -> str | None:
+    """One line naming the required events ``present`` lacks and the ``tool`` command line that
+    records them all (None: nothing is missing)."""
+    missing = [k for k in required_events() if k not in present]
+    if not missing:
+        return None
+    return (f"{name}: the recording lacks events the replay needs ({', '.join(f'{s}:{e}' for s, e in missing)}); "
+            f"record them with: {tool_command(tool)}")
 _IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
                (("irq_vectors", "reschedule_entry"), IrqKind.RESCHEDULE),
                (("irq_vectors", "call_function_entry"), IrqKind.CALL_FUNCTION),
@@ -791,12 +830,20 @@ def _glibc_info(area) -> dict:
 # ======================================================================
 # From raw pages to the columnar trace
 # ======================================================================
-def build_trace(raw_main: dict[int, bytes], raw_mig: dict[int, bytes],
+def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
-                lost_main: dict[int, int], lost_mig: dict[int, int], t0: int) -> Trace:
-    rec = parse.walk_pages(raw_main, page_size)
-    rec_mig = parse.walk_pages(raw_mig, page_size)
-    ctype = parse.common_types(rec)
+                lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
+                ctype: np.ndarray | None = None) -> Trace:
+    """The columnar trace of the process tree rooted at ``meta["root"]["pid"]``.
+
+    ``raw_main`` and ``raw_mig`` are per-CPU pages or already walked records; ``raw_mig`` None:
+    the migrations are in the main records (a system-wide recording, e.g. a trace.dat)."""
+    rec = raw_main if isinstance(raw_main, parse.RawRecords) else parse.walk_pages(raw_main, page_size)
+    if raw_mig is None:
+        rec_mig = None
+    else:
+        rec_mig = raw_mig if isinstance(raw_mig, parse.RawRecords) else parse.walk_pages(raw_mig, page_size)
+    ctype = parse.common_types(rec) if ctype is None else ctype
     rows: list[dict[str, np.ndarray]] = []
 
     def get(key, raw=rec, ct=ctype):
@@ -885,12 +932,13 @@ def build_trace(raw_main: dict[int, bytes], raw_mig: dict[int, bytes],
         add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], np.full(int(sel.sum()), int(kind)))
 
     # Migrations from the system-wide instance, filtered to the tree.
-    mg = parse.records_of(rec_mig, formats[MIGRATION_EVENT])
+    mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \
+        parse.records_of(rec_mig, formats[MIGRATION_EVENT])
     sel = in_tree(mg[0]["pid"])
-    add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + len(rec.offset), mg[0]["pid"][sel],
-        mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
+    add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
+        mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
 
-    lost_pages = rec.lost_pages + rec_mig.lost_pages
+    lost_pages = rec.lost_pages + (rec_mig.lost_pages if rec_mig is not None else [])
     if lost_pages:
         lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
         add(Kind.LOST, lp[:, 2], lp[:, 0], np.zeros(len(lp), np.int64), np.full(len(lp), -1), lp[:, 1])
