@@ -259,6 +259,9 @@ def _parse_v7(r: _Reader, td: TraceDat, at: int) -> None:
                 break
             if oid in (_OPT_HEADER_INFO, _OPT_EVENT_FORMATS, _OPT_CMDLINES):
                 sections[oid] = struct.unpack_from("<Q", data)[0]
+            elif oid in (_OPT_FTRACE_EVENTS, _OPT_KALLSYMS, _OPT_PRINTK):  # not read; must be whole
+                at = struct.unpack_from("<Q", data)[0]
+                r.need(at + 16, r.u64(at + 8))
             elif oid == _OPT_BUFFER:
                 buffers.append(_v7_buffer(data))
             else:
