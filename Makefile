@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@# Static guest programs (rseqlab.vm.guestbuild) link glibc's libc.a, from libc6-dev.
 	@gcc -print-file-name=libc.a | grep -q / || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade libc6-dev >/dev/null; }
+	@# The trace.dat and perf.data tests record with the real tools (tests/live/test_foreign_recordings.py).
+	@{ command -v trace-cmd && command -v perf; } >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade trace-cmd linux-perf >/dev/null; }
 	touch $(STAMP)
 
 setup: $(STAMP)

