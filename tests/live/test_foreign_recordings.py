@@ -181,7 +181,12 @@ def test_lost_events_are_counted_and_shown(live_tracefs, tmp_path, run_cli, tool
     assert tracefs_state(live_tracefs) == before  # trace-cmd's private instance is gone, top level untouched
     trace = load(out)
     assert trace.meta["lost"]["total"] > 0
-    assert trace.kind_counts()["lost"] == trace.meta["lost"]["flagged_pages"] > 0
+    # Where the loss happened is known per lost-records record (perf) or flagged page (an
+    # overwriting ring buffer; this one drops new events, as rseqlab's recorder does, so the
+    # command's exec is kept and the count comes from the per-CPU statistics).
+    assert trace.kind_counts()["lost"] == trace.meta["lost"]["flagged_pages"]
+    if tool == "perf":
+        assert trace.meta["lost"]["flagged_pages"] > 0
     assert (trace.events["pid"][trace.events["kind"] == Kind.LOST] == -1).all()
     res = run_cli("replay", str(out))
     assert res.status == 0, res.stderr

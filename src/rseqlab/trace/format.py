@@ -212,17 +212,21 @@ def file_version(path: str | Path) -> int | None:
     return version if magic == MAGIC else None
 
 
-def _read_regular_file(path: Path) -> bytes:
-    """The whole file, if it is a regular file whose first bytes are the trace magic.
+def _read_regular_file(path: Path) -> tuple[str | None, bytes]:
+    """(None, the whole file) if it is a regular file whose first bytes are the trace magic;
+    (``"trace.dat"`` or ``"perf.data"``, b"") for another recorder's file (:data:`FOREIGN_MAGIC`).
 
     The magic is checked before the rest is read (a large file of another kind costs one small
     read); :func:`~rseqlab.files.open_regular` refuses devices, directories and FIFOs."""
     with open_regular(path, "trace file") as f:
         try:
             head = f.read(_PREFIX.size)
+            kind = next((k for magic, k in FOREIGN_MAGIC.items() if head.startswith(magic)), None)
+            if kind is not None:
+                return kind, b""
             if len(head) >= len(MAGIC) and head[: len(MAGIC)] != MAGIC:
-                raise BadInput(f"{path}: not an rseqlab trace (bad magic)")
-            return head + f.read()
+                raise BadInput(f"{path}: not an rseqlab trace, trace.dat or perf.data (bad magic)")
+            return None, head + f.read()
         except OSError as exc:
             raise BadInput(f"cannot read trace file {path}: {exc.strerror or exc}") from None
 
@@ -246,7 +250,7 @@ def load(path: str | Path) -> Trace:
     (told apart by their magic, never by the name); any defect raises :class:`BadInput` naming
     the file and the problem."""
     path = Path(path)
-    kind = foreign_kind(path)
+    kind, data = _read_regular_file(path)
     if kind == "trace.dat":
         from .tracedat import load as load_tracedat
 
@@ -255,7 +259,6 @@ def load(path: str | Path) -> Trace:
         from .perfdata import load as load_perfdata
 
         return load_perfdata(path)
-    data = _read_regular_file(path)
     name = str(path)
     if len(data) < _PREFIX.size:
         raise BadInput(f"{name}: not an rseqlab trace (file too short)")

@@ -59,7 +59,7 @@ def _refused(path: Path) -> bool:
 
 def record(command: list[str], output: str | Path, *, events: list[tuple[str, str]] | None = None,
            buffer_kb: int = 32768, file_version: int = 7, compression: str | None = None,
-           tracefs: Path = TRACEFS, timeout_s: float = 300) -> subprocess.CompletedProcess:
+           overwrite: bool = False, tracefs: Path = TRACEFS, timeout_s: float = 300) -> subprocess.CompletedProcess:
     """``trace-cmd record`` of ``command`` with ``events`` (default: the recorder's table) into
     ``output``; returns the finished process (its stderr is trace-cmd's report)."""
     why = available()
@@ -71,6 +71,9 @@ def record(command: list[str], output: str | Path, *, events: list[tuple[str, st
     inst = tracefs / "instances" / name
     try:
         inst.mkdir()
+        # Like rseqlab's recorder: a full buffer drops new events ("dropped events") instead of
+        # overwriting the oldest, so the command's start (its exec) is always kept.
+        (inst / "options" / "overwrite").write_text("1" if overwrite else "0")
         args = ["trace-cmd", "record", "--file-version", str(file_version), "-B", name, "-C", "mono",
                 "-b", str(buffer_kb)]
         if compression is not None:

@@ -416,6 +416,8 @@ def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray, comms: dict[int
     sw = formats.get(("sched", "sched_switch"))
     if sw is not None:
         s, s_ts, _, _ = parse.records_of(rec, sw, ctype)
+        cand = np.isin(s["prev_pid"], pids[:64])
+        s, s_ts = s[cand], s_ts[cand]
         for pid, t in zip(pids.tolist()[:64], ts.tolist()[:64]):
             sel = np.nonzero((s["prev_pid"] == pid) & (s_ts < t))[0]
             if len(sel):
