@@ -206,3 +206,21 @@ def test_a_cut_recording_is_one_line(recordings, tmp_path, run_cli, kind):
         assert res.status == 2, (cut, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1
         assert str(bad) in res.stderr
+
+
+@pytest.mark.parametrize("version", [7, 6])
+def test_compiled_page_walk_gives_the_lockstep_walks_records(recordings, version):
+    import numpy as np
+
+    from rseqlab.trace import parse
+
+    _, files = recordings
+    td = tracedat.read(files[version])
+    for pages in td.buffers.values():
+        if not pages:
+            continue
+        fast, slow = parse.walk_pages(pages, td.page_size), parse.walk_pages(pages, td.page_size, lockstep=True)
+        assert len(fast.offset) > 1000
+        for name in ("offset", "length", "ts", "cpu"):
+            assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+        assert fast.lost_pages == slow.lost_pages
