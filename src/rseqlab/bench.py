@@ -1,6 +1,6 @@
 """``make bench`` / ``python -m rseqlab.bench``: the engine's speed, as ratios taken in one run.
 
-Four metrics (issue 6), each with its target, measured in this process:
+Five metrics (issue 6; the trace.dat one from issue 14), each with its target, measured in this process:
 
 * ``sim_exits_per_s``: simulated exits to user per second, the ``kernel-build`` workload
   under 6.18 and 6.19 on one core (median of three rounds after a warm-up round); the
@@ -13,6 +13,9 @@ Four metrics (issue 6), each with its target, measured in this process:
 * ``replay_vs_perf_script``: ``perf script`` printing the same workload's events (recorded
   with ``perf record`` and the same tracepoints, output to /dev/null), divided by rseqlab's
   time to read its trace file and replay it through both personalities.
+* ``tracedat_vs_trace_cmd_report``: ``trace-cmd report FILE > /dev/null`` divided by rseqlab's
+  time to read the same trace.dat into a replayable trace (``trace/tracedat.py``), on a >= 5 M-event
+  recording of ``pingpong`` by the real ``trace-cmd record`` (made once, cached; medians).
 * ``record_overhead``: wall time of a generated parallel compile (``make -j2``) under
   ``rseqlab record`` divided by the untraced wall time (medians of interleaved runs).
 
@@ -37,6 +40,7 @@ TARGETS = {
     "replay_events_per_s": (">=", 10_000_000),
     "replay_vs_perf_script": (">=", 5.0),
     "record_overhead": ("<=", 1.05),
+    "tracedat_vs_trace_cmd_report": (">=", 3.0),
 }
 KERNELS = ["6.18", "6.19"]
 MIN_EVENTS = 5_000_000
@@ -250,6 +254,54 @@ def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
 
 
 # ----------------------------------------------------------------------
+# 3b. reading a trace.dat
+# ----------------------------------------------------------------------
+def bench_tracedat(out: Path, rounds: int, reps: int = 3) -> dict:
+    """trace-cmd's own report of a >= 5 M-event trace.dat, against rseqlab reading it."""
+    from .errors import RseqlabError
+    from .live.workloads import build
+    from .trace import tracecmd_run, tracedat
+    from .trace.parse import walk_pages
+
+    reason = _live_reason() or tracecmd_run.available()
+    if reason:
+        return _metric(None, {}, reason=reason)
+    exe = build("pingpong")
+    path = out / f"pingpong-{rounds}-{exe.parent.name}.dat"
+    cached = path.exists()
+    if not cached:
+        try:
+            proc = tracecmd_run.record([str(exe), str(rounds), "same"], path)
+        except RseqlabError as exc:
+            return _metric(None, {}, reason=str(exc))
+        if proc.returncode != 0:
+            path.unlink(missing_ok=True)
+            return _metric(None, {}, reason=f"trace-cmd record failed: {proc.stderr.strip()[-200:]}")
+    td = tracedat.read(path)
+    records = sum(len(walk_pages(p, td.page_size).offset) for p in td.buffers.values() if p)
+    if records < MIN_EVENTS:
+        path.unlink(missing_ok=True)
+        return _metric(None, {"events": records}, reason=f"the trace.dat holds {records} events (< {MIN_EVENTS})")
+    tracedat.load(path)  # warm-up: compiled functions, page cache
+    ours, theirs = [], []
+    for _ in range(reps):  # interleaved, so both see the same machine load
+        t0 = time.perf_counter()
+        trace = tracedat.load(path)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with open(os.devnull, "w") as null:
+            subprocess.run(["trace-cmd", "report", str(path)], stdout=null, stderr=subprocess.DEVNULL, check=True)
+        theirs.append(time.perf_counter() - t0)
+    detail = {"workload": f"pingpong {rounds} same", "file": str(path), "cached": cached,
+              "file_bytes": path.stat().st_size, "version": td.version, "compression": td.compression,
+              "events_in_file": records, "rows_for_the_tree": len(trace),
+              "rseqlab_read_s_median": round(statistics.median(ours), 3), "rseqlab_read_s_all": [round(x, 3) for x in ours],
+              "trace_cmd_report_s_median": round(statistics.median(theirs), 3),
+              "trace_cmd_report_s_all": [round(x, 3) for x in theirs]}
+    return _metric(statistics.median(theirs) / statistics.median(ours), detail)
+
+
+# ----------------------------------------------------------------------
 # 4. record overhead
 # ----------------------------------------------------------------------
 def bench_record(out: Path, reps: int = 5) -> dict:
@@ -339,6 +391,9 @@ def render(results: dict) -> None:
         elif name == "replay_vs_perf_script":
             note = (f"perf script {d['perf_script_s_median']} s for {d['perf_events']:,} events vs rseqlab load+replay "
                     f"{d['rseqlab_load_and_replay_s']} s")
+        elif name == "tracedat_vs_trace_cmd_report":
+            note = (f"trace-cmd report {d['trace_cmd_report_s_median']} s vs rseqlab read {d['rseqlab_read_s_median']} s "
+                    f"for {d['events_in_file']:,} events (v{d['version']}, {d['compression']})")
         else:
             note = f"median {d['traced_median_s']} s traced vs {d['untraced_median_s']} s untraced, lost {d['lost_max']}"
         status = _status(name, m)
@@ -355,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rseqlab.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="build", help="output folder (bench.json, cached recording)")
     ap.add_argument("--rounds", type=int, default=400_000, help="pingpong rounds of the recording (>= 5 M events)")
+    ap.add_argument("--tracedat-rounds", type=int, default=450_000,
+                    help="pingpong rounds of the trace-cmd recording (>= 5 M events)")
     ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions of the record-overhead A/B")
     ap.add_argument("--only", choices=list(TARGETS), action="append", help="run only these metrics")
     args = ap.parse_args(argv)
@@ -379,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                 metrics["replay_events_per_s"] = m
             if "replay_vs_perf_script" in wanted:
                 metrics["replay_vs_perf_script"] = bench_perf(cache, args.rounds, end_to_end)
+    if "tracedat_vs_trace_cmd_report" in wanted:
+        metrics["tracedat_vs_trace_cmd_report"] = bench_tracedat(cache, args.tracedat_rounds)
     if "record_overhead" in wanted:
         metrics["record_overhead"] = bench_record(cache, args.reps)
     import platform
