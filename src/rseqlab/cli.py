@@ -597,6 +597,45 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
 
 
+@cli.command("export")
+@click.argument("trace_file", type=click.Path(dir_okay=False))
+@_kernel_option("Kernels whose exits to user are overlaid (default: 6.18 and 6.19).")
+@click.option("--perfetto", "perfetto_out", type=click.Path(dir_okay=False),
+              help="Write a Perfetto trace (protobuf; open it in the Perfetto UI).")
+@click.option("--chrome", "chrome_out", type=click.Path(dir_okay=False),
+              help="Write Chrome trace-event JSON (microsecond timestamps; chrome://tracing, Perfetto).")
+@_arch_option
+def export_cmd(trace_file: str, kernels: tuple[str, ...], perfetto_out: str | None, chrome_out: str | None,
+               arch: str) -> None:
+    """Write a recording's timeline with each kernel's exits to user overlaid (docs/export.md).
+
+    \b
+    Examples:
+      rseqlab export make.trace --perfetto make.pftrace
+      rseqlab export trace.dat --chrome trace.json -k 6.19
+    """
+    from .export import recording_timeline, write_chrome, write_perfetto
+    from .trace.format import load
+
+    if not perfetto_out and not chrome_out:
+        raise BadInput("export: say what to write: --perfetto OUT.pftrace and/or --chrome OUT.json")
+    for out in (perfetto_out, chrome_out):
+        if out is not None:
+            from .trace.record import check_output
+
+            check_output(out)
+    names = _kernel_list(kernels, arch, DEFAULT_PAIR)
+    trace = load(trace_file)
+    _replayable(trace)
+    tl = recording_timeline(trace, names, title=f"{trace_file}: {' '.join(trace.meta.get('command', []))}")
+    if perfetto_out:
+        size = write_perfetto(tl, perfetto_out)
+        click.echo(f"wrote {perfetto_out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
+    if chrome_out:
+        size = write_chrome(tl, chrome_out)
+        click.echo(f"wrote {chrome_out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
+
+
 def _register_vm() -> None:
     from .vm.commands import kernels_group, vm_group
 
