@@ -128,3 +128,85 @@ def test_export_is_deterministic_and_needs_an_output(exported, tmp_path, run_cli
     assert (tmp_path / "a.json").read_bytes() == exported[1].read_bytes()
     res = run_cli("export", str(DATA))
     assert res.status == 2 and len(res.stderr.strip().splitlines()) == 1 and "--perfetto" in res.stderr
+
+
+TINY = """
+name = "tiny-pingpong"
+description = "pingpong, 300 rounds"
+source = "the shipped pingpong, shortened for a test"
+[machine]
+cpus = 2
+hz = 250
+[[process]]
+name = "pingpong"
+glibc = "2.36"
+[[process.thread]]
+name = "ping"
+repeat = 300
+steps = [{ op = "pipe_write", pipe = "ab" }, { op = "pipe_read", pipe = "ba" }, { op = "compute", ns = 2000 }]
+[[process.thread]]
+name = "pong"
+repeat = 300
+steps = [{ op = "pipe_read", pipe = "ab" }, { op = "pipe_write", pipe = "ba" }, { op = "compute", ns = 2000 }]
+"""
+
+
+def _perfetto_exits(path: Path) -> dict[str, dict[str, int]]:
+    """Per kernel category: the exit slices and the sum of each counter over them."""
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+    t = pb.Trace()
+    t.ParseFromString(path.read_bytes())
+    out: dict[str, Counter] = {}
+    for p in t.packet:
+        e = p.track_event
+        if p.HasField("track_event") and e.type == pb.TrackEvent.TYPE_SLICE_BEGIN and e.name.startswith("exit to user"):
+            row = out.setdefault(e.categories[0].removeprefix("model."), Counter())
+            row["slices"] += 1
+            for a in e.debug_annotations:
+                if a.HasField("int_value"):
+                    row[a.name] += a.int_value
+    return {k: dict(v) for k, v in out.items()}
+
+
+def test_compare_perfetto_has_every_exit_of_every_kernel(tmp_path, run_cli):
+    w = tmp_path / "tiny.toml"
+    w.write_text(TINY)
+    pf, ch = tmp_path / "c.pftrace", tmp_path / "c.json"
+    res = run_cli("compare", "-w", str(w), "-k", "6.18,6.19", "--json", "--perfetto", str(pf), "--chrome", str(ch))
+    assert res.status == 0, res.stderr
+    kernels = res.json["kernels"]
+    got = _perfetto_exits(pf)
+    assert set(got) == {"6.18", "6.19"}
+    for k, row in got.items():
+        for c in ("exit", "slowpath", "fastpath", "ids", "cs"):
+            assert row.get(c, 0) == kernels[k][c], (k, c)  # the slices account for every counted event
+    assert got["6.18"]["slowpath"] > 100 and got["6.19"].get("slowpath", 0) < got["6.18"]["slowpath"]
+    jsonschema.validate(json.loads(ch.read_text()), CHROME_SCHEMA)
+
+
+def test_selftest_perfetto_is_one_run_per_kernel(tmp_path, run_cli):
+    pf = tmp_path / "s.pftrace"
+    res = run_cli("selftest", "-t", "basic_test", "-k", "6.18,6.19", "--json", "--perfetto", str(pf))
+    assert res.status == 0, res.stderr
+    got = _perfetto_exits(pf)
+    for r in res.json:
+        assert got[r["kernel"]]["exit"] == r["counters"]["exit"] > 0
+
+
+def test_check_perfetto_is_the_counterexample_step_by_step(tmp_path, run_cli):
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+    pf, ch = tmp_path / "k.pftrace", tmp_path / "k.json"
+    res = run_cli("check", "tcmalloc-slab-cache", "-k", "6.19", "--preemptions", "1", "--json",
+                  "--perfetto", str(pf), "--chrome", str(ch))
+    assert res.status == 1, res.stderr  # 6.19 breaks TCMalloc's invariant
+    steps = res.json["counterexample"]["steps"]
+    t = pb.Trace()
+    t.ParseFromString(pf.read_bytes())
+    begins = [p.track_event for p in t.packet
+              if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_BEGIN]
+    assert [e.name for e in begins] == [s["action"] for s in steps]
+    doc = json.loads(ch.read_text())
+    jsonschema.validate(doc, CHROME_SCHEMA)
+    assert any(e["ph"] == "i" and e["name"] == res.json["counterexample"]["violation"] for e in doc["traceEvents"])

@@ -80,6 +80,45 @@ def _kernel_list(values: tuple[str, ...], arch: str | None, default: tuple[str, 
     return names
 
 
+def _timeline_options(fn):
+    """``--perfetto OUT`` and ``--chrome OUT``: the run's timeline (docs/export.md)."""
+    fn = click.option("--chrome", "chrome_out", type=click.Path(dir_okay=False),
+                      help="Also write the run's timeline as Chrome trace-event JSON.")(fn)
+    return click.option("--perfetto", "perfetto_out", type=click.Path(dir_okay=False),
+                        help="Also write the run's timeline as a Perfetto trace (every exit to user).")(fn)
+
+
+def _check_timeline_outputs(*paths: str | None) -> None:
+    from .trace.record import check_output
+
+    for path in paths:
+        if path is not None:
+            check_output(path)
+
+
+def _tapped_runs(names: list[str], run_one) -> tuple[dict, dict]:
+    """Each kernel's run with its exits to user recorded (:func:`rseqlab.export.timeline.tapped_exits`)."""
+    from .export.timeline import tapped_exits
+
+    results, runs = {}, {}
+    for k in names:
+        with tapped_exits() as log:
+            results[k] = run_one(k)
+        runs[k] = log
+    return results, runs
+
+
+def _write_timeline(title: str, runs: dict, perfetto_out: str | None, chrome_out: str | None) -> None:
+    from .export import write_chrome, write_perfetto
+    from .export.timeline import simulated_timeline
+
+    tl = simulated_timeline(title, runs)
+    for out, write in ((perfetto_out, write_perfetto), (chrome_out, write_chrome)):
+        if out:
+            size = write(tl, out)
+            click.echo(f"wrote {out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """rseqlab: what each Linux kernel does for restartable sequences (RSEQ)."""
@@ -141,9 +180,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_timeline_options
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, arch: str) -> int:
+             as_json: bool, arch: str, perfetto_out: str | None, chrome_out: str | None) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -163,8 +203,15 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
-                                 len(cases) * len(chosen))
+    if perfetto_out or chrome_out:  # one run: the plan's first test under each kernel, every exit tapped
+        _check_timeline_outputs(perfetto_out, chrome_out)
+        first = cases[0]
+        by_kernel, runs = _tapped_runs(chosen, lambda k: next(runner.run([first], [k], seed=seed)))
+        _write_timeline(f"selftest {first.name} (seed {seed})", runs, perfetto_out, chrome_out)
+        results = list(by_kernel.values())
+    else:
+        results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
+                                     len(cases) * len(chosen))
     if as_json:
         click.echo(dump_json([r.as_json() for r in results]))
     else:
@@ -203,9 +250,10 @@ def _selftest_progress(run, total: int):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
+@_timeline_options
 @_arch_option
 def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_model: str | None, plot: str | None,
-            as_json: bool, list_only: bool, arch: str) -> None:
+            as_json: bool, list_only: bool, arch: str, perfetto_out: str | None, chrome_out: str | None) -> None:
     """Simulate a workload under each kernel; the table of the 6.19 commit message.
 
     \b
@@ -228,8 +276,15 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
-                             names, w.duration_ms)
+    if perfetto_out or chrome_out:  # every exit one by one (same counters as the bulk path), tapped
+        _check_timeline_outputs(perfetto_out, chrome_out)
+        from .workloads import run_workload
+
+        results, runs = _tapped_runs(names, lambda k: run_workload(w, k, seed, bulk=False))
+        _write_timeline(f"compare {w.name} (seed {seed})", runs, perfetto_out, chrome_out)
+    else:
+        results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+                                 names, w.duration_ms)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
         from .report.plot import plot_compare
@@ -541,9 +596,11 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+@_timeline_options
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str) -> int:
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str,
+              perfetto_out: str | None, chrome_out: str | None) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -588,7 +645,17 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
         raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
                        "or a step file (*.rseq)")
     bounds = checker.Bounds(preemptions, migrations, signals)
+    _check_timeline_outputs(perfetto_out, chrome_out)
     results = [checker.check(sc, kernel, bounds, debug=debug) for kernel in chosen]
+    if perfetto_out or chrome_out:  # the first kernel's counterexample (or that it had none), step by step
+        from .export import write_chrome, write_perfetto
+        from .export.timeline import counterexample_timeline
+
+        shown = next((r for r in results if r.violations), results[0])
+        tl = counterexample_timeline(shown)
+        for out, write in ((perfetto_out, write_perfetto), (chrome_out, write_chrome)):
+            if out:
+                click.echo(f"wrote {out} ({write(tl, out):,} bytes, {len(tl.tracks)} tracks)", err=True)
     if as_json:
         docs = [check_report.as_json(r) for r in results]
         click.echo(dump_json(docs[0] if len(docs) == 1 else docs))

@@ -213,3 +213,129 @@ def add_model_exits(tl: Timeline, kernel: str, exits: list[ModelExit], comms: di
 
 _PART_NAMES = {"fastpath": "fast path", "slowpath": "slow path", "ids": "ID write", "cs": "cs check",
                "clear": "cs clear", "fixup": "fixup", "signal": "signal delivery"}
+
+
+# ----------------------------------------------------------------------
+# Simulated runs: every exit to user of every kernel, as it happens
+# ----------------------------------------------------------------------
+#: Where a return to user mode is completed (``bulk_round_trips``: n returns with nothing pending at once).
+_EXIT_METHODS = ("syscall_exit_to_user_mode", "irqentry_exit_to_user_mode", "bulk_round_trips")
+
+
+@dataclass
+class ExitLog:
+    """The exits to user a simulated run performed (see :func:`tapped_exits`)."""
+
+    exits: list[ModelExit] = field(default_factory=list)
+    comms: dict[str, str] = field(default_factory=dict)
+    steps: int = 0
+
+
+def _kernel_classes():
+    from ..kernel._base import Kernel
+
+    seen, todo = [], [Kernel]
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.append(cls)
+            todo.extend(cls.__subclasses__())
+    return seen
+
+
+class tapped_exits:
+    """``with tapped_exits() as log:`` records every ``syscall_exit_to_user_mode``,
+    ``irqentry_exit_to_user_mode`` and ``bulk_round_trips`` (one record for the n returns, its
+    ``exit`` part n) of every kernel in this process, with the counters each one
+    incremented and the simulated time (the scheduler's ``ktime_get_mono_fast_ns``, else a step
+    number). The methods are wrapped where the classes define them and restored on exit."""
+
+    def __enter__(self) -> ExitLog:
+        self.log = log = ExitLog()
+        self.saved = []
+        for cls in _kernel_classes():
+            for name in _EXIT_METHODS:
+                if name in cls.__dict__:
+                    original = cls.__dict__[name]
+                    self.saved.append((cls, name, original))
+                    setattr(cls, name, _wrap(original, name, log))
+        return log
+
+    def __exit__(self, *exc) -> None:
+        for cls, name, original in reversed(self.saved):
+            setattr(cls, name, original)
+
+
+def _wrap(original, name: str, log: ExitLog):
+    entry = {"syscall_exit_to_user_mode": "syscall", "irqentry_exit_to_user_mode": "irq"}.get(name, "bulk")
+
+    def tapped(self, t, *args, **kwargs):
+        depth = getattr(self, "_rseqlab_tap_depth", 0)
+        if depth:  # an overriding method calling the base one: counted once
+            return original(self, t, *args, **kwargs)
+        self._rseqlab_tap_depth = 1
+        try:
+            before = [getattr(t.stats, c) for c in COUNTERS]
+            result = original(self, t, *args, **kwargs)
+        finally:
+            self._rseqlab_tap_depth = 0
+        clock = getattr(getattr(self, "scheduler", None), "ktime_get_mono_fast_ns", None)
+        log.steps += 1
+        now = clock() if callable(clock) else log.steps * EXIT_SLICE_NS * 2
+        parts = {c: getattr(t.stats, c) - b for c, b in zip(COUNTERS, before) if getattr(t.stats, c) != b}
+        if not parts:  # a bulk of none, or a task that died instead of returning
+            return result
+        log.exits.append(ModelExit(int(now), t.pid, entry, parts))
+        log.comms.setdefault(str(t.pid), getattr(t, "comm", "?"))
+        return result
+
+    tapped.__wrapped__ = original
+    return tapped
+
+
+def simulated_timeline(title: str, runs: dict[str, ExitLog]) -> Timeline:
+    """One group per kernel of a simulated run (compare, selftest, check)."""
+    tl = Timeline(title)
+    for kernel, log in runs.items():
+        add_model_exits(tl, kernel, log.exits, log.comms)
+    return tl
+
+
+#: Spacing of a counterexample's steps on the timeline (a step has no duration of its own).
+STEP_NS = 10_000
+
+
+def counterexample_timeline(result) -> Timeline:
+    """``check --perfetto``: the counterexample of a :class:`~rseqlab.check.explore.CheckResult`
+    step by step: one slice per step on the thread it ran (its action, where, the rseq area
+    before and after, the kernel's call graph as arguments), with the step's consequences as
+    instants; a result without a violation gets one instant saying so."""
+    sc = result.scenario
+    tl = Timeline(f"check {sc.name} under {result.kernel}")
+    group = tl.track(f"check {sc.name} ({result.kernel}): counterexample", pid=MODEL_PID_BASE)
+    ex = result.counterexample
+    if ex is None:
+        track = tl.track("result", parent=group, pid=MODEL_PID_BASE, tid=1)
+        tl.instants.append(Instant(track, 0, "no violation", "check",
+                                   {"explored": result.explored, "invariant": sc.invariant}))
+        return tl
+    tracks: dict[str, int] = {}
+    for step in ex.steps:
+        track = tracks.get(step.thread)
+        if track is None:
+            track = tracks[step.thread] = tl.track(f"{step.thread}", parent=group, pid=MODEL_PID_BASE,
+                                                   tid=len(tracks) + 1)
+        args = {"step": step.index, "cpu": step.cpu, "where": step.where, "in_cs": step.in_cs}
+        for key, area in (("area_before", step.area_before), ("area_after", step.area_after)):
+            if area:
+                args[key] = ", ".join(f"{k}={v}" for k, v in area.items())
+        for who, lines in step.kernel.items():
+            args[f"kernel {who}"] = "\n".join(lines)
+        ts = step.index * STEP_NS
+        tl.slices.append(Slice(track, ts, STEP_NS // 2, step.action, "check.step", args))
+        for i, text in enumerate(step.events):
+            tl.instants.append(Instant(track, ts + STEP_NS // 2 + i, text, "check.event", {"step": step.index}))
+    verdict = tl.track("violation", parent=group, pid=MODEL_PID_BASE, tid=len(tracks) + 1)
+    tl.instants.append(Instant(verdict, len(ex.steps) * STEP_NS, ex.violation or "violation", "check",
+                               {"invariant": sc.invariant}))
+    return tl
