@@ -21,6 +21,7 @@ from .errors import BadInput, ExitStatus, RseqlabError
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, dump_json
 from .report import explain as explain_report
+from .report.formats import format_option as _format_option
 
 KERNELS = list(PERSONALITIES)
 ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (see docs/architectures.md)."
@@ -125,6 +126,7 @@ def cli() -> None:
 
 
 @cli.command()
+@_format_option
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant; several give a side-by-side view "
                 "(default: the releases).")
@@ -173,6 +175,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 
 @cli.command()
+@_format_option
 @_kernel_option("Kernel (what-if variants accepted; default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
@@ -241,6 +244,7 @@ def _selftest_progress(run, total: int):
 
 
 @cli.command()
+@_format_option
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
 @_kernel_option("Kernel (what-if variants accepted; default: 6.18 and 6.19).")
@@ -327,6 +331,7 @@ def _with_progress(run, kernels: list[str], duration_ms: int | None):
 # Live kernel: record, replay, validate, cost, rseq-area (issue 5)
 # ======================================================================
 @cli.command(context_settings={"ignore_unknown_options": True})
+@_format_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="rseqlab.trace", show_default=True,
               help="Trace file to write.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
@@ -357,6 +362,7 @@ def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None
 
 
 @cli.command()
+@_format_option
 @click.argument("trace_file", type=click.Path(dir_okay=False))
 @_kernel_option("Kernel (default: 6.18 and 6.19).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -402,6 +408,7 @@ def _replayable(trace) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@_format_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_kernel_option("Kernel to predict with besides the live one (default: 6.18 and 6.19).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
@@ -519,6 +526,7 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
 
 
 @cli.command()
+@_format_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--reps", type=int, default=21, show_default=True, help="Interleaved A/B repetitions.")
 @click.option("--rounds", type=int, default=20000, show_default=True, help="Ping-pong round trips per run.")
@@ -545,6 +553,7 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) 
 
 
 @cli.command("rseq-area")
+@_format_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def rseq_area(as_json: bool) -> None:
     """Read the calling thread's real rseq area (glibc __rseq_offset/__rseq_size, thread pointer).
@@ -587,6 +596,7 @@ def workload(name: str | None, list_only: bool) -> None:
 
 
 @cli.command("check")
+@_format_option
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant (see --list-kernels); several are checked in turn.")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
@@ -701,6 +711,56 @@ def export_cmd(trace_file: str, kernels: tuple[str, ...], perfetto_out: str | No
     if chrome_out:
         size = write_chrome(tl, chrome_out)
         click.echo(f"wrote {chrome_out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
+
+
+@cli.command("trace")
+@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.option("--events", "events", is_flag=True, help="Dump every event as one table (one row per event).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet", "markdown"]),
+              help="Output format (--events: csv by default; parquet is binary, redirect stdout).")
+def trace_cmd(trace_file: str, events: bool, fmt: str | None) -> None:
+    """What a recording holds (rseqlab trace, trace.dat or perf.data): its summary, or --events.
+
+    \b
+    Examples:
+      rseqlab trace make.trace
+      rseqlab trace trace.dat --events --format parquet > events.parquet
+      rseqlab trace perf.data --events --format csv > events.csv
+    """
+    from .report import formats, tables
+    from .trace.format import load
+
+    trace = load(trace_file)
+    if not events:
+        m = trace.meta
+        doc = {"file": trace_file, "source": m.get("source", {"kind": "rseqlab-trace"}), "events": len(trace),
+               "by_kind": trace.kind_counts(), "lost": (m.get("lost") or {}).get("total", 0),
+               "tasks": len(m.get("tasks", {})), "cpus": m.get("cpus"),
+               "kernel": (m.get("kernel") or {}).get("release"), "duration_ns": m.get("duration_ns")}
+        if fmt == "json":
+            click.echo(dump_json(doc))
+        elif fmt in ("csv", "markdown", "parquet"):
+            formats.emit(doc, fmt)
+        else:
+            click.echo(tables.to_markdown(tables.rows_of(doc)), nl=False)
+        return
+    fmt = fmt or "csv"
+    table = tables.event_table(trace)
+    if fmt == "parquet":
+        formats.write_binary(tables.parquet_bytes(table))
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(table, sink)
+        click.echo(sink.getvalue().to_pybytes().decode(), nl=False)
+    else:
+        rows = table.to_pylist()
+        if fmt == "json":
+            click.echo(dump_json(rows))
+        else:
+            click.echo(tables.to_markdown(rows), nl=False)
 
 
 def _register_vm() -> None:

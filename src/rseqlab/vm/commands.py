@@ -11,9 +11,11 @@ import click
 
 from ..errors import ExitStatus
 from ..report import console, dump_json
+from ..report.formats import format_option
 
 
 @click.group("kernels", invoke_without_command=True)
+@format_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--offline", is_flag=True, help="Only what is cached; do not ask the archive.")
 @click.pass_context
@@ -38,6 +40,7 @@ def kernels_group(ctx: click.Context, as_json: bool, offline: bool) -> None:
 
 
 @kernels_group.command("get")
+@format_option
 @click.argument("version")
 @click.option("--stats", is_flag=True, help="Build from source with CONFIG_RSEQ_STATS (tinyconfig + fragment).")
 @click.option("--config", "fragment", type=click.Path(dir_okay=False),
@@ -62,6 +65,7 @@ def vm_group() -> None:
 
 
 @vm_group.command("run", context_settings={"ignore_unknown_options": True})
+@format_option
 @click.argument("version")
 @click.option("--cpus", type=int, default=2, show_default=True, help="Guest CPUs.")
 @click.option("--mem", "mem_mb", type=int, default=1024, show_default=True, help="Guest memory, MiB.")
@@ -94,6 +98,7 @@ def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeo
 
 
 @vm_group.command("selftest")
+@format_option
 @click.argument("version")
 @click.option("--cpus", type=int, default=2, show_default=True, help="Guest CPUs.")
 @click.option("--timeout", type=float, default=1200, show_default=True, help="Seconds before the guest counts as hung.")
@@ -112,6 +117,7 @@ def vm_selftest(version: str, cpus: int, timeout: float, as_json: bool) -> int:
 
 
 @vm_group.command("probe")
+@format_option
 @click.argument("versions", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def vm_probe(versions: tuple[str, ...], as_json: bool) -> None:
