@@ -41,7 +41,7 @@ fuzz: $(STAMP)
 selftest-full: $(STAMP)
 	$(BIN)/rseqlab selftest --full
 
-# Engine speed (issue 6): four ratios measured in one run, table on stdout, build/bench.json.
+# Engine speed (issues 6 and 14): five ratios measured in one run, table on stdout, build/bench.json.
 # The live metrics need root, tracefs and perf: perf is installed here when missing.
 bench: $(STAMP)
 	@command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1 || \
