@@ -16,6 +16,8 @@ from .errors import BadInput, ExitStatus, RseqlabError  # noqa: E402 - after the
 from .kernel import COUNTERS, PERSONALITIES, TRACEPOINTS, Kernel, Topology, make_kernel  # noqa: E402
 from .machine.bench import Bench, Placement  # noqa: E402
 from .scenarios import SCENARIOS, Explanation, explain  # noqa: E402
+from .api import Recording, Report, load_trace, record, replay, selftest, validate  # noqa: E402
+from . import check, compare  # noqa: E402,F401 - callable modules: rseqlab.compare(...), rseqlab.check(...)
 
 _startup.release(_previous_sigint)
 
@@ -30,8 +32,17 @@ __all__ = [
     "Explanation",
     "Kernel",
     "Placement",
+    "Recording",
+    "Report",
     "RseqlabError",
     "Topology",
+    "check",
+    "compare",
     "explain",
+    "load_trace",
     "make_kernel",
+    "record",
+    "replay",
+    "selftest",
+    "validate",
 ]

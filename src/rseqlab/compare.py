@@ -65,3 +65,21 @@ def compare_json(workload: Workload, seed: int, results: dict[str, RunResult],
         data["cost_model"] = cost_model
         data["estimated_rseq_ns"] = {k: round(estimate_ns(v, cost_model), 1) for k, v in data["kernels"].items()}
     return data
+
+
+
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+
+class _CallableModule(_types.ModuleType):
+    """``rseqlab.compare(...)`` is :func:`rseqlab.api.compare` (the documented Python API, which returns
+    plain data); the module keeps every name it has."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import compare as api_compare
+
+        return api_compare(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

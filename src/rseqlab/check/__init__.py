@@ -24,3 +24,21 @@ __all__ = [
            "ThreadSpec",
            "check",
 ]
+
+
+
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+
+class _CallableModule(_types.ModuleType):
+    """``rseqlab.check(...)`` is :func:`rseqlab.api.check` (the documented Python API, which returns
+    plain data); the module keeps every name it has."""
+
+    def __call__(self, *args, **kwargs):
+        from ..api import check as api_check
+
+        return api_check(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
