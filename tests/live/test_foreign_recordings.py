@@ -224,3 +224,28 @@ def test_compiled_page_walk_gives_the_lockstep_walks_records(recordings, version
         for name in ("offset", "length", "ts", "cpu"):
             assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
         assert fast.lost_pages == slow.lost_pages
+
+
+@pytest.mark.parametrize("kind", [7, 6, "perf"])
+def test_damaged_recordings_load_or_fail_in_one_line(recordings, tmp_path, kind):
+    """Bytes changed anywhere (header, formats, compressed chunks, pages, records): the file
+    loads or is one BadInput, never another exception (a seeded sample of damage)."""
+    import random
+
+    from rseqlab.errors import BadInput
+
+    _, files = recordings
+    data = bytearray(files[kind].read_bytes())
+    rng = random.Random(f"damage-{kind}")
+    path = tmp_path / "damaged"
+    for _ in range(25):
+        bad = bytearray(data)
+        at = rng.randrange(len(bad))
+        for i in range(rng.choice((1, 4, 64))):
+            if at + i < len(bad):
+                bad[at + i] = rng.randrange(256)
+        path.write_bytes(bad)
+        try:
+            load(path)
+        except BadInput as exc:
+            assert "\n" not in str(exc)

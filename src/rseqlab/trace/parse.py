@@ -153,7 +153,12 @@ else:  # pragma: no cover
 
 
 def gather_rows(flat: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
-    """``flat[offsets[i] : offsets[i] + size]`` for every i, as an (n, size) uint8 array."""
+    """``flat[offsets[i] : offsets[i] + size]`` for every i, as an (n, size) uint8 array.
+
+    A row past the end of ``flat`` (a damaged file) is a ValueError, checked before the compiled
+    copy (which does not check bounds) runs."""
+    if len(offsets) and (int(offsets.max()) + size > len(flat) or int(offsets.min()) < 0):
+        raise ValueError("a record runs past the end of the pages")
     if _COMPILED:
         return _gather_rows(flat, offsets.astype(np.int64, copy=False), int(size))
     return flat[offsets[:, None] + np.arange(size)]

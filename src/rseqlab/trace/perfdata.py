@@ -299,6 +299,16 @@ def _tracing_data(data, off: int, size: int, pd: PerfData, name: str) -> None:
 
 
 def load(path: str | Path) -> Trace:
+    """A perf.data as a replayable :class:`Trace`; any damage is one :class:`BadInput`."""
+    try:
+        return _load(path)
+    except (ValueError, IndexError, KeyError, OverflowError) as exc:
+        if isinstance(exc, BadInput):
+            raise
+        raise BadInput(f"{path}: corrupt perf.data ({exc})") from None
+
+
+def _load(path: str | Path) -> Trace:
     """A perf.data as a replayable :class:`Trace` (the workload's process tree, as for a trace.dat)."""
     from .record import _config_hz, build_trace, missing_events_message, recorded_events
 

@@ -429,6 +429,16 @@ def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray, comms: dict[int
 
 
 def load(path: str | Path) -> Trace:
+    """A trace.dat as a replayable :class:`Trace`; any damage is one :class:`BadInput`."""
+    try:
+        return _load(path)
+    except (ValueError, IndexError, KeyError, OverflowError) as exc:
+        if isinstance(exc, BadInput):
+            raise
+        raise BadInput(f"{path}: corrupt trace.dat ({exc})") from None
+
+
+def _load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace` (the workload's process tree, see the module)."""
     from .record import _config_hz, build_trace, missing_events_message, recorded_events
 
