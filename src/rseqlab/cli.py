@@ -89,12 +89,12 @@ def _timeline_options(fn):
                         help="Also write the run's timeline as a Perfetto trace (every exit to user).")(fn)
 
 
-def _check_timeline_outputs(*paths: str | None) -> None:
+def _check_timeline_outputs(perfetto_out: str | None, chrome_out: str | None) -> None:
     from .trace.record import check_output
 
-    for path in paths:
+    for option, path in (("--perfetto", perfetto_out), ("--chrome", chrome_out)):
         if path is not None:
-            check_output(path)
+            check_output(path, option)
 
 
 def _tapped_runs(names: list[str], run_one) -> tuple[dict, dict]:
@@ -696,11 +696,7 @@ def export_cmd(trace_file: str, kernels: tuple[str, ...], perfetto_out: str | No
 
     if not perfetto_out and not chrome_out:
         raise BadInput("export: say what to write: --perfetto OUT.pftrace and/or --chrome OUT.json")
-    for out in (perfetto_out, chrome_out):
-        if out is not None:
-            from .trace.record import check_output
-
-            check_output(out)
+    _check_timeline_outputs(perfetto_out, chrome_out)
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     trace = load(trace_file)
     _replayable(trace)

@@ -465,20 +465,20 @@ def _available_mb() -> int | None:
     return int(m.group(1)) // 1024 if m else None
 
 
-def check_output(output: str | Path) -> Path:
+def check_output(output: str | Path, option: str = "-o") -> Path:
     """Refuse an output path that cannot be written, before anything runs (not after)."""
     if str(output) == "":
-        raise BadInput("-o: an empty path; name the trace file to write")
+        raise BadInput(f"{option}: an empty path; name the file to write")
     path = Path(output)
     if path.is_dir():
-        raise BadInput(f"-o {path}: is a directory")
+        raise BadInput(f"{option} {path}: is a directory")
     if path.exists() and not path.is_file():
-        raise BadInput(f"-o {path}: not a regular file (a trace is written as a file)")
+        raise BadInput(f"{option} {path}: not a regular file (a trace is written as a file)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise BadInput(f"-o {path}: the directory {parent} does not exist")
+        raise BadInput(f"{option} {path}: the directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BadInput(f"-o {path}: not writable")
+        raise BadInput(f"{option} {path}: not writable")
     return path
 
 
