@@ -164,7 +164,7 @@ def _parse(data, name: str) -> PerfData:
     (magic, hsize, attr_size, a_off, a_size, d_off, d_size, _e_off, _e_size, *feat) = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BadInput(f"{name}: not a perf.data (bad magic)")
-    if d_size == 0 and d_off + 0 >= len(data):
+    if d_size == 0:
         raise BadInput(f"{name}: perf.data without data (a pipe-mode or unfinished recording)")
     if d_off + d_size > len(data) or a_off + a_size > len(data) or attr_size < _ATTR_HEAD.size + 16:
         raise BadInput(f"{name}: truncated or corrupt perf.data")
@@ -320,7 +320,7 @@ def _load(path: str | Path) -> Trace:
     rec = pd.records
     ctype = parse.common_types(rec)
     formats = {k: pd.formats[k] for k in recorded_events() if k in pd.formats}
-    root = tracedat.find_root(rec, formats, ctype, pd.cmdlines)
+    root = tracedat.find_root(rec, formats, ctype)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")

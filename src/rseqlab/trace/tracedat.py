@@ -399,10 +399,10 @@ def lost_from_cpustat(texts: list[str]) -> dict[int, int]:
     return out
 
 
-def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray, comms: dict[int, str]) -> int | None:
+def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
     """The recorded command's first pid: the first task to exec out of a recorder process
-    (``RECORDER_COMMS``: its comm before the exec, from sched_switch or the saved command
-    lines), else the first task that execs at all (None: no exec in the file)."""
+    (``RECORDER_COMMS``: its comm at its last switch-out before the exec), else the first task
+    that execs at all (None: no exec in the file)."""
     exe = formats.get(("sched", "sched_process_exec"))
     if exe is None:
         return None
@@ -455,7 +455,7 @@ def _load(path: str | Path) -> Trace:
     rec = parse.walk_pages(raw, td.page_size)
     ctype = parse.common_types(rec)
     formats = {k: td.formats[k] for k in recorded_events() if k in td.formats}
-    root = find_root(rec, formats, ctype, td.cmdlines)
+    root = find_root(rec, formats, ctype)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")
