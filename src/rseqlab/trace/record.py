@@ -830,6 +830,12 @@ def _glibc_info(area) -> dict:
 # ======================================================================
 # From raw pages to the columnar trace
 # ======================================================================
+#: build_trace's row columns: the trace's event columns plus the per-CPU sequence and the
+#: sub-order of the rows one record yields (a switch-out before its switch-in).
+_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
+              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
+
+
 def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
                 lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
@@ -853,13 +859,14 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         return parse.records_of(raw, fmt, ct)
 
     def add(kind, ts, cpu, seq, pid, a=None, b=None, c=None, d=None, sub=0):
+        # The columns keep their decoded types here; the concatenation below casts each to its
+        # column type once (as astype would, without a copy per event type).
         n = len(ts)
         z = np.zeros(n, np.int64)
-        rows.append({"ts": ts.astype(np.int64), "cpu": cpu.astype(np.int16), "seq": seq.astype(np.int64),
-                     "sub": np.full(n, sub, np.int8), "kind": np.full(n, kind, np.uint8),
-                     "pid": pid.astype(np.int32),
-                     "a": z if a is None else a.astype(np.int64), "b": z if b is None else b.astype(np.int64),
-                     "c": z if c is None else c.astype(np.int64), "d": z if d is None else d.astype(np.int64)})
+        rows.append({"ts": ts, "cpu": cpu, "seq": seq, "sub": np.full(n, sub, np.int8),
+                     "kind": np.full(n, kind, np.uint8), "pid": pid,
+                     "a": z if a is None else a, "b": z if b is None else b,
+                     "c": z if c is None else c, "d": z if d is None else d})
 
     # Process tree: the recorder's child, and every task forked from the tree.
     fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"))
@@ -943,7 +950,8 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
         add(Kind.LOST, lp[:, 2], lp[:, 0], np.zeros(len(lp), np.int64), np.full(len(lp), -1), lp[:, 1])
 
-    cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    cols = {k: np.concatenate([np.asarray(r[k]) for r in rows], dtype=_ROW_TYPES[k], casting="unsafe")
+            for k in rows[0]}
     # Sorted by (ts, cpu, seq, sub); the last three packed into one key when they fit (two sort
     # passes instead of four, the same order).
     seq_max = int(cols["seq"].max()) if len(cols["seq"]) else 0
