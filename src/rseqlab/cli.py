@@ -109,9 +109,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the pass/fail matrix (.png or .svg).")
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, arch: str) -> int:
+             as_json: bool, plot: str | None, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -134,34 +135,19 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
-                                 len(cases) * len(chosen))
+    if plot:
+        from .report.plot import check_plot_path
+
+        check_plot_path(plot)
+    results = selftest_report.run_streamed(lambda on_result: runner.run(cases, chosen, seed=seed, on_result=on_result),
+                                           len(cases) * len(chosen), as_json=as_json)
+    if plot:
+        selftest_report.plot(plot, results, seed=seed, cpus=cpus)
     if as_json:
         click.echo(dump_json([r.as_json() for r in results]))
     else:
         selftest_report.render(console(), results, len(results))
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
-
-
-def _selftest_progress(run, total: int):
-    """A progress bar on stderr for suites longer than a second (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("selftests", total=total, visible=False)
-
-        def on_result(result) -> None:
-            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0,
-                       description=f"{result.test[:40]} [{result.kernel}]")
-
-        return run(on_result)
 
 
 @cli.command()
@@ -189,6 +175,7 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
     from . import compare as cmp
     from .live.cost import estimate_ns, load_model
     from .report.compare import render_compare
+    from .report.progress import simulation as simulation_progress
     from .workloads import builtin_names, load_workload
 
     con = console()
@@ -200,13 +187,17 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
     names = _kernel_list(kernels, arch)
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
-                             names, w.duration_ms)
+    if plot:
+        from .report.plot import check_plot_path
+
+        check_plot_path(plot)
+    results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+                                  names, w.duration_ms)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
         from .report.plot import plot_compare
 
-        plot_compare(plot, f"{w.name}: RSEQ work per kernel (seed {seed})", data["kernels"])
+        plot_compare(plot, data)
     if as_json:
         click.echo(dump_json(data))
         return
@@ -216,28 +207,6 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
     con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
     for kernel, checks in data.get("program_checks", {}).items():
         con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
-
-
-def _with_progress(run, kernels: list[str], duration_ms: int | None):
-    """A progress bar on stderr while a long simulation runs (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True, disable=False) as bar:
-        tasks = {k: bar.add_task(f"simulating {k}", total=(duration_ms or 0) * 1_000_000 or None,
-                                 visible=False) for k in kernels}
-
-        def progress(kernel: str, now: int, limit: int) -> None:
-            if time.monotonic() - started > 1.0:  # only runs longer than a second get a bar
-                bar.update(tasks[kernel], completed=now, visible=True)
-
-        return run(progress)
 
 
 # ======================================================================
@@ -509,9 +478,11 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also write distinct states against executions explored (.png or .svg).")
 @_arch_option
 def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str) -> int:
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, plot: str | None, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -556,7 +527,15 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
         raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
                        "or a step file (*.rseq)")
     bounds = checker.Bounds(preemptions, migrations, signals)
-    result = checker.check(sc, kernel, bounds, debug=debug)
+    if plot:
+        from .report.plot import check_plot_path
+
+        check_plot_path(plot)
+    from .report.progress import exploration
+
+    result = exploration(lambda progress: checker.check(sc, kernel, bounds, debug=debug, progress=progress))
+    if plot:
+        check_report.plot(plot, result)
     click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
     return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
 

@@ -81,3 +81,16 @@ def render_list(scenarios: list[Scenario]) -> str:
 def render_kernels(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {summary}" for name, summary in rows)
+
+
+def plot(path: str, r: CheckResult) -> int:
+    """Distinct states against executions explored; returns the samples drawn."""
+    from .plot import plot_check
+
+    b = r.bounds
+    verdict = "no violation" if not r.violations else f"{r.violations:,} violating execution(s)"
+    return plot_check(path, r.history, title=f"check {r.scenario.name} under {r.kernel}"
+                                             + (" (debug)" if r.debug else ""),
+                      subtitle=f"bounds: {b.preemptions} preemption(s), {b.migrations} migration(s), "
+                               f"{b.signals} signal(s) | explored {r.explored:,} executions, "
+                               f"{r.distinct_states:,} distinct states: {verdict}")

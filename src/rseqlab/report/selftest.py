@@ -48,3 +48,37 @@ def render(con: Console, results: list, elapsed_runs: int) -> None:
         con.print(f"{kernel}: {failed} run(s) failed: the arm64 entry never notes an interrupt from user "
                   "mode (no rseq_note_user_irq_entry()), so no critical section is aborted; "
                   "7.1 on arm64 has the fix (docs/architectures.md)")
+
+
+def run_streamed(run, total: int, *, as_json: bool) -> list:
+    """Run the suite (``run(on_result)`` yields results) with progress on a terminal, each
+    result shown as it finishes; on Ctrl-C the finished runs are printed, then it re-raises."""
+    from . import console
+    from .progress import selftests as progress
+
+    finished: list = []
+
+    def collect(on_result) -> list:
+        for r in run(on_result):
+            finished.append(r)
+        return finished
+
+    try:
+        return progress(collect, total, stream=not as_json)
+    except KeyboardInterrupt:
+        if finished and not as_json:
+            con = console()
+            render(con, finished, len(finished))
+            con.print(f"interrupted: {len(finished)} of {total} runs finished")
+        raise
+
+
+def plot(path: str, results: list, *, seed: int, cpus: int) -> int:
+    """The pass/fail matrix (tests x kernels) as a chart; returns the number of cells."""
+    from .plot import plot_selftest
+
+    passed = sum(r.passed for r in results)
+    unexpected = sum(not r.as_expected for r in results)
+    return plot_selftest(path, results, title="Ported rseq selftests on the simulated machine",
+                         subtitle=f"{len(results)} runs: {passed} passed, {len(results) - passed} failed, "
+                                  f"{unexpected} not as expected | seed {seed} | {cpus} CPUs")
