@@ -257,9 +257,11 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Replay kernels in parallel processes (identical results).")
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
 @_arch_option
 def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int, reference: bool, arch: str) -> None:
+           jobs: int, reference: bool, plot: str | None, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     \b
@@ -274,10 +276,16 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
 
     names = _kernel_list(kernels, arch)
     model = load_model(cost_model) if cost_model else None
+    if plot:
+        from .report.plot import check_plot_path
+
+        check_plot_path(plot)
     trace = load(trace_file)
     _replayable(trace)
-    data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
-                                   per_process=per_process, cost_model=model)
+    results = do_replay(trace, names, reference=reference, jobs=jobs)
+    data = live_report.replay_json(trace, results, per_process=per_process, cost_model=model)
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Replay of {trace_file}")
     if as_json:
         click.echo(dump_json(data))
     else:
@@ -305,10 +313,13 @@ def _replayable(trace) -> None:
 @click.option("--vm", "vm_version", metavar="VERSION",
               help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also write observed vs predicted, per counter and per process (.png or .svg).")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
-             slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
+             slack: int, vm_version: str | None, cpus: int, plot: str | None, arch: str,
+             command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
     With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
@@ -341,18 +352,26 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
+    if plot:
+        from .report.plot import check_plot_path
+
+        check_plot_path(plot)
     if vm_version is not None:
-        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
+        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack, plot)
     if len(command) == 1 and file_version(command[0]) is not None:
-        return _validate_file(command[0], names, as_json, max_error, slack)
+        return _validate_file(command[0], names, as_json, max_error, slack, plot)
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
     with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
         res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
                         stdout_to_stderr=as_json)
-    data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
+    results = do_replay(res.trace, names)
+    data = live_report.validation_json(res.trace, results, live)
     data["record"] = res.summary
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, res.trace, results,
+                                               title=f"Validation of {' '.join(command)} on the live kernel")
     if as_json:
         click.echo(dump_json(data))
     else:
@@ -365,7 +384,7 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
 
 
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
-                 as_json: bool, max_error: float | None, slack: int) -> int:
+                 as_json: bool, max_error: float | None, slack: int, plot: str | None = None) -> int:
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
     import tempfile
 
@@ -376,10 +395,11 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
             vmrun.render_summary(console(sys.stderr), res.summary)
-        return _validate_file(path, names, as_json, max_error, slack)
+        return _validate_file(path, names, as_json, max_error, slack, plot)
 
 
-def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:
+def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int,
+                   plot: str | None = None) -> int:
     """``validate FILE``: a recording (guest or host) against its kernel's personality."""
     from .report import live as live_report
     from .trace.format import load
@@ -393,6 +413,8 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
     results = do_replay(trace, names)
     data = live_report.validation_json(trace, results, personality)
     data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Validation of {path}")
     if as_json:
         click.echo(dump_json(data))
     else:

@@ -289,3 +289,46 @@ def render_file_validation(con: Console, data: dict, path: str) -> None:
                    else f"beyond the limit: {', '.join(v['failed'])}; limit")
         con.print(f"{verdict} {v['max_error_pct']}%" + (f" (or {v['slack']} events below 150)" if v["slack"] else ""),
                   markup=False)
+
+
+# ----------------------------------------------------------------------
+# replay --plot, validate --plot
+# ----------------------------------------------------------------------
+#: Processes a chart shows (the busiest by observed rseq_update; the rest are summed in one row).
+PLOT_PROCESSES = 16
+
+
+def plot_observed_vs_predicted(path: str, data: dict, trace: Trace, results: dict[str, KernelReplay], *,
+                               title: str) -> dict[str, int]:
+    """Observed against predicted per counter and per process (``replay``/``validate --plot``).
+
+    With the kernel's statistics (``validate FILE``) every modelled counter is compared with
+    the recording kernel's personality; otherwise the two tracepoints, with every kernel's
+    prediction. Returns the bars drawn per panel.
+    """
+    from .plot import plot_observed
+
+    v = data.get("validation") or {}
+    if v.get("counters") is not None or v.get("tracepoints") is not None:  # validate FILE
+        kernels = [v["kernel"]]
+        rows = [(name, row["observed"], {v["kernel"]: row["predicted"]})
+                for name, row in (v.get("counters") or {}).items() if row["modelled"]]
+        rows += [(f"tp {name}", row["observed"], {v["kernel"]: row["predicted"]})
+                 for name, row in v["tracepoints"].items()]
+    else:
+        kernels = list(data["kernels"])
+        rows = [(f"tp {tp}", data["observed"][tp], {k: data["kernels"][k][tp] for k in kernels})
+                for tp in PREDICTED_KEYS]
+    groups = data.get("processes") or processes(trace, results)
+    busiest = sorted(groups, key=lambda g: (-g["observed"]["rseq_update"], g["tgid"]))
+    procs = [(f"{g['comm']} ({g['tgid']})", g["observed"]["rseq_update"],
+              {k: g["kernels"][k]["rseq_update"] for k in kernels}) for g in busiest[:PLOT_PROCESSES]]
+    rest = busiest[PLOT_PROCESSES:]
+    if rest:
+        procs.append((f"{len(rest)} more processes", sum(g["observed"]["rseq_update"] for g in rest),
+                      {k: sum(g["kernels"][k]["rseq_update"] for g in rest) for k in kernels}))
+    t = data["trace"]
+    subtitle = (f"recorded on {t.get('kernel')} | {t.get('events', 0):,} events, {t.get('tasks', 0)} task(s), "
+                f"{t.get('cpus')} CPU(s) | lost events: {t.get('lost', 0):,}"
+                + (f" | incomplete: {t['incomplete']}" if t.get("incomplete") else ""))
+    return plot_observed(path, title=title, subtitle=subtitle, counters=rows, processes=procs)

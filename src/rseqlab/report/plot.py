@@ -100,27 +100,36 @@ def _count_label(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def hbars(ax, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float], str]], *,
-          log: bool = True, fmt=_count_label) -> int:
+def _gid(*parts: str) -> str:
+    """An SVG element id naming what the element shows (tests and readers can find it)."""
+    return ":".join(p.replace(" ", "_") for p in parts)
+
+
+def hbars(ax, labels: Sequence[str], series: Sequence[tuple], *, log: bool = True, fmt=_count_label,
+          rows: int = 0, panel: str = "") -> int:
     """Grouped horizontal bars, one group per label (top to bottom), one bar per series.
 
-    Values are written at the bar's end; on a log axis a zero gets no bar and a "0"
-    at the axis' start. Returns the number of bars drawn (zeros excluded).
+    A series is (name, values, colour) or (name, values, colour, notes): a note is written
+    after the value. Values are written at the bar's end; on a log axis a zero gets no bar
+    and a "0" at the axis' start. ``rows``: room for at least that many groups (panels side
+    by side keep the same bar thickness). Returns the number of bars drawn (zeros excluded).
     """
     n = max(len(series), 1)
     height = 0.8 / n
-    values = [v for _, vs, _ in series for v in vs]
+    values = [v for s in series for v in s[1]]
     top = max(values + [1])
     drawn = 0
-    for i, (name, vs, color) in enumerate(series):
+    for i, (_name, vs, color, *extra) in enumerate(series):
+        notes = extra[0] if extra else [""] * len(vs)
         ys = [g + (i - (n - 1) / 2) * height for g in range(len(labels))]
-        for y, v in zip(ys, vs):
+        for y, v, note, label in zip(ys, vs, notes, labels):
             if v <= 0 and log:
-                ax.text(0.55, y, "0", va="center", ha="left", fontsize=9, color=color, fontweight="bold")
+                ax.text(0.55, y, "0" + note, va="center", ha="left", fontsize=9, color=color, fontweight="bold",
+                        gid=_gid("zero", panel, label, _name))
                 continue
-            ax.barh(y, v, height * 0.92, color=color)
+            ax.barh(y, v, height * 0.92, color=color, gid=_gid("bar", panel, label, _name))
             drawn += 1
-            ax.text(v * (1.08 if log else 1) + (0 if log else top * 0.01), y, fmt(v), va="center",
+            ax.text(v * (1.08 if log else 1) + (0 if log else top * 0.01), y, fmt(v) + note, va="center",
                     ha="left", fontsize=9, color="#222222")
     if log:
         ax.set_xscale("log")
@@ -129,7 +138,7 @@ def hbars(ax, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]
     else:
         ax.set_xlim(0, top * 1.35)
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(len(labels) - 0.5, -0.5)  # first label on top
+    ax.set_ylim(max(len(labels), rows) - 0.5, -0.5)  # first label on top
     ax.tick_params(axis="y", length=0)
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -186,11 +195,11 @@ def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None
         ax_mem = fig.add_subplot(grid[1, 1])
         drawn["work"] = hbars(ax_work, [label for label, _ in work],
                               [(k, [results[k].get(key, 0) for _, key in work], c)
-                               for k, c in zip(kernels, colors)])
+                               for k, c in zip(kernels, colors)], panel="work")
         ax_work.set_title("Per-exit work (count, log scale)", loc="left")
         drawn["memory"] = hbars(ax_mem, [label for label, _ in MEMORY_ROWS],
                                 [(k, [results[k][key] for _, key in MEMORY_ROWS], c)
-                                 for k, c in zip(kernels, colors)])
+                                 for k, c in zip(kernels, colors)], panel="memory")
         ax_mem.set_title("User-memory accesses (log scale)", loc="left")
         if estimated is not None:
             drawn["time"] = _time_panel(ax_time, kernels, [estimated[k] for k in kernels], colors)
@@ -210,7 +219,8 @@ def _time_panel(ax, kernels: Sequence[str], ns: Sequence[float], colors: Sequenc
     ms = [v / 1e6 for v in ns]
     top = max(ms + [1e-9])
     ys = list(range(len(kernels)))
-    ax.barh(ys, ms, 0.7, color=colors)
+    for y, v, k, c in zip(ys, ms, kernels, colors):
+        ax.barh(y, v, 0.7, color=c, gid=_gid("bar", "time", k))
     for y, v in zip(ys, ms):
         text = f"{v:,.3f} ms"
         if y > 0 and ms[0] > 0:
@@ -245,9 +255,15 @@ def plot_observed(path: str, *, title: str, subtitle: str,
     names = ["observed", *(f"{k} predicted" for k in kernels)]
     colors = [OBSERVED_COLOR, *(PALETTE[i % len(PALETTE)] for i in range(len(kernels)))]
 
+    def error(predicted: int, seen: int) -> str:
+        if predicted == seen:
+            return ""
+        return f"  ({100.0 * (predicted - seen) / seen:+.2f}%)" if seen else "  (observed 0)"
+
     def series(rows):
         return [(names[0], [r[1] for r in rows], colors[0])] + [
-            (names[i + 1], [r[2][k] for r in rows], colors[i + 1]) for i, k in enumerate(kernels)]
+            (names[i + 1], [r[2][k] for r in rows], colors[i + 1], [error(r[2][k], r[1]) for r in rows])
+            for i, k in enumerate(kernels)]
 
     n_rows = max(len(counters), len(processes), 1)
     height = min(max(5.0, 1.6 + 0.28 * (len(kernels) + 1) * n_rows), 40)
@@ -257,10 +273,10 @@ def plot_observed(path: str, *, title: str, subtitle: str,
         top = 1 - 1.15 / height
         fig.get_layout_engine().set(rect=(0, 0, 1, top - 0.02))
         ax_c, ax_p = fig.subplots(1, 2, width_ratios=(1, 1))
-        drawn["counters"] = hbars(ax_c, [r[0] for r in counters], series(counters))
-        ax_c.set_title("Per counter (log scale)", loc="left")
+        drawn["counters"] = hbars(ax_c, [r[0] for r in counters], series(counters), rows=n_rows, panel="counters")
+        ax_c.set_title("Per counter (log scale; predicted: error against observed)", loc="left")
         if processes:
-            drawn["processes"] = hbars(ax_p, [r[0] for r in processes], series(processes))
+            drawn["processes"] = hbars(ax_p, [r[0] for r in processes], series(processes), rows=n_rows, panel="processes")
             ax_p.set_title(f"Per process: {process_counter} (log scale)", loc="left")
         else:
             drawn["processes"] = 0
@@ -326,7 +342,7 @@ def plot_selftest(path: str, results: Sequence, *, title: str, subtitle: str) ->
                 unexpected = any(not r.as_expected for r in runs)
                 ax.add_patch(Rectangle((col - 0.46, row - 0.42), 0.92, 0.84, facecolor=color,
                                        edgecolor=UNEXPECTED_EDGE if unexpected else "white",
-                                       linewidth=2.2 if unexpected else 0.5))
+                                       linewidth=2.2 if unexpected else 0.5, gid=_gid("cell", test, kernel)))
                 ax.text(col, row, text + (" !" if unexpected else ""), ha="center", va="center", fontsize=10,
                         fontweight="bold" if word == "FAIL" or unexpected else "normal")
                 cells += 1
@@ -364,7 +380,7 @@ def plot_check(path: str, history: Sequence[tuple[int, int, int]], *, title: str
         fig, ax = plt.subplots(figsize=(10, 5.6), layout="constrained")
         fig.get_layout_engine().set(rect=(0, 0, 1, 0.9))
         ax.plot(xs, states, color=PALETTE[0], linewidth=2.2, marker="o" if len(xs) <= 40 else None,
-                markersize=4, label="distinct states")
+                markersize=4, label="distinct states", gid="states")
         if found:
             ax.plot([f[0] for f in found], [f[1] for f in found], linestyle="none", marker="X", markersize=9,
                     color=PALETTE[5], label=f"violating executions found ({bad[-1]:,} in all)")
