@@ -19,7 +19,7 @@ import click  # noqa: E402
 from . import scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
 from .kernel import PERSONALITIES, kernel_names
-from .report import console, dump_json
+from .report import ascii_fallback, console, dump_json
 from .report import explain as explain_report
 
 KERNELS = list(PERSONALITIES)
@@ -574,6 +574,7 @@ _register_vm()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
+    ascii_fallback()
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.UsageError as exc:

@@ -16,6 +16,7 @@ from rich.table import Table
 from ..kernel import PERSONALITIES
 from ..trace.format import Trace
 from ..trace.replay import RESIDUAL_SOURCES, KernelReplay, observed
+from . import print_table
 from .compare import kernel_result, render_compare
 
 PREDICTED_KEYS = ("rseq_update", "rseq_ip_fixup")
@@ -138,7 +139,7 @@ def render_replay(con: Console, data: dict, *, title: str) -> None:
             table.add_row(str(g["tgid"]), g["comm"], str(g["threads"]), f"{g['exits']:,}",
                           f"{g['observed']['rseq_update']:,}",
                           *(f"{g['kernels'][k]['rseq_update']:,}" for k in kernels))
-        con.print(table)
+        print_table(con, table, keep=2)
 
 
 # ----------------------------------------------------------------------
@@ -196,7 +197,7 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
         err = v["relative_error"] if tp == "rseq_update" else v["relative_error_rseq_ip_fixup"]
         table.add_row(tp, f"{v['observed_' + tp]:,}", f"{v['predicted_' + tp]:,}", _pct(err),
                       *(f"{data['kernels'][k][tp]:,}" for k in others))
-    con.print(table)
+    print_table(con, table)
 
     per = Table(title="Per task (rseq_update)", title_justify="left")
     for col in ("pid", "comm", "exits", "observed", f"{live} predicted", "rel. error",
@@ -213,7 +214,7 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
                     f"{sum(r['observed_rseq_update'] for r in rest):,}",
                     f"{sum(r['predicted'][live]['rseq_update'] for r in rest):,}", "",
                     *(f"{sum(r['predicted'][k]['rseq_update'] for r in rest):,}" for k in others))
-    con.print(per)
+    print_table(con, per, keep=2)
     render_compare(con, "What each kernel would do with this workload", data["kernels"],
                    cost_ns=data.get("cost_ns"), observed=data["observed"])
     con.print("Residual error sources (not modelled or not observable in the trace):")
@@ -236,7 +237,7 @@ def render_cost(con: Console, model: dict) -> None:
                       f"{b['ns_rseq_off']['median']:,.1f} / {b['ns_rseq_off']['min']:,.1f} ns",
                       f"{b['overhead_pct_median']:+.2f}%", str(b["passes_per_op"]),
                       f"{b['ns_per_pass_median']:,.1f} / {b['ns_per_pass_min']:,.1f}", str(b["samples"]))
-    con.print(table)
+    print_table(con, table)
     con.print(f"ns per rseq_update (legacy pass): {model['ns_per_rseq_update']:.1f}; per signal pass: "
               f"{model['ns_per_signal_pass']:.1f}; cost model: {model['ns_per_user_access']:.2f} ns per "
               "user access")
@@ -273,13 +274,13 @@ def render_file_validation(con: Console, data: dict, path: str) -> None:
                 continue
             table.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", f"{row['workload']:,}",
                           f"{row['recorder']:,}", _pct(row["error"]))
-        con.print(table)
+        print_table(con, table)
     tps = Table(title="Tracepoints (recorded) vs prediction", title_justify="left")
     for col in ("tracepoint", "observed", "predicted", "error"):
         tps.add_column(col, justify="left" if col == "tracepoint" else "right")
     for name, row in v["tracepoints"].items():
         tps.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", _pct(row["error"]))
-    con.print(tps)
+    print_table(con, tps)
     render_compare(con, "What each kernel would do with this workload", data["kernels"],
                    cost_ns=data.get("cost_ns"), observed=data["observed"])
     if v.get("lost"):

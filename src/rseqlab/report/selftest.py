@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from . import print_table
+
 COLUMNS = ["exit", "slowpath", "fastpath", "ids", "cs", "clear", "fixup", "nr_abort"]
 #: Shown only when some kernel of the run has the time-slice extension.
 SLICE_COLUMNS = ["s_granted", "s_expired", "s_yielded", "s_aborted"]
@@ -31,7 +33,7 @@ def render(con: Console, results: list, elapsed_runs: int) -> None:
         table.add_column(c, justify="right", no_wrap=True)
     for r in results:
         table.add_row(r.test, r.kernel, verdict(r), *(str(r.counters.get(c, "")) for c in columns))
-    con.print(table)
+    print_table(con, table, keep=2)
     for r in results:
         if r.detail and not r.passed:
             con.print(f"{r.test} [{r.kernel}]: {r.detail}")
