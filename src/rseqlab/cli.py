@@ -192,7 +192,7 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
 
         check_plot_path(plot)
     results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
-                                  names, w.duration_ms)
+                                  names, w.duration_ms, quiet=as_json)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
         from .report.plot import plot_compare
@@ -555,7 +555,8 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
         check_plot_path(plot)
     from .report.progress import exploration
 
-    result = exploration(lambda progress: checker.check(sc, kernel, bounds, debug=debug, progress=progress))
+    result = exploration(lambda progress: checker.check(sc, kernel, bounds, debug=debug, progress=progress),
+                         quiet=as_json)
     if plot:
         check_report.plot(plot, result)
     click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))

@@ -1,7 +1,8 @@
 """Progress of long commands on stderr, only when stderr is a terminal.
 
-Nothing here writes to stdout, and nothing is shown to a pipe or a file, so
-``--json`` documents and redirected tables are the same with or without it.
+Nothing here writes to stdout, nothing is shown to a pipe or a file, and
+``quiet`` (``--json``) turns it off, so documents and redirected tables are the
+same with or without it.
 A bar appears only once a run has lasted a second: short runs stay quiet.
 """
 
@@ -23,17 +24,17 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def simulation(run: Callable[[Any], Any], kernels: list[str], duration_ms: int | None):
+def simulation(run: Callable[[Any], Any], kernels: list[str], duration_ms: int | None, *, quiet: bool = False):
     """``compare``: one bar over every kernel's simulated time, with percentage and ETA.
 
     ``run(progress)`` gets ``progress(kernel, now_ns, limit_ns)`` (or None off a terminal).
     Kernels run one after the other, so the whole run is ``len(kernels)`` durations long.
     """
     err = _stderr()
-    if not err.is_terminal:
+    if quiet or not err.is_terminal:  # --json: nothing but the document
         return run(None)
     per_kernel = (duration_ms or 0) * 1_000_000
-    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+    columns = [TextColumn("{task.description}"), BarColumn(bar_width=24), TaskProgressColumn(),
                TextColumn("{task.fields[where]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     if not per_kernel:  # the workload ends when its programs do: no percentage to give
         columns = [SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[where]}"),
@@ -49,15 +50,15 @@ def simulation(run: Callable[[Any], Any], kernels: list[str], duration_ms: int |
             i = order[kernel]
             bar.update(task, completed=i * per_kernel + min(now, per_kernel or now), visible=True,
                        description=f"simulating {kernel} ({i + 1}/{len(kernels)})",
-                       where=f"{now / 1e6:,.0f} ms simulated")
+                       where=f"{now / 1e6:,.0f} ms")
 
         return run(progress)
 
 
-def exploration(run: Callable[[Any], Any]):
+def exploration(run: Callable[[Any], Any], *, quiet: bool = False):
     """``check``: executions explored, distinct states and the rate, while the search runs."""
     err = _stderr()
-    if not err.is_terminal:
+    if quiet or not err.is_terminal:  # --json: nothing but the document
         return run(None)
     started = time.monotonic()
     last = [0.0]
@@ -78,17 +79,17 @@ def exploration(run: Callable[[Any], Any]):
         return run(progress)
 
 
-def selftests(run: Callable[[Any], Any], total: int, *, stream: bool):
+def selftests(run: Callable[[Any], Any], total: int, *, stream: bool, quiet: bool = False):
     """``selftest``: a bar, and with ``stream`` each result printed the moment it finishes.
 
-    ``run(on_result)`` returns the results. Off a terminal nothing is shown.
+    ``run(on_result)`` returns the results. Off a terminal (or ``quiet``) nothing is shown.
     """
     from rich.markup import escape
 
     from .selftest import verdict
 
     err = _stderr()
-    if not err.is_terminal:
+    if quiet or not err.is_terminal:  # --json: nothing but the document
         return run(None)
     started = time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),

@@ -66,7 +66,7 @@ def run_streamed(run, total: int, *, as_json: bool) -> list:
         return finished
 
     try:
-        return progress(collect, total, stream=not as_json)
+        return progress(collect, total, stream=not as_json, quiet=as_json)
     except KeyboardInterrupt:
         if finished and not as_json:
             con = console()
