@@ -83,8 +83,9 @@ def _save(fig, path: str) -> None:
 
 
 def _headline(fig, title: str, subtitle: str) -> None:
-    fig.suptitle(title, x=0.01, ha="left", fontsize=16, fontweight="bold")
-    fig.text(0.01, 0.935, "\n".join(textwrap.wrap(subtitle, 170)), ha="left", va="top", fontsize=10,
+    height = fig.get_figheight()
+    fig.suptitle(title, x=0.01, y=1 - 0.08 / height, ha="left", va="top", fontsize=16, fontweight="bold")
+    fig.text(0.01, 1 - 0.45 / height, "\n".join(textwrap.wrap(subtitle, 170)), ha="left", va="top", fontsize=10,
              color="#444444")
 
 
@@ -153,11 +154,16 @@ def _legend(fig, names: Sequence[str], colors: Sequence[str], y: float = 0.875) 
                ncol=len(names), fontsize=11, handlelength=1.2, columnspacing=1.6)
 
 
-def _work_rows(results: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
+def _work_rows(results: Mapping[str, Mapping[str, int]]) -> tuple[list[tuple[str, str]], str]:
+    """The rows of the per-exit panel, and a note for the slice rows left out because
+    they are zero on every kernel (five rows of zeros would crowd out the real bars)."""
     rows = list(WORK_ROWS)
-    if any("s_granted" in r for r in results.values()):
-        rows += list(SLICE_WORK_ROWS)
-    return rows
+    if not any("s_granted" in r for r in results.values()):
+        return rows, ""
+    nonzero = [(label, key) for label, key in SLICE_WORK_ROWS if any(r.get(key, 0) for r in results.values())]
+    if not nonzero:
+        return rows, "time-slice extension: no grants, expiries, revocations, yields or aborts on any kernel"
+    return rows + list(SLICE_WORK_ROWS), ""
 
 
 def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None,
@@ -184,11 +190,13 @@ def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None
                          f"({model.get('source', 'saved model')})")
         subtitle = " | ".join(parts)
     title = title or f"{data.get('workload')}: RSEQ work per kernel"
-    work = _work_rows(results)
+    work, note = _work_rows(results)
     drawn = {}
+    # 16:9 at 1920x1080 while every bar has room for its 9-pt value; taller beyond 40 bars.
+    height = 7.2 + max(0, len(work) * len(kernels) - 40) * 0.14
     with plt.rc_context(_RC):
-        fig = plt.figure(figsize=(12.8, 7.2), layout="constrained")
-        fig.get_layout_engine().set(rect=(0, 0, 1, 0.84))
+        fig = plt.figure(figsize=(12.8, height), layout="constrained")
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 1.3 / height))
         grid = fig.add_gridspec(2, 2, width_ratios=(1.7, 1), height_ratios=(1, 1.1))
         ax_work = fig.add_subplot(grid[:, 0])
         ax_time = fig.add_subplot(grid[0, 1])
@@ -197,6 +205,8 @@ def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None
                               [(k, [results[k].get(key, 0) for _, key in work], c)
                                for k, c in zip(kernels, colors)], panel="work")
         ax_work.set_title("Per-exit work (count, log scale)", loc="left")
+        if note:
+            ax_work.set_xlabel(note, fontsize=10, color="#444444")
         drawn["memory"] = hbars(ax_mem, [label for label, _ in MEMORY_ROWS],
                                 [(k, [results[k][key] for _, key in MEMORY_ROWS], c)
                                  for k, c in zip(kernels, colors)], panel="memory")
@@ -209,7 +219,7 @@ def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None
             ax_time.text(0.0, 0.5, "no cost model: estimated kernel time not computed", fontsize=11,
                          color="#666666", transform=ax_time.transAxes)
         _headline(fig, title, subtitle)
-        _legend(fig, kernels, colors)
+        _legend(fig, kernels, colors, y=1 - 0.8 / height)
         _save(fig, path)
     return drawn
 
@@ -380,7 +390,7 @@ def plot_check(path: str, history: Sequence[tuple[int, int, int]], *, title: str
     found = [(x, y, v - prev) for (x, y, v), prev in zip(history, [0] + bad[:-1]) if v > prev]
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(10, 5.6), layout="constrained")
-        fig.get_layout_engine().set(rect=(0, 0, 1, 0.9))
+        fig.get_layout_engine().set(rect=(0, 0, 1, 0.86))
         ax.plot(xs, states, color=PALETTE[0], linewidth=2.2, marker="o" if len(xs) <= 40 else None,
                 markersize=4, label="distinct states", gid="states")
         if found:
