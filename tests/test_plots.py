@@ -74,13 +74,16 @@ def test_plot_path_checked_before_the_run(run_cli, tmp_path):
 
 def test_check_plot_states_curve_and_violations(run_cli, tmp_path):
     out = tmp_path / "k.svg"
-    r = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check", "--plot", str(out))
+    r = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check,6.19", "--plot", str(out))
     assert r.status == 1, r.stderr
-    js = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check", "--json").json
+    js = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check,6.19", "--json").json
     texts, ids = _svg(out)
-    assert "states" in ids
-    assert f"{js['distinct_states']:,} states" in texts
-    assert any(t.startswith(f"violating executions found ({js['violations']:,} in all)") for t in texts)
+    assert "states:6.19:no-cs-check" in ids and "states:6.19" in ids
+    assert "violations:6.19:no-cs-check" in ids and "violations:6.19" not in ids  # 6.19 checks the section
+    for doc in js:
+        assert f"{doc['distinct_states']:,} states" in texts
+    broken = next(d for d in js if d["kernel"] == "6.19:no-cs-check")
+    assert f"6.19:no-cs-check: violating executions found ({broken['violations']:,} in all)" in texts
     assert "executions explored" in texts and "distinct states" in texts
 
 

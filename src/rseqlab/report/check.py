@@ -83,14 +83,17 @@ def render_kernels(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{name:<{width}}  {summary}" for name, summary in rows)
 
 
-def plot(path: str, r: CheckResult) -> int:
-    """Distinct states against executions explored; returns the samples drawn."""
+def plot(path: str, results: list[CheckResult]) -> int:
+    """Distinct states against executions explored, one curve per kernel; returns the samples drawn."""
     from .plot import plot_check
 
-    b = r.bounds
-    verdict = "no violation" if not r.violations else f"{r.violations:,} violating execution(s)"
-    return plot_check(path, r.history, title=f"check {r.scenario.name} under {r.kernel}"
-                                             + (" (debug)" if r.debug else ""),
+    first = results[0]
+    b = first.bounds
+    kernels = ", ".join(r.kernel for r in results)
+    per = "; ".join(f"{r.kernel}: {r.explored:,} executions, {r.distinct_states:,} states, "
+                    + ("no violation" if not r.violations else f"{r.violations:,} violating")
+                    for r in results)
+    return plot_check(path, [(r.kernel, r.history) for r in results],
+                      title=f"check {first.scenario.name} under {kernels}" + (" (debug)" if first.debug else ""),
                       subtitle=f"bounds: {b.preemptions} preemption(s), {b.migrations} migration(s), "
-                               f"{b.signals} signal(s) | explored {r.explored:,} executions, "
-                               f"{r.distinct_states:,} distinct states: {verdict}")
+                               f"{b.signals} signal(s) | {per}")

@@ -377,38 +377,47 @@ def plot_selftest(path: str, results: Sequence, *, title: str, subtitle: str) ->
     return cells
 
 
-def plot_check(path: str, history: Sequence[tuple[int, int, int]], *, title: str, subtitle: str) -> int:
-    """Distinct states and violating executions as the exploration went on (x: executions
-    explored, the explorer's own clock, so the chart is the same on every machine).
-    Returns the number of samples drawn."""
+def plot_check(path: str, runs: Sequence[tuple[str, Sequence[tuple[int, int, int]]]], *, title: str,
+               subtitle: str) -> int:
+    """Distinct states as the exploration went on, one curve per kernel, violating executions
+    marked where they were found (x: executions explored, the explorer's own clock, so the
+    chart is the same on every machine). ``runs``: (kernel, history) pairs. Returns the
+    number of samples drawn."""
     _suffix(path)
     plt = _pyplot()
-    xs = [h[0] for h in history]
-    states = [h[1] for h in history]
-    bad = [h[2] for h in history]
-    # Violations are few beside thousands of states: marked on the curve where they were found.
-    found = [(x, y, v - prev) for (x, y, v), prev in zip(history, [0] + bad[:-1]) if v > prev]
+    samples = 0
+    top = 1
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(10, 5.6), layout="constrained")
         fig.get_layout_engine().set(rect=(0, 0, 1, 0.86))
-        ax.plot(xs, states, color=PALETTE[0], linewidth=2.2, marker="o" if len(xs) <= 40 else None,
-                markersize=4, label="distinct states", gid="states")
-        if found:
-            ax.plot([f[0] for f in found], [f[1] for f in found], linestyle="none", marker="X", markersize=9,
-                    color=PALETTE[5], label=f"violating executions found ({bad[-1]:,} in all)")
-            ax.annotate(f"first violation: execution {found[0][0]:,}", (found[0][0], found[0][1]),
-                        xytext=(12, -14), textcoords="offset points", fontsize=10, color=PALETTE[5])
-        if xs:
-            ax.annotate(f"{states[-1]:,} states", (xs[-1], states[-1]), xytext=(-6, 8),
-                        textcoords="offset points", ha="right", fontsize=11, fontweight="bold",
-                        color=PALETTE[0])
+        for i, (kernel, history) in enumerate(runs):
+            color = PALETTE[i % len(PALETTE)]
+            xs = [h[0] for h in history]
+            states = [h[1] for h in history]
+            bad = [h[2] for h in history]
+            samples += len(xs)
+            top = max([top, *states])
+            ax.plot(xs, states, color=color, linewidth=2.2, marker="o" if len(xs) <= 40 else None,
+                    markersize=4, label=f"{kernel}: distinct states", gid=_gid("states", kernel))
+            # Violations are few beside thousands of states: marked on the curve where found.
+            found = [(x, y) for (x, y, v), prev in zip(history, [0] + bad[:-1]) if v > prev]
+            if found:
+                ax.plot([f[0] for f in found], [f[1] for f in found], linestyle="none", marker="X",
+                        markersize=9, color=PALETTE[5] if i == 0 else color, markeredgecolor="#222222",
+                        label=f"{kernel}: violating executions found ({bad[-1]:,} in all)",
+                        gid=_gid("violations", kernel))
+                ax.annotate(f"first violation: execution {found[0][0]:,}", found[0], xytext=(12, -14),
+                            textcoords="offset points", fontsize=10, color="#222222")
+            if xs:
+                ax.annotate(f"{states[-1]:,} states", (xs[-1], states[-1]), xytext=(-6, 8),
+                            textcoords="offset points", ha="right", fontsize=11, fontweight="bold", color=color)
         ax.set_xlabel("executions explored")
         ax.set_ylabel("distinct states")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0, top=max(states + [1]) * 1.1)
+        ax.set_ylim(bottom=0, top=top * 1.1)
         ax.grid(color="#dddddd", linewidth=0.6)
         ax.set_title("Distinct states as the search went on", loc="left")
         ax.legend(loc="upper left")
         _headline(fig, title, subtitle)
         _save(fig, path)
-    return len(xs)
+    return samples
