@@ -82,11 +82,14 @@ def _save(fig, path: str) -> None:
         plt.close(fig)
 
 
-def _headline(fig, title: str, subtitle: str) -> None:
+def _headline(fig, title: str, subtitle: str) -> int:
+    """Title and subtitle at the figure's top; returns the subtitle's number of lines."""
     height = fig.get_figheight()
     fig.suptitle(title, x=0.01, y=1 - 0.08 / height, ha="left", va="top", fontsize=16, fontweight="bold")
-    fig.text(0.01, 1 - 0.45 / height, "\n".join(textwrap.wrap(subtitle, 170)), ha="left", va="top", fontsize=10,
-             color="#444444")
+    chars = int(fig.get_figwidth() * 13.5)  # 10-pt characters per line of this figure
+    lines = textwrap.wrap(subtitle, chars)
+    fig.text(0.01, 1 - 0.45 / height, "\n".join(lines), ha="left", va="top", fontsize=10, color="#444444")
+    return len(lines)
 
 
 def _short_count(v: float, _pos=None) -> str:
@@ -218,8 +221,9 @@ def plot_compare(path: str, data: Mapping[str, Any], *, title: str | None = None
             ax_time.set_axis_off()
             ax_time.text(0.0, 0.5, "no cost model: estimated kernel time not computed", fontsize=11,
                          color="#666666", transform=ax_time.transAxes)
-        _headline(fig, title, subtitle)
-        _legend(fig, kernels, colors, y=1 - 0.8 / height)
+        extra = 0.2 * (_headline(fig, title, subtitle) - 1)  # a wrapped subtitle pushes the rest down
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - (1.3 + extra) / height))
+        _legend(fig, kernels, colors, y=1 - (0.8 + extra) / height)
         _save(fig, path)
     return drawn
 
@@ -387,6 +391,7 @@ def plot_check(path: str, runs: Sequence[tuple[str, Sequence[tuple[int, int, int
     plt = _pyplot()
     samples = 0
     top = 1
+    ends: list[tuple[int, int, str]] = []  # (final states, final executions, colour) per curve
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(10, 5.6), layout="constrained")
         fig.get_layout_engine().set(rect=(0, 0, 1, 0.86))
@@ -409,15 +414,23 @@ def plot_check(path: str, runs: Sequence[tuple[str, Sequence[tuple[int, int, int
                 ax.annotate(f"first violation: execution {found[0][0]:,}", found[0], xytext=(12, -14),
                             textcoords="offset points", fontsize=10, color="#222222")
             if xs:
-                ax.annotate(f"{states[-1]:,} states", (xs[-1], states[-1]), xytext=(-6, 8),
-                            textcoords="offset points", ha="right", fontsize=11, fontweight="bold", color=color)
+                ends.append((states[-1], xs[-1], color))
+        # Each curve's total just right of its end, nudged apart so that close totals stay readable.
+        right = max([e[1] for e in ends] + [1])
+        placed: list[float] = []
+        for final, x, color in sorted(ends, reverse=True):
+            y = min([final, *(p - top * 0.06 for p in placed)])
+            placed.append(y)
+            ax.annotate(f"{final:,} states", (x, final), xytext=(right * 1.01, y), textcoords="data",
+                        ha="left", va="center", fontsize=11, fontweight="bold", color=color)
         ax.set_xlabel("executions explored")
         ax.set_ylabel("distinct states")
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, right * 1.17)
         ax.set_ylim(bottom=0, top=top * 1.1)
         ax.grid(color="#dddddd", linewidth=0.6)
         ax.set_title("Distinct states as the search went on", loc="left")
         ax.legend(loc="upper left")
-        _headline(fig, title, subtitle)
+        lines = _headline(fig, title, subtitle)
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - (0.6 + 0.2 * lines) / fig.get_figheight()))
         _save(fig, path)
     return samples
