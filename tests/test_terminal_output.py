@@ -123,7 +123,7 @@ ASCII_COMMANDS = [
     ["explain", "fork-child-cow"], ["explain", "--list"], ["explain", "--all", "-k", "6.18", "-k", "6.19"],
     ["compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1"], ["selftest", "-t", "basic_test", "-k", "6.19"],
     ["check", "percpu-list", "-k", "6.19:no-cs-check"], ["check", "--list"], ["replay", TRACE, "--per-process"],
-    ["validate", TRACE], ["rseq-area"], ["workload", "--list"],
+    ["validate", TRACE], ["rseq-area"], ["workload", "--list"], ["kernels", "--offline"],
 ]
 
 
