@@ -31,6 +31,18 @@ def _arch_option(fn):
     return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
 
 
+def _plot_option(help_text: str):
+    """``--plot FILE``: the chart's path is checked when the command line is read, before a long run."""
+    def check(_ctx, _param, value: str | None) -> str | None:
+        if value is not None:
+            from .report.plot import check_plot_path
+
+            check_plot_path(value)  # BadInput: wrong suffix or no such directory
+        return value
+
+    return click.option("--plot", type=click.Path(dir_okay=False), callback=check, help=help_text)
+
+
 def _on_arch(names: list[str], arch: str | None) -> list[str]:
     """The kernel names as the machinery spells them on ``arch`` (x86_64: unchanged).
 
@@ -141,7 +153,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the pass/fail matrix (.png or .svg).")
+@_plot_option("Also write the pass/fail matrix (.png or .svg).")
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
              as_json: bool, plot: str | None, arch: str) -> int:
@@ -164,10 +176,6 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    if plot:
-        from .report.plot import check_plot_path
-
-        check_plot_path(plot)
     results = selftest_report.run_streamed(lambda on_result: runner.run(cases, chosen, seed=seed, on_result=on_result),
                                            len(cases) * len(chosen), as_json=as_json)
     if plot:
@@ -186,7 +194,7 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Run kernels in parallel processes.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
+@_plot_option("Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_arch_option
@@ -215,10 +223,6 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    if plot:
-        from .report.plot import check_plot_path
-
-        check_plot_path(plot)
     results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
                                   names, w.duration_ms, quiet=as_json)
     data = cmp.compare_json(w, seed, results, model)
@@ -273,8 +277,7 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Replay kernels in parallel processes (identical results).")
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
+@_plot_option("Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
 @_arch_option
 def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process: bool, cost_model: str | None,
            jobs: int, reference: bool, plot: str | None, arch: str) -> None:
@@ -292,10 +295,6 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
 
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     model = load_model(cost_model) if cost_model else None
-    if plot:
-        from .report.plot import check_plot_path
-
-        check_plot_path(plot)
     trace = load(trace_file)
     _replayable(trace)
     results = do_replay(trace, names, reference=reference, jobs=jobs)
@@ -329,8 +328,7 @@ def _replayable(trace) -> None:
 @click.option("--vm", "vm_version", metavar="VERSION",
               help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Also write observed vs predicted, per counter and per process (.png or .svg).")
+@_plot_option("Also write observed vs predicted, per counter and per process (.png or .svg).")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer_mb: int, max_error: float | None,
@@ -368,10 +366,6 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
-    if plot:
-        from .report.plot import check_plot_path
-
-        check_plot_path(plot)
     if vm_version is not None:
         return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack, plot)
     if len(command) == 1 and file_version(command[0]) is not None:
@@ -516,8 +510,7 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Also write distinct states against executions explored (.png or .svg).")
+@_plot_option("Also write distinct states against executions explored (.png or .svg).")
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
               debug: bool, as_json: bool, list_only: bool, list_kernels: bool, plot: str | None, arch: str) -> int:
@@ -565,10 +558,6 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
         raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
                        "or a step file (*.rseq)")
     bounds = checker.Bounds(preemptions, migrations, signals)
-    if plot:
-        from .report.plot import check_plot_path
-
-        check_plot_path(plot)
     from .report.progress import exploration
 
     results = [exploration(lambda progress, kernel=kernel: checker.check(sc, kernel, bounds, debug=debug,
