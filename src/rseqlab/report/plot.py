@@ -288,7 +288,8 @@ def plot_observed(path: str, *, title: str, subtitle: str,
         fig.get_layout_engine().set(rect=(0, 0, 1, top - 0.02))
         ax_c, ax_p = fig.subplots(1, 2, width_ratios=(1, 1))
         drawn["counters"] = hbars(ax_c, [r[0] for r in counters], series(counters), rows=n_rows, panel="counters")
-        ax_c.set_title("Per counter (log scale; predicted: error against observed)", loc="left")
+        what = "tracepoint" if all(r[0].startswith("tp ") for r in counters) else "counter"
+        ax_c.set_title(f"Per {what} (log scale; predicted: error against observed)", loc="left")
         if processes:
             drawn["processes"] = hbars(ax_p, [r[0] for r in processes], series(processes), rows=n_rows, panel="processes")
             ax_p.set_title(f"Per process: {process_counter} (log scale)", loc="left")
