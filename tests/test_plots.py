@@ -25,9 +25,9 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_compare_plot_panels_bars_zeros_and_subtitle(run_cli, tmp_path):
     out = tmp_path / "c.svg"
-    r = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1", "--plot", str(out))
+    r = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1", "--json", "--plot", str(out))
     assert r.status == 0, r.stderr
-    data = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1", "--json").json
+    data = r.json
     texts, ids = _svg(out)
     for name in ("Estimated RSEQ kernel time", "Per-exit work (count, log scale)", "User-memory accesses (log scale)",
                  "exit to user", "slowpath runs", "cs cleared", "tp rseq_update", "user reads", "user writes",
@@ -54,14 +54,16 @@ def test_compare_plot_panels_bars_zeros_and_subtitle(run_cli, tmp_path):
 
 
 def test_compare_plot_png_size_and_determinism(run_cli, tmp_path):
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    for p in (a, b):
-        assert run_cli("compare", "-w", "signals", "--plot", str(p)).status == 0
+    from rseqlab.report.plot import plot_compare
+
+    a = tmp_path / "a.png"
+    r = run_cli("compare", "-w", "signals", "--json", "--plot", str(a))
+    assert r.status == 0, r.stderr
     assert _png_size(a) == (1920, 1080)
+    b, s1, s2 = tmp_path / "b.png", tmp_path / "a.svg", tmp_path / "b.svg"
+    for p in (b, s1, s2):
+        plot_compare(str(p), r.json)
     assert a.read_bytes() == b.read_bytes()
-    s1, s2 = tmp_path / "a.svg", tmp_path / "b.svg"
-    for p in (s1, s2):
-        assert run_cli("compare", "-w", "signals", "--plot", str(p)).status == 0
     assert s1.read_bytes() == s2.read_bytes()
 
 
@@ -72,26 +74,40 @@ def test_plot_path_checked_before_the_run(run_cli, tmp_path):
     assert r.status == 2 and r.stderr.count("\n") == 1 and ".png or .svg" in r.stderr
 
 
-def test_check_plot_states_curve_and_violations(run_cli, tmp_path):
+@pytest.fixture(scope="module")
+def broken_list():
+    """percpu-list under a kernel that never checks the section: violations, and more
+    executions than the history keeps."""
+    from rseqlab import check as checker
+
+    return checker.check(checker.SCENARIOS["percpu-list"](), "6.19:no-cs-check")
+
+
+def test_check_plot_states_curve_and_violations(run_cli, tmp_path, broken_list):
+    from rseqlab import check as checker
+    from rseqlab.report import check as check_report
+
+    fine = checker.check(checker.SCENARIOS["percpu-list"](), "6.19", checker.Bounds(1, 0, 0))
     out = tmp_path / "k.svg"
-    r = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check,6.19", "--plot", str(out))
-    assert r.status == 1, r.stderr
-    js = run_cli("check", "percpu-list", "-k", "6.19:no-cs-check,6.19", "--json").json
+    assert check_report.plot(str(out), [broken_list, fine]) == len(broken_list.history) + len(fine.history)
     texts, ids = _svg(out)
     assert "states:6.19:no-cs-check" in ids and "states:6.19" in ids
     assert "violations:6.19:no-cs-check" in ids and "violations:6.19" not in ids  # 6.19 checks the section
-    for doc in js:
-        assert f"{doc['distinct_states']:,} states" in texts
-    broken = next(d for d in js if d["kernel"] == "6.19:no-cs-check")
-    assert f"6.19:no-cs-check: violating executions found ({broken['violations']:,} in all)" in texts
+    for r in (broken_list, fine):
+        assert f"{r.distinct_states:,} states" in texts
+    assert f"6.19:no-cs-check: violating executions found ({broken_list.violations:,} in all)" in texts
     assert "executions explored" in texts and "distinct states" in texts
+    # The command writes it too (a cheap scenario).
+    cli_out = tmp_path / "c.png"
+    assert run_cli("check", "percpu-counter", "-k", "6.19", "--plot", str(cli_out)).status == 0
+    assert _png_size(cli_out) == (1500, 840)
 
 
-def test_check_history_is_thinned_and_ends_at_the_totals():
+def test_check_history_is_thinned_and_ends_at_the_totals(broken_list):
     from rseqlab import check as checker
     from rseqlab.check import explore
 
-    r = checker.check(checker.SCENARIOS["percpu-list"](), "6.19:no-cs-check")
+    r = broken_list
     assert r.history[-1] == (r.explored, r.distinct_states, r.violations)
     assert len(r.history) < explore.HISTORY_POINTS and r.explored > explore.HISTORY_POINTS
     xs = [h[0] for h in r.history]

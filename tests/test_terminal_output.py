@@ -45,24 +45,57 @@ def at80(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
 
 
-@pytest.mark.parametrize("kernels", ["6.18,6.19", "6.18,6.19,7.1,6.19:no-cs-check"])
-def test_compare_table_fits_80_columns_with_every_number(run_cli, at80, kernels):
-    r = run_cli("compare", "-w", "pingpong", "--kernels", kernels)
+FOUR = "6.18,6.19,7.1,6.19:no-cs-check"
+
+
+@pytest.fixture(scope="module")
+def four_kernels():
+    """compare's JSON for four kernels (one simulation for the tests that render it)."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from rseqlab.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["compare", "-w", "pingpong", "--kernels", FOUR, "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def _render(data) -> str:
+    import io
+
+    from rseqlab.live.cost import estimate_ns
+    from rseqlab.report import console
+    from rseqlab.report.compare import render_compare
+
+    buf = io.StringIO()
+    render_compare(console(buf), "title", data["kernels"],
+                   cost_ns={k: estimate_ns(v, data["cost_model"]) for k, v in data["kernels"].items()})
+    return buf.getvalue()
+
+
+def test_compare_table_fits_80_columns_with_every_number(run_cli, at80, four_kernels):
+    r = run_cli("compare", "-w", "pingpong", "--kernels", FOUR)
     assert r.status == 0, r.stderr
     _fits(r.stdout)
-    data = run_cli("compare", "-w", "pingpong", "--kernels", kernels, "--json").json
-    assert _numbers(data["kernels"]) <= _printed(r.stdout)
+    assert _numbers(four_kernels["kernels"]) <= _printed(r.stdout)
     for label in ("exit to user", "tp rseq_ip_fixup", "est. rseq kernel time", "cs cleared"):
         assert label in r.stdout  # names stay whole
-    for k in kernels.split(",")[1:]:
+    for k in FOUR.split(",")[1:]:
         assert f"6.18→{k}" in r.stdout
+    two = {**four_kernels, "kernels": {k: four_kernels["kernels"][k] for k in ("6.18", "6.19")}}
+    text = _render(two)
+    _fits(text)
+    assert _numbers(two["kernels"]) <= _printed(text)
 
 
-def test_compare_honours_columns(run_cli, monkeypatch):
+def test_compare_honours_columns(monkeypatch, four_kernels):
     monkeypatch.setenv("COLUMNS", "200")
-    wide = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1").stdout
+    wide = _render(four_kernels)
     monkeypatch.setenv("COLUMNS", "80")
-    narrow = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1").stdout
+    narrow = _render(four_kernels)
     assert "(continued)" not in wide and max(len(line) for line in wide.splitlines()) > 80
     assert "(continued)" in narrow
 
@@ -137,3 +170,5 @@ def test_ascii_only_terminal_gets_no_traceback(args):
     p.stdout.decode("ascii")  # nothing but ASCII reached the terminal
     p.stderr.decode("ascii")
     assert p.stdout.strip()
+    if args[0] in ("check", "compare", "selftest"):
+        assert p.stderr == b""  # no progress into a pipe (this check runs for seconds)
