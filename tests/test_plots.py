@@ -25,7 +25,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_compare_plot_panels_bars_zeros_and_subtitle(run_cli, tmp_path):
     out = tmp_path / "c.svg"
-    r = run_cli("compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1", "--json", "--plot", str(out))
+    r = run_cli("compare", "-w", "pingpong", "-k", "6.18,6.19,7.1", "--json", "--plot", str(out))
     assert r.status == 0, r.stderr
     data = r.json
     texts, ids = _svg(out)

@@ -51,7 +51,7 @@ def test_check_progress_on_a_terminal_only():
 
 
 def test_compare_progress_has_percentage_and_eta():
-    status, out, err = _with_terminal_stderr(["compare", "--kernels", "6.18,6.19,7.0,7.1,6.19:no-cs-check,7.1+slice"])
+    status, out, err = _with_terminal_stderr(["compare", "-k", "6.18,6.19,7.0,7.1,6.19:no-cs-check,7.1+slice"])
     assert status == 0
     assert "simulating 7.1+slice (6/6)" in err and "100%" in err and "ETA" in err
     assert "kernel-build" in out

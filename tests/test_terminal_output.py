@@ -59,7 +59,7 @@ def four_kernels():
 
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main(["compare", "-w", "pingpong", "--kernels", FOUR, "--json"]) == 0
+        assert main(["compare", "-w", "pingpong", "-k", FOUR, "--json"]) == 0
     return json.loads(out.getvalue())
 
 
@@ -77,7 +77,7 @@ def _render(data) -> str:
 
 
 def test_compare_table_fits_80_columns_with_every_number(run_cli, at80, four_kernels):
-    r = run_cli("compare", "-w", "pingpong", "--kernels", FOUR)
+    r = run_cli("compare", "-w", "pingpong", "-k", FOUR)
     assert r.status == 0, r.stderr
     _fits(r.stdout)
     assert _numbers(four_kernels["kernels"]) <= _printed(r.stdout)
@@ -104,7 +104,7 @@ def test_percentage_columns_have_headers_and_increase_is_not_a_negative_reductio
     from rseqlab.report.compare import reduction
 
     assert reduction(100, 125) == "25% more" and reduction(100, 75) == "25%" and reduction(0, 3) == "N/A"
-    r = run_cli("compare", "-w", "pingpong", "--kernels", "6.19,6.18")  # 6.18 does more work
+    r = run_cli("compare", "-w", "pingpong", "-k", "6.19,6.18")  # 6.18 does more work
     assert r.status == 0
     assert "% more" in r.stdout
     assert not re.search(r"-\d+%", r.stdout)
@@ -139,10 +139,10 @@ def test_selftest_table_fits_80_columns(run_cli, at80):
 
 
 def test_replay_and_validate_tables_fit_80_columns(run_cli, at80):
-    r = run_cli("replay", TRACE, "--per-process", "--kernels", "6.18,6.19,7.1")
+    r = run_cli("replay", TRACE, "--per-process", "-k", "6.18,6.19,7.1")
     assert r.status == 0, r.stderr
     _fits(r.stdout)
-    data = run_cli("replay", TRACE, "--per-process", "--kernels", "6.18,6.19,7.1", "--json").json
+    data = run_cli("replay", TRACE, "--per-process", "-k", "6.18,6.19,7.1", "--json").json
     assert _numbers(data["kernels"]) | _numbers(data["observed"]) <= _printed(r.stdout)
     r = run_cli("validate", TRACE)
     assert r.status == 0, r.stderr
@@ -154,7 +154,7 @@ def test_replay_and_validate_tables_fit_80_columns(run_cli, at80):
 #: Every command that prints a table (cheap arguments), run as a user would on an ASCII terminal.
 ASCII_COMMANDS = [
     ["explain", "fork-child-cow"], ["explain", "--list"], ["explain", "--all", "-k", "6.18", "-k", "6.19"],
-    ["compare", "-w", "pingpong", "--kernels", "6.18,6.19,7.1"], ["selftest", "-t", "basic_test", "-k", "6.19"],
+    ["compare", "-w", "pingpong", "-k", "6.18,6.19,7.1"], ["selftest", "-t", "basic_test", "-k", "6.19"],
     ["check", "percpu-list", "-k", "6.19:no-cs-check"], ["check", "--list"], ["replay", TRACE, "--per-process"],
     ["validate", TRACE], ["rseq-area"], ["workload", "--list"], ["kernels", "--offline"],
 ]

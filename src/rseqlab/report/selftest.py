@@ -24,13 +24,19 @@ def verdict(r) -> str:
 
 
 def render(con: Console, results: list, elapsed_runs: int) -> None:
-    table = Table(title="Ported selftests on the simulated machine", show_lines=False)
+    from .explain import SHORT
+
+    columns = COLUMNS + [c for c in SLICE_COLUMNS if any(c in r.counters for r in results)]
+    # Headers as debugfs abbreviates them (slowp, fastp), so more counters share a line.
+    short = {c: SHORT.get(c, c) for c in columns}
+    legend = ", ".join(f"{s} = {c}" for c, s in short.items() if s != c)
+    table = Table(title="Ported selftests on the simulated machine", show_lines=False,
+                  caption=legend or None, caption_justify="left")
     table.add_column("test", overflow="fold", ratio=1)
     table.add_column("kernel", no_wrap=True)
     table.add_column("result", no_wrap=True)
-    columns = COLUMNS + [c for c in SLICE_COLUMNS if any(c in r.counters for r in results)]
     for c in columns:
-        table.add_column(c, justify="right", no_wrap=True)
+        table.add_column(short[c], justify="right", no_wrap=True)
     for r in results:
         table.add_row(r.test, r.kernel, verdict(r), *(str(r.counters.get(c, "")) for c in columns))
     print_table(con, table, keep=2)
