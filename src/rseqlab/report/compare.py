@@ -76,8 +76,10 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
     ``observed`` adds the tracepoint counts seen on a live kernel.
     """
     kernels = list(results)
-    table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption="%: share of exits to user (cs cleared, cs fixup: of cs checks)")
+    slice_rows = any(SLICE_COUNTERS[0] in results[k] for k in kernels)
+    caption = "%: share of exits to user (cs cleared, cs fixup: of cs checks"
+    caption += "; expired .. aborted: of slice grants)" if slice_rows else ")"
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
     table.add_column("", no_wrap=True)  # names are what people search for: never split
     for k in kernels:
         table.add_column(k, justify="right")
@@ -93,7 +95,7 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
             cells += [f"{r[counter]:,}", percent(r[counter], r[of]) if of else ""]
         cells += [reduction(first[counter], results[k][counter]) for k in kernels[1:]]
         table.add_row(label, *cells)
-    if any(SLICE_COUNTERS[0] in results[k] for k in kernels):
+    if slice_rows:
         for label, counter, of in SLICE_ROWS:
             cells = []
             for k in kernels:
