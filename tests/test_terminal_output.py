@@ -104,9 +104,10 @@ def test_percentage_columns_have_headers_and_increase_is_not_a_negative_reductio
     from rseqlab.report.compare import reduction
 
     assert reduction(100, 125) == "25% more" and reduction(100, 75) == "25%" and reduction(0, 3) == "N/A"
+    assert reduction(10, 35) == "3.5x more" and reduction(2, 40_002) == "20,001x more"
     r = run_cli("compare", "-w", "pingpong", "-k", "6.19,6.18")  # 6.18 does more work
     assert r.status == 0
-    assert "% more" in r.stdout
+    assert "x more" in r.stdout
     assert not re.search(r"-\d+%", r.stdout)
     header = next(line for line in r.stdout.splitlines() if "6.19" in line and "┃" in line)
     assert header.count(" % ") == 2  # a header over each percentage column

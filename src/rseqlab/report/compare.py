@@ -59,10 +59,13 @@ def percent(part: int, whole: int) -> str:
 
 def reduction(before: int, after: int) -> str:
     """As the commit prints it: the share of the work that went away; an increase is said
-    as one ("25% more"), never as a negative reduction."""
+    as one ("25% more", "3.5x more"), never as a negative reduction."""
     if before == 0:
         return "N/A" if after else "-"
     if after > before:
+        ratio = after / before
+        if ratio >= 2:  # "20,000x more" reads better than "1999950% more"
+            return f"{ratio:,.1f}x more" if ratio < 10 else f"{ratio:,.0f}x more"
         return f"{100.0 * (after - before) / before:.0f}% more"
     return f"{100.0 * (before - after) / before:.0f}%"
 
