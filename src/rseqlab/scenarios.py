@@ -23,7 +23,7 @@ from .abi import (
 )
 from .errors import BadInput
 from .kernel import Task, kernel_class
-from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
+from .kernel._task import CLONE_CHILD_SETTID, CLONE_VM, SIGNAL_NAMES, SIGUSR1
 from .machine.bench import Bench, Placement
 from .usermem import PAGE_SIZE
 
@@ -124,10 +124,21 @@ def _irq_no_resched(b: Bench) -> Task:
     return t
 
 
-@scenario("fork-child-cow", "8", "first return of a forked child; its rseq page is copy-on-write shared")
+@scenario("fork-child-cow", "8", "first return of a child forked by a raw clone() without CLONE_CHILD_SETTID; "
+          "its rseq page is copy-on-write shared")
 def _fork_child_cow(b: Bench) -> Task:
     _registered(b)
     child = b.spawn_child()
+    b.start_measuring()
+    b.child_first_return(child)
+    return child
+
+
+@scenario("fork-child-settid", "8", "first return of a child of glibc's fork() (CLONE_CHILD_SETTID): "
+          "schedule_tail() stored its TID on the rseq page, which is then private")
+def _fork_child_settid(b: Bench) -> Task:
+    _registered(b)
+    child = b.spawn_child(clone_flags=CLONE_CHILD_SETTID, child_tid=b.layout.tid)
     b.start_measuring()
     b.child_first_return(child)
     return child

@@ -79,7 +79,13 @@ def _random_trace(seed: int, n: int = 1500):
             child = next_pid if rng.random() < 0.8 or len(alive) < 2 else rng.choice(alive)
             next_pid += 1
             flags = rng.choice((0x3D0F00, 0x1200011, 0x4111, -1))
-            b.ev(Kind.SYS_ENTER, pid, 56, -1, dt=dt).ev(Kind.FORK, pid, child, flags)
+            # clone()'s child TID pointer: none, on the forking task's rseq page, or elsewhere
+            tid = rng.choice((None, AREA + (pid % 64) * 0x10000 + 0x200, 0x5000_0000))
+            row = -1
+            if tid is not None:
+                row = len(b.args)
+                b.args.append((len(b.rows), flags & 0xFFFF_FFFF, 0, 0, tid, 0, 0))
+            b.ev(Kind.SYS_ENTER, pid, 56, row, dt=dt).ev(Kind.FORK, pid, child, flags)
             b.ev(Kind.SYS_EXIT, pid, 56, child)
             if child not in alive:
                 alive.append(child)

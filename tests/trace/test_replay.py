@@ -168,6 +168,34 @@ def test_thread_registers_itself_and_fork_child_inherits():
     assert {pid: t["rseq_update"] for pid, t in new.per_task.items()} == {ROOT: 1, 101: 1, 102: 1}
 
 
+def _forked_child(flags: int, child_tid: int):
+    """A registered root forks through clone() with ``child_tid``; the child returns once."""
+    b = started()
+    b.syscall(39)
+    b.args.append((len(b.rows), flags, 0, 0, child_tid, 0, 0))
+    b.ev(Kind.SYS_ENTER, ROOT, 56, len(b.args) - 1).ev(Kind.FORK, ROOT, 101, flags)
+    b.ev(Kind.SYS_EXIT, ROOT, 56, 101)
+    b.ev(Kind.SWITCH_IN, 101, cpu=0).ev(Kind.SYS_EXIT, 101, 56, 0)
+    b.syscall(39, pid=101)
+    res = replay(b.trace(), ["6.19", "7.1"])
+    return {k: r.per_task[101]["counters"] for k, r in res.items()}
+
+
+def test_glibc_fork_child_tid_store_makes_the_rseq_page_private():
+    """glibc's fork: CLONE_CHILD_SETTID with a pointer on the rseq area's page. The child's
+    schedule_tail() stores its TID there first, so its first exit's fast path writes the IDs."""
+    got = _forked_child(0x1200011, (AREA & ~0xFFF) + 0x2D0)
+    assert got["6.19"]["slowpath"] == 0 and got["6.19"]["ids"] == 1
+    assert got["7.1"]["slowpath"] == 0 and got["7.1"]["ids"] == 1
+
+
+def test_fork_child_tid_elsewhere_or_without_settid_faults_into_the_slow_path():
+    for flags, tid in ((0x1200011, 0x5000_0000), (0x11, (AREA & ~0xFFF) + 0x2D0)):
+        got = _forked_child(flags, tid)
+        assert got["6.19"]["slowpath"] == 1 and got["6.19"]["ids"] == 1, (hex(flags), hex(tid))
+        assert got["7.1"]["slowpath"] == 1, (hex(flags), hex(tid))
+
+
 def test_replay_output_is_byte_identical(run_cli, tmp_path):
     b = started()
     for i in range(20):

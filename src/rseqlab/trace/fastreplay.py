@@ -176,6 +176,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     i_cpu = np.zeros(ninst_max, np.int64)
     i_cid = np.zeros(ninst_max, np.int64)
     i_attached = np.zeros(ninst_max, np.int64)
+    i_clonerow = np.full(ninst_max, -1, np.int64)  # a fork child: its parent's clone() sysargs row
     order = np.empty(ninst_max, np.int64)  # creation order (pid slots, duplicates kept)
     norder = 0
     ninst = 0
@@ -320,6 +321,8 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             i_slot[ch] = cs_
             i_syscall[ch] = i_syscall[t]
             i_argrow[ch] = -1
+            if i_syscall[t] == 56:
+                i_clonerow[ch] = i_argrow[t]
             i_cpu[ch] = i_cpu[t]
             if flags & 0x100:
                 i_mm[ch] = i_mm[t]
@@ -372,7 +375,8 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                            nops, scan_delay, tick_ns)
     return (op_inst[:nops], op_code[:nops], op_a[:nops], op_b[:nops], op_c[:nops],
             f_kind[:nf], f_mm[:nf], f_ev[:nf], f_op[:nf], f_other[:nf], f_args[:nf],
-            i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur)
+            i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur,
+            i_clonerow[:ninst])
 
 
 @njit(cache=True, inline="always")
@@ -650,7 +654,7 @@ class Plan:
                      MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64),
                      root_start_cpu(trace, self.root))
         (op_inst, op_code, op_a, op_b, op_c, *flog) = out[:11]
-        i_slot, i_exits, i_upd, i_fix, order, pid_cur = out[11:]
+        i_slot, i_exits, i_upd, i_fix, order, pid_cur, self.inst_clonerow = out[11:]
         _resolve_files(trace, flog, op_code)  # placeholders become TASK_WORK or NOP (kept: ignored)
         self.op_inst, self.op_code, self.op_a, self.op_b, self.op_c = op_inst, op_code, op_a, op_b, op_c
         self.pids = pids
@@ -744,7 +748,7 @@ class _Executor:
                 return None  # unmapped area or an armed rseq_cs: never memoized
         return (t.tif, t.in_user, t.exiting, t.killed_by, tuple(t.pending), tuple(sorted(t.blocked)),
                 tuple(sorted(t.handlers.items())), tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in t.sigframes),
-                t.pagefault_disabled, t.regs.ip, t.cpu, t.mm_cid, id(t.mm),
+                t.pagefault_disabled, t.regs.ip, t.cpu, t.mm_cid, id(t.mm), t.set_child_tid, t.ret_from_fork,
                 tuple(getattr(r, f) for f in names), mem)
 
     def _snap(self, t):
@@ -881,7 +885,9 @@ class _Executor:
                 t.mm = AddressSpace()
                 t.mm_cid = a
             elif code == OP_FORK:
-                child = k.copy_process(t, int(self.plan.inst_pid[a]), b)
+                row = int(self.plan.inst_clonerow[a])
+                child = k.copy_process(t, int(self.plan.inst_pid[a]), b,
+                                       int(self.args_cols[3][row]) if row >= 0 else 0)
                 child.mm_cid = c
                 tasks[a] = child
             elif code == OP_DO_EXIT:

@@ -56,6 +56,7 @@ from .format import Kind, Trace
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
+NR_CLONE = 56
 NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
 NR_EXECVE, NR_EXECVEAT, NR_RSEQ = 59, 322, 334
 NR_EXIT, NR_EXIT_GROUP = 60, 231
@@ -85,6 +86,12 @@ def root_start_cpu(trace: Trace, root: int) -> int:
     cpu = int(ev["a"][i]) if ev["kind"][i] == Kind.MIGRATE else int(ev["cpu"][i])
     ncpus = len(trace.meta.get("topology", {}).get("node_of_cpu") or [0] * int(trace.meta.get("cpus", 1)))
     return cpu if 0 <= cpu < ncpus else 0
+
+
+def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
+    """clone()'s child TID pointer (x86_64: ``clone(flags, newsp, parent_tid, child_tid, tls)``);
+    0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
+    return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
 
 
 def exit_windows(meta: dict) -> tuple[int, int]:
@@ -440,7 +447,7 @@ class Replay:
         k = self.kernel
         if flags < 0:
             flags = 0  # unknown: a process
-        child = k.copy_process(parent.task, child_pid, flags)
+        child = k.copy_process(parent.task, child_pid, flags, clone_child_tid(parent.syscall, parent.args))
         if flags & CLONE_VM:
             mm = parent.mm
         else:
