@@ -69,10 +69,10 @@ def _random_trace(seed: int, n: int = 1500):
         elif r < 0.48:
             b.ev(Kind.SYS_EXIT, pid, rng.choice((0, 39)), 0, dt=dt, cpu=cpu)
         elif r < 0.62:
-            b.ev(Kind.SWITCH_OUT, pid, rng.choice((0, 0, 1, 2)), dt=dt, cpu=cpu)
+            b.ev(Kind.SWITCH_OUT, pid, rng.choice((0, 0, 1, 2, 0x100)), dt=dt, cpu=cpu)
             b.ev(Kind.SWITCH_IN, pid, dt=rng.choice((500, 50_000)), cpu=rng.choice((cpu, cpu, 1 - cpu)))
         elif r < 0.74:
-            b.ev(Kind.IRQ, pid, rng.choice((0, 0, 1, 5)), dt=dt, cpu=cpu)
+            b.ev(Kind.IRQ, pid, rng.choice((0, 0, 1, 5, 6)), dt=dt, cpu=cpu)
         elif r < 0.80:
             b.ev(Kind.SIGNAL, pid, rng.choice((10, 12, 17)), rng.choice((0, 1, 0x401000)), dt=dt, cpu=cpu)
         elif r < 0.84 and len(alive) < 8:

@@ -45,7 +45,7 @@ import numpy as np
 from ..kernel import Entry, Tif, make_kernel
 from ..kernel._task import RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
-from .format import Kind, Trace
+from .format import IrqKind, Kind, Trace
 from .replay import unmap_range
 
 import os as _os
@@ -97,6 +97,7 @@ F_OPEN, F_CLOSE, F_MMAP, F_MUNMAP, F_FORKCOPY, F_EMPTY = 1, 2, 3, 4, 5, 6
 _K_SWITCH_OUT, _K_SWITCH_IN, _K_MIGRATE, _K_FORK, _K_EXEC, _K_EXIT = 0, 1, 2, 3, 4, 5
 _K_SYS_ENTER, _K_SYS_EXIT, _K_SIGNAL, _K_RSEQ_UPDATE, _K_RSEQ_IP_FIXUP, _K_IRQ, _K_LOST = 6, 7, 8, 9, 10, 11, 12
 assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT) == (0, 11, 12, 7)
+assert IrqKind.PAGE_FAULT == 6
 
 
 @njit(cache=True, inline="always")
@@ -167,6 +168,9 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     i_argrow = np.full(ninst_max, -1, np.int64)
     i_pending = np.zeros(ninst_max, np.int64)  # 0 none, 1 syscall, 2 irq, 3 exception
     i_pts = np.zeros(ninst_max, np.int64)
+    i_short = np.zeros(ninst_max, np.int64)  # Replay's short_exit
+    i_irqts = np.full(ninst_max, -1, np.int64)  # Replay's irq_ts / irq_timer
+    i_irqtimer = np.zeros(ninst_max, np.int64)
     i_cidwork = np.zeros(ninst_max, np.int64)
     i_dead = np.zeros(ninst_max, np.int64)
     i_exits = np.zeros(ninst_max, np.int64)
@@ -217,6 +221,11 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                 i_cpu[t] = root_cpu
         if i_dead[t] == 1 and k != _K_RSEQ_UPDATE:
             continue
+        if i_irqts[t] >= 0:
+            from_user = not ((k == _K_SWITCH_OUT and a[i] == 0x100) or k == _K_RSEQ_UPDATE)
+            nops = _irq_from_user(t, from_user, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead,
+                                  i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
+                                  nops, scan_delay, tick_ns)
         if k == _K_SYS_ENTER:
             nr = a[i]
             # _enter(SYSCALL)
@@ -265,16 +274,18 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             i_syscall[t] = -1
             i_pending[t] = 1
             i_pts[t] = now
+            i_short[t] = 1
         elif k == _K_SWITCH_OUT:
             if i_syscall[t] == -1:
                 window = syscall_window if i_pending[t] == 1 else irq_window
-                if i_pending[t] != 0 and now - i_pts[t] > window:
+                if i_pending[t] != 0 and now - i_pts[t] > window and a[i] != 0x100:
                     nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
                                    op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
                 if i_pending[t] == 0:
                     nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ if a[i] == 0 else OP_ENTER_EXC)
                     i_pending[t] = 2 if a[i] == 0 else 3
                     i_pts[t] = now
+                    i_short[t] = 1 if a[i] == 0 else 0
             nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_OUT)
         elif k == _K_SWITCH_IN:
             c = cpu[i]
@@ -286,19 +297,23 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_IN, cid)
             if i_pending[t] != 0:
                 i_pts[t] = now
+                i_short[t] = 1
         elif k == _K_IRQ:
             if i_syscall[t] == -1:
-                if i_pending[t] != 0:
-                    nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
-                                   op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
-                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
-                i_pending[t] = 2
-                i_pts[t] = now
+                if a[i] == 6:  # IrqKind.PAGE_FAULT: an exception entry from user mode
+                    if i_pending[t] != 0:
+                        nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
+                                       op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_EXC)
+                    i_pending[t] = 3
+                    i_short[t] = 0
+                    i_pts[t] = now
+                elif i_pending[t] == 0 or i_short[t] == 1 or now - i_pts[t] > syscall_window:
+                    i_irqts[t] = now  # decided at the task's next event
+                    i_irqtimer[t] = 1 if a[i] == 0 else 0
+                    continue
             if a[i] == 0:
-                # _tick(): exiting tasks are dead here (a kernel kill makes the caller fall back).
-                if i_cidwork[t] == 0 and now >= mm_next[i_mm[t]]:
-                    i_cidwork[t] = 1
-                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK)
+                nops = _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops)
         elif k == _K_SIGNAL:
             handler = b[i]
             if handler > 1:
@@ -311,6 +326,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     i_pending[t] = 2
                     i_pts[t] = now
                 nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SIGNAL, a[i], handler)
+                i_short[t] = 0
         elif k == _K_FORK:
             flags = b[i]
             if flags < 0:
@@ -370,6 +386,10 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     end = ts[n - 1] if n else 0
     for j in range(norder):
         t = pid_cur[order[j]]
+        if i_irqts[t] >= 0 and i_dead[t] == 0:
+            nops = _irq_from_user(t, True, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead,
+                                  i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
+                                  nops, scan_delay, tick_ns)
         if i_pending[t] != 0:
             nops = _finish(t, end, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
                            nops, scan_delay, tick_ns)
@@ -377,6 +397,35 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             f_kind[:nf], f_mm[:nf], f_ev[:nf], f_op[:nf], f_other[:nf], f_args[:nf],
             i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur,
             i_clonerow[:ninst])
+
+
+@njit(cache=True, inline="always")
+def _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops):  # pragma: no cover
+    # Replay._tick(): exiting tasks are dead here (a kernel kill makes the caller fall back).
+    if i_cidwork[t] == 0 and now >= mm_next[i_mm[t]]:
+        i_cidwork[t] = 1
+        nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK)
+    return nops
+
+
+@njit(cache=True, inline="always")
+def _irq_from_user(t, from_user, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead, i_cidwork, i_mm,
+                   mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c, nops, scan_delay,
+                   tick_ns):  # pragma: no cover - compiled
+    """Replay._irq_from_user()."""
+    now = i_irqts[t]
+    i_irqts[t] = -1
+    if from_user:
+        if i_pending[t] != 0:
+            nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code,
+                           op_a, op_b, op_c, nops, scan_delay, tick_ns)
+        nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
+        i_pending[t] = 2
+        i_pts[t] = now
+        i_short[t] = 1
+    if i_irqtimer[t] == 1:
+        nops = _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops)
+    return nops
 
 
 @njit(cache=True, inline="always")

@@ -52,7 +52,7 @@ from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
-from .format import Kind, Trace
+from .format import IrqKind, Kind, Trace
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
@@ -61,6 +61,11 @@ NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
 NR_EXECVE, NR_EXECVEAT, NR_RSEQ = 59, 322, 334
 NR_EXIT, NR_EXIT_GROUP = 60, 231
 MAP_ANONYMOUS = 0x20
+#: ``sched_switch`` ``prev_state`` of a preempted task (``TASK_REPORT_MAX``, include/linux/sched.h:
+#: ``__trace_sched_switch_state()`` reports it for ``__schedule(SM_PREEMPT)``): preempted in the
+#: kernel (an interrupt's return to kernel mode, ``preempt_enable()``); the exit to user mode
+#: calls ``schedule()``, which reports the task's state (0 when runnable).
+PREEMPTED = 0x100
 #: execve errors returned before ``bprm_execve`` (file lookup), which do not raise rseq work.
 _EXEC_LOOKUP_ERRORS = {-2, -13, -20, -36, -40, -14, -7}
 
@@ -150,6 +155,9 @@ class _Rt:
     args: tuple[int, ...] = ()
     pending: str | None = None  # a return to user mode is due
     pending_ts: int = 0
+    short_exit: bool = False  # what is left of the pending return's exit path is short
+    irq_ts: int = -1  # an interrupt whose mode the task's next event decides
+    irq_timer: bool = False
     cid_work: bool = False  # the mm_cid task_work is queued
     on_cpu: bool = True
     dead: bool = False
@@ -306,6 +314,7 @@ class Replay:
         if entry is not Entry.SYSCALL:
             rt.pending = entry
             rt.pending_ts = ts
+            rt.short_exit = entry is Entry.IRQ
 
     # ------------------------------------------------------------------
     # The event loop
@@ -329,6 +338,9 @@ class Replay:
             if rt.dead and kind != Kind.RSEQ_UPDATE:
                 continue
             t = rt.task
+            if rt.irq_ts >= 0:
+                self._irq_from_user(rt, not (kind == SWITCH_OUT and a_l[i] == PREEMPTED
+                                             or kind == Kind.RSEQ_UPDATE))
             if kind == SYS_ENTER:
                 nr = a_l[i]
                 self._enter(rt, Entry.SYSCALL, ts)
@@ -350,11 +362,12 @@ class Replay:
                 rt.syscall = None
                 rt.pending = Entry.SYSCALL
                 rt.pending_ts = ts
+                rt.short_exit = True  # interrupts are off from here unless the exit loop has work
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
                     window = sys_window if rt.pending is Entry.SYSCALL else irq_window
-                    if rt.pending is not None and ts - rt.pending_ts > window:
+                    if rt.pending is not None and ts - rt.pending_ts > window and state != PREEMPTED:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
                         self._enter(rt, Entry.IRQ if state == 0 else Entry.EXCEPTION, ts)
@@ -368,10 +381,18 @@ class Replay:
                 rt.on_cpu = True
                 if rt.pending is not None:
                     rt.pending_ts = ts  # the exit loop resumes now
+                    rt.short_exit = True  # what is left of it after schedule() is short
             elif kind == Kind.IRQ:
                 if rt.syscall is None:
-                    self._enter(rt, Entry.IRQ, ts)
-                if a_l[i] == 0:
+                    if a_l[i] == IrqKind.PAGE_FAULT:
+                        self._enter(rt, Entry.EXCEPTION, ts)  # page_fault_user: from user mode
+                    elif rt.pending is None or rt.short_exit or ts - rt.pending_ts > sys_window:
+                        # From user mode, unless the task's next event is a kernel preemption
+                        # (decided there, with the tick that came with it).
+                        rt.irq_ts, rt.irq_timer = ts, a_l[i] == IrqKind.TIMER
+                        continue
+                    # else: it hit the kernel on the way out of the pending entry: no entry
+                if a_l[i] == IrqKind.TIMER:
                     self._tick(rt, ts)
             elif kind == Kind.SIGNAL:
                 handler = b_l[i]
@@ -385,6 +406,7 @@ class Replay:
                     sig = a_l[i]
                     t.handlers[sig] = handler
                     k.send_signal(t, sig)
+                    rt.short_exit = False  # the frame is set up after signal_deliver
             elif kind == Kind.FORK:
                 self._fork(rt, a_l[i], b_l[i], ts)
             elif kind == Kind.EXEC:
@@ -406,9 +428,20 @@ class Replay:
         end = int(ts_l[-1]) if ts_l else 0
         for pid in self.order:
             rt = self.tasks[pid]
+            if rt.irq_ts >= 0 and not rt.dead:
+                self._irq_from_user(rt, True)
             if rt.pending is not None:
                 self._finish(rt, end)
         return self._result()
+
+    def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
+        """Settle the interrupt held back at ``rt.irq_ts``: an entry from user mode, or (followed by
+        a kernel preemption) one that hit the kernel on the way out of the pending entry."""
+        ts, rt.irq_ts = rt.irq_ts, -1
+        if from_user:
+            self._enter(rt, Entry.IRQ, ts)
+        if rt.irq_timer:
+            self._tick(rt, ts)
 
     def _sys_exit(self, rt: _Rt, nr: int, ret: int, ts: int) -> None:
         k, t = self.kernel, rt.task
