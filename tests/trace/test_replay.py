@@ -219,6 +219,27 @@ def test_interrupt_after_a_syscall_return_is_from_user_unless_the_kernel_shows()
     assert _irq_exits(timer, (Kind.SWITCH_OUT, 0, 0)) == {k: v + 1 for k, v in base.items()}
 
 
+def test_tick_before_a_signal_on_a_syscalls_way_out_is_in_the_kernel():
+    """kill() to itself: the signal is pending at sys_exit and is delivered in that exit loop, so a
+    tick between sys_exit and signal_deliver hit the kernel. 6.19 counts `signal` only after a
+    user-mode interrupt (rseq_signal_deliver: has_rseq & user_irq): 0, as the kernel counts."""
+    from rseqlab.trace.format import IrqKind
+
+    def run(with_tick: bool):
+        b = started()
+        b.syscall(39)
+        b.syscall(62)
+        if with_tick:
+            b.ev(Kind.IRQ, ROOT, int(IrqKind.TIMER), dt=20_000)
+        b.ev(Kind.SIGNAL, ROOT, 10, 0x40_1000, dt=20_000)
+        b.syscall(15, ret=0)
+        b.syscall(39)
+        r = replay(b.trace(), ["6.19"])["6.19"]
+        return r.counters["signal"], r.counters["exit"]
+
+    assert run(True) == run(False) == (0, run(False)[1])
+
+
 def test_interrupt_during_a_page_fault_or_signal_frame_is_in_the_kernel():
     """The fault handler and the signal frame's setup run with interrupts on: an interrupt with
     nothing else since (within the exit window; untimed under TCG) hit the kernel there."""

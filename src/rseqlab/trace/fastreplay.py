@@ -222,7 +222,8 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
         if i_dead[t] == 1 and k != _K_RSEQ_UPDATE:
             continue
         if i_irqts[t] >= 0:
-            from_user = not ((k == _K_SWITCH_OUT and a[i] == 0x100) or k == _K_RSEQ_UPDATE)
+            from_user = not ((k == _K_SWITCH_OUT and a[i] == 0x100) or k == _K_RSEQ_UPDATE
+                             or (k == _K_SIGNAL and i_irqtimer[t] == 1 and i_pending[t] == 1))
             nops = _irq_from_user(t, from_user, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead,
                                   i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
                                   nops, scan_delay, tick_ns)

@@ -21,7 +21,18 @@ When a return to user mode happens is inferred:
   interrupt, or a switch-out that must have come from user mode), its exit, or
   the end of the trace.
 * An interrupt that hits a task outside a syscall came from user mode; its
-  return is pending the same way.
+  return is pending the same way. Except: with nothing recorded since a page
+  fault's entry or a signal delivery (both handled with interrupts on), within
+  the syscall window, it hit the kernel there; and one whose task next shows
+  the kernel (a switch-out with ``prev_state`` ``TASK_REPORT_MAX``, i.e.
+  preempted in the kernel, or the pending exit's own ``rseq_update``) hit the
+  kernel on the way out. After ``sys_exit`` or a switch-in the rest of the exit
+  runs with interrupts off unless it has work, so an interrupt then is from user.
+* ``exceptions:page_fault_user`` (x86) is an exception entry from user mode and
+  its return (one ``exit``).
+* A forked child's first switch-in runs ``schedule_tail()``, whose
+  ``set_child_tid`` store (``CLONE_CHILD_SETTID``, the recorded clone()'s
+  ``child_tid``) breaks copy-on-write on that page before the first exit.
 
 Sources of ``TIF_NOTIFY_RESUME`` that are neither switches nor signals
 (measured on Linux 6.18), and how the replay models them:
@@ -108,8 +119,8 @@ def exit_windows(meta: dict) -> tuple[int, int]:
             int(r.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
 
 RESIDUAL_SOURCES = (
-    "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
-    "so an exception that ends in a switch-out right after a return is folded into that return",
+    "exceptions other than user page faults are not recorded (interrupts and exceptions:page_fault_user "
+    "are), and whether an interrupt right after a return hit user mode or that exit path is inferred",
     "TIF_NOTIFY_RESUME raised by sources not in the trace (memcg/blkcg throttling, "
     "task_work of other subsystems, deferred fput of files the trace did not see opened)",
     "the mm_cid compaction task_work is modelled from the tick and a 100 ms per-mm period, "
@@ -339,8 +350,13 @@ class Replay:
                 continue
             t = rt.task
             if rt.irq_ts >= 0:
+                # In the kernel if next comes a kernel preemption, the pending exit's own ID
+                # write, or (after a tick) a signal delivery on a syscall's way out: a signal
+                # pending at sys_exit is delivered before that return.
                 self._irq_from_user(rt, not (kind == SWITCH_OUT and a_l[i] == PREEMPTED
-                                             or kind == Kind.RSEQ_UPDATE))
+                                             or kind == Kind.RSEQ_UPDATE
+                                             or kind == Kind.SIGNAL and rt.irq_timer
+                                             and rt.pending is Entry.SYSCALL))
             if kind == SYS_ENTER:
                 nr = a_l[i]
                 self._enter(rt, Entry.SYSCALL, ts)
