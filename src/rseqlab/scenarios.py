@@ -124,8 +124,8 @@ def _irq_no_resched(b: Bench) -> Task:
     return t
 
 
-@scenario("fork-child-cow", "8", "first return of a child forked by a raw clone() without CLONE_CHILD_SETTID; "
-          "its rseq page is copy-on-write shared")
+@scenario("fork-child-cow", "8", "first return of a raw-clone() child (no CLONE_CHILD_SETTID); "
+          "its rseq page is copy-on-write")
 def _fork_child_cow(b: Bench) -> Task:
     _registered(b)
     child = b.spawn_child()
@@ -134,8 +134,8 @@ def _fork_child_cow(b: Bench) -> Task:
     return child
 
 
-@scenario("fork-child-settid", "8", "first return of a child of glibc's fork() (CLONE_CHILD_SETTID): "
-          "schedule_tail() stored its TID on the rseq page, which is then private")
+@scenario("fork-child-settid", "8", "first return of a glibc fork() child; schedule_tail()'s TID store "
+          "made its rseq page private")
 def _fork_child_settid(b: Bench) -> Task:
     _registered(b)
     child = b.spawn_child(clone_flags=CLONE_CHILD_SETTID, child_tid=b.layout.tid)

@@ -25,8 +25,8 @@ When a return to user mode happens is inferred:
   fault's entry or a signal delivery (both handled with interrupts on), within
   the syscall window, it hit the kernel there; and one whose task next shows
   the kernel (a switch-out with ``prev_state`` ``TASK_REPORT_MAX``, i.e.
-  preempted in the kernel, or the pending exit's own ``rseq_update``) hit the
-  kernel on the way out. After ``sys_exit`` or a switch-in the rest of the exit
+  preempted in the kernel; the pending exit's own ``rseq_update``; after a tick,
+  a signal delivery on a syscall's way out) hit the kernel on the way out. After ``sys_exit`` or a switch-in the rest of the exit
   runs with interrupts off unless it has work, so an interrupt then is from user.
 * ``exceptions:page_fault_user`` (x86) is an exception entry from user mode and
   its return (one ``exit``).
@@ -403,7 +403,7 @@ class Replay:
                     if a_l[i] == IrqKind.PAGE_FAULT:
                         self._enter(rt, Entry.EXCEPTION, ts)  # page_fault_user: from user mode
                     elif rt.pending is None or rt.short_exit or ts - rt.pending_ts > sys_window:
-                        # From user mode, unless the task's next event is a kernel preemption
+                        # From user mode, unless the task's next event shows the kernel
                         # (decided there, with the tick that came with it).
                         rt.irq_ts, rt.irq_timer = ts, a_l[i] == IrqKind.TIMER
                         continue
@@ -451,8 +451,8 @@ class Replay:
         return self._result()
 
     def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
-        """Settle the interrupt held back at ``rt.irq_ts``: an entry from user mode, or (followed by
-        a kernel preemption) one that hit the kernel on the way out of the pending entry."""
+        """Settle the interrupt held back at ``rt.irq_ts``: an entry from user mode, or one that
+        hit the kernel on the way out of the pending entry (its tick is played either way)."""
         ts, rt.irq_ts = rt.irq_ts, -1
         if from_user:
             self._enter(rt, Entry.IRQ, ts)
