@@ -249,6 +249,8 @@ def test_interrupt_during_a_page_fault_or_signal_frame_is_in_the_kernel():
     fault, timer = (Kind.IRQ, int(IrqKind.PAGE_FAULT), 0), (Kind.IRQ, int(IrqKind.TIMER), 0)
     assert _irq_exits(fault) == {k: v + 1 for k, v in base.items()}
     assert _irq_exits(fault, timer) == {k: v + 1 for k, v in base.items()}
+    # a handler does not run a whole tick without a switch: the second tick is from user mode
+    assert _irq_exits(fault, timer, timer) == {k: v + 2 for k, v in base.items()}
     assert _irq_exits(fault, timer, untimed=False) == {k: v + 2 for k, v in base.items()}  # 20 us > 5 us
     sig = (Kind.SIGNAL, 10, 0x40_1000)
     assert _irq_exits(sig, timer) == _irq_exits(sig)

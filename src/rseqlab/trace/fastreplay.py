@@ -313,6 +313,8 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     i_irqts[t] = now  # decided at the task's next event
                     i_irqtimer[t] = 1 if a[i] == 0 else 0
                     continue
+                else:
+                    i_short[t] = 1  # in the kernel; the next one is from user
             if a[i] == 0:
                 nops = _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops)
         elif k == _K_SIGNAL:

@@ -407,7 +407,11 @@ class Replay:
                         # (decided there, with the tick that came with it).
                         rt.irq_ts, rt.irq_timer = ts, a_l[i] == IrqKind.TIMER
                         continue
-                    # else: it hit the kernel on the way out of the pending entry: no entry
+                    else:
+                        # It hit the kernel on the way out of the pending entry: no entry. A
+                        # second tick there would mean a fault or frame set-up of a whole tick
+                        # without a switch: the next one is taken from user mode.
+                        rt.short_exit = True
                 if a_l[i] == IrqKind.TIMER:
                     self._tick(rt, ts)
             elif kind == Kind.SIGNAL:
