@@ -446,8 +446,8 @@ class Kernel:
     def schedule_tail(self, t: Task) -> None:
         """A new task's first switch-in goes on (after ``finish_task_switch()``) to store its
         TID at ``set_child_tid`` with page faults enabled; the result is not checked. The store
-        breaks copy-on-write on that page: for glibc's fork it is the ``struct pthread`` page that
-        also holds the rseq area, so the first exit's rseq writes find it private."""
+        breaks copy-on-write on that page: for glibc's fork it is the page of ``struct pthread``'s
+        ``tid``, which also holds the rseq area, so the first exit's rseq writes find it private."""
         if t.set_child_tid:
             self.put_user(t, t.set_child_tid, 4, t.pid, "set_child_tid")
 

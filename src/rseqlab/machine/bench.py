@@ -41,7 +41,7 @@ class Layout:
     rodata: int = 0x60_0000  # r--: the rseq_cs descriptor
     tls: int = 0x7F00_0000_0000  # rw-: the registered struct rseq (the "TLS" area)
     #: glibc's ``struct pthread::tid``, which its fork() hands to clone() as the child TID
-    #: pointer: on the page of the rseq area (both are in ``struct pthread``).
+    #: pointer: on the page of the rseq area (as measured, ``userprog.libc.GLIBC_TID_OFFSET``).
     tid: int = 0x7F00_0000_02D0
 
     @property
