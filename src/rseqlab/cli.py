@@ -17,6 +17,7 @@ _previous_sigint = _startup.guard()  # released at the end of this module
 import click  # noqa: E402
 
 from . import scenarios
+from .cli_conflicts import alone, exclusive, given
 from .errors import BadInput, ExitStatus, RseqlabError
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, dump_json
@@ -52,6 +53,8 @@ def cli() -> None:
 
 
 @cli.command()
+@exclusive("scenario", "list_only", "run_all")
+@alone("list_only", but=("as_json",))
 @click.argument("scenario", required=False)
 @click.option("--kernel", "-k", "kernels", multiple=True, type=click.Choice(kernel_names()),
               help="Kernel personality or what-if variant; repeat for a side-by-side view "
@@ -101,6 +104,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 
 @cli.command()
+@exclusive("full", "tests")
 @click.option("--kernel", "-k", "kernels", multiple=True,
               help="Kernel (what-if variants accepted); repeat for several (default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
@@ -165,6 +169,7 @@ def _selftest_progress(run, total: int):
 
 
 @cli.command()
+@alone("list_only", but=("as_json",))
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True,
@@ -325,6 +330,7 @@ def _replayable(trace) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@exclusive("vm_version", "buffer_mb")  # the guest recorder sizes its own buffers
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
@@ -372,10 +378,18 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
+    ctx = click.get_current_context()
     if vm_version is not None:
         return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
+    if given(ctx, "cpus"):
+        raise BadInput("--cpus applies only with --vm (the guest's CPUs)")
     if len(command) == 1 and file_version(command[0]) is not None:
+        for name, option in (("output", "-o"), ("buffer_mb", "--buffer-mb")):
+            if given(ctx, name):
+                raise BadInput(f"{option} cannot be used when validating a trace FILE (nothing is recorded)")
         return _validate_file(command[0], names, as_json, max_error, slack)
+    if given(ctx, "slack"):
+        raise BadInput("--slack applies only to a trace FILE or --vm (a live validation compares rseq_update)")
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
@@ -445,9 +459,12 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) 
       rseqlab cost
       rseqlab cost --reps 31 --save cost.json
     """
+    from .files import check_writable
     from .live import cost as live_cost
     from .report import live as live_report
 
+    if save is not None:
+        check_writable(save, "--save", "cost model")  # before the measurement, not after it
     model = live_cost.measure(reps=reps, rounds=rounds, signals=signals)
     if save:
         live_cost.save_model(model, save)
@@ -478,6 +495,7 @@ def rseq_area(as_json: bool) -> None:
 
 
 @cli.command()
+@alone("list_only")
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
 def workload(name: str | None, list_only: bool) -> None:
@@ -500,6 +518,9 @@ def workload(name: str | None, list_only: bool) -> None:
 
 
 @cli.command("check")
+@exclusive("scenario", "list_only", "list_kernels")
+@alone("list_only", but=("as_json",))
+@alone("list_kernels", but=("as_json",))
 @click.argument("scenario", required=False)
 @click.option("--kernel", "-k", "kernel", help="Kernel personality or what-if variant (see --list-kernels).")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")

@@ -1,4 +1,5 @@
-"""Reading input files safely: regular files only, and JSON without NaN or Infinity.
+"""Reading input files safely: regular files only, and JSON without NaN or Infinity; and output
+paths checked before the work that fills them.
 
 Shared by the loaders of trace files, step files and cost models, so that each refuses the same
 hostile inputs the same way: a FIFO must not block the ``open()``, a device (``/dev/zero``) or a
@@ -39,3 +40,21 @@ def loads_finite(text: str | bytes) -> Any:
     """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (ValueError), which
     Python's parser accepts and the JSON standard does not."""
     return json.loads(text, parse_constant=_reject_constant)
+
+
+def check_writable(output: str | Path, option: str, what: str) -> Path:
+    """Refuse an output path that cannot be written, before anything runs (not after a recording
+    or a measurement). ``option`` names the option in the message (``"-o"``), ``what`` the file."""
+    if str(output) == "":
+        raise BadInput(f"{option}: an empty path; name the {what} to write")
+    path = Path(output)
+    if path.is_dir():
+        raise BadInput(f"{option} {path}: is a directory")
+    if path.exists() and not path.is_file():
+        raise BadInput(f"{option} {path}: not a regular file (a {what} is written as a file)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadInput(f"{option} {path}: not writable")
+    return path

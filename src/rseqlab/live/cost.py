@@ -94,7 +94,10 @@ def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000) -> dic
 
 
 def save_model(model: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+    try:
+        Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:  # e.g. /dev/full, or the disk filled during the measurement
+        raise BadInput(f"--save {path}: cannot write: {exc.strerror or exc}") from None
 
 
 #: A cost per access or per pass beyond this (one millisecond) is not a measurement of RSEQ work.

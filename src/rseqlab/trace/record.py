@@ -428,19 +428,9 @@ def _available_mb() -> int | None:
 
 def check_output(output: str | Path) -> Path:
     """Refuse an output path that cannot be written, before anything runs (not after)."""
-    if str(output) == "":
-        raise BadInput("-o: an empty path; name the trace file to write")
-    path = Path(output)
-    if path.is_dir():
-        raise BadInput(f"-o {path}: is a directory")
-    if path.exists() and not path.is_file():
-        raise BadInput(f"-o {path}: not a regular file (a trace is written as a file)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"-o {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BadInput(f"-o {path}: not writable")
-    return path
+    from ..files import check_writable
+
+    return check_writable(output, "-o", "trace file")
 
 
 def record(command: list[str], output: str | Path | None = None, *, buffer_mb: int = 32,
