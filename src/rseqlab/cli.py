@@ -12,13 +12,13 @@ import sys
 
 from . import _startup
 
-_previous_sigint = _startup.guard()  # released at the end of this module
+_previous_handlers = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
 from . import scenarios
 from .cli_conflicts import alone, exclusive, given
-from .errors import BadInput, ExitStatus, RseqlabError
+from .errors import BadInput, ExitStatus, RseqlabError, Terminated
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, dump_json
 from .report import explain as explain_report
@@ -361,10 +361,10 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     """
     import os
     import platform
-    import tempfile
 
     from .kernel import arch_by_name
     from .report import live as live_report
+    from .tmpdirs import owned_tempdir
     from .trace.format import file_version
     from .trace.record import record as do_record
     from .trace.replay import replay as do_replay
@@ -393,7 +393,7 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
-    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
+    with owned_tempdir("rseqlab-validate-live-") as tmp:
         res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
                         stdout_to_stderr=as_json)
     data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
@@ -412,11 +412,10 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
                  as_json: bool, max_error: float | None, slack: int) -> int:
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
-    import tempfile
-
+    from .tmpdirs import owned_tempdir
     from .vm import vmrun
 
-    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-vm-") as tmp:
+    with owned_tempdir("rseqlab-validate-vm-") as tmp:
         path = output or f"{tmp}/vm.trace"
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
@@ -593,7 +592,15 @@ _register_vm()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status instead of raising."""
+    """Run the CLI; returns the exit status instead of raising.
+
+    SIGTERM and SIGHUP end every command as Ctrl-C does (``_startup.terminate_cleanly``): its
+    clean-ups run, one line goes to stderr, and the status is 128 + the signal's number."""
+    with _startup.terminate_cleanly():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.UsageError as exc:
@@ -606,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     except RseqlabError as exc:
         _error(str(exc))
         return exc.status
+    except Terminated as exc:
+        _error(str(exc))
+        return 128 + exc.signum
     except (KeyboardInterrupt, click.Abort) as exc:
         # click turns a KeyboardInterrupt into Abort; the recorder's says what it kept.
         cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
@@ -618,7 +628,7 @@ def _error(message: str) -> None:
     print(f"rseqlab: error: {message}", file=sys.stderr)
 
 
-_startup.release(_previous_sigint)
+_startup.release(_previous_handlers)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, RseqlabError, Unavailable
+from ..errors import BadInput, RseqlabError, Terminated, Unavailable
 from ..live.rseq_area import glibc_version, read_rseq_area
 from . import parse
 from .format import EVENT_COLUMNS, SYSARGS_FOR, IrqKind, Kind, Trace
@@ -439,7 +439,8 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
 
     ``stdout_to_stderr`` sends the command's output to stderr (when our stdout carries JSON).
     Interrupted by SIGINT, SIGTERM or SIGHUP, it stops the command's whole tree, saves what was
-    recorded (``meta["incomplete"]``) and raises :class:`Interrupted`.
+    recorded (``meta["incomplete"]``) and raises :class:`Interrupted` (SIGINT) or
+    :class:`~rseqlab.errors.Terminated` (SIGTERM, SIGHUP).
     """
     from .format import save
 
@@ -472,7 +473,10 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
                 if trace is not None and path is not None:
                     save(trace, path)
                     kept = f"; kept what was recorded in {path} (marked incomplete)"
-            raise Interrupted(f"interrupted by {guard.name}{kept}")
+            message = f"interrupted by {guard.name}{kept}"
+            if guard.received == signal.SIGINT:
+                raise Interrupted(message)
+            raise Terminated(guard.received, message)  # the CLI's SIGTERM/SIGHUP policy: 128 + signo
     result = RecordResult(trace, path)
     if path is not None:
         try:
