@@ -6,9 +6,7 @@ Layers, bottom up: ``abi`` (struct layouts and constants), ``usermem``
 ``report`` (tables and JSON), ``cli`` (the command).
 """
 
-from __future__ import annotations
-
-from . import _startup
+from . import _startup  # first: the start-up signal guard (no `from __future__`, it imports a module)
 
 _previous_handlers = _startup.guard()
 

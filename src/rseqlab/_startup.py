@@ -21,34 +21,46 @@ A Ctrl-C there gets Python's own handling (a ``KeyboardInterrupt`` traceback); S
 their default action. Nothing of rseqlab has run then.
 """
 
-from __future__ import annotations
-
+# Only modules the interpreter has loaded before any user code: importing anything more would
+# itself lengthen the unguarded window the guard is here to close. ``signal`` (the Python module)
+# alone costs ~30 ms here (it imports enum, functools, collections), so this uses its C core
+# ``_signal``; no ``from __future__`` either (it imports a module).
+import _signal as signal
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 
 #: The signals a command turns into a clean exit (SIGINT is Python's KeyboardInterrupt).
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+def signal_name(signum: int) -> str:
+    return _NAMES.get(signum, f"signal {signum}")
 
 
 def _quiet_exit(signum, frame) -> None:  # pragma: no cover - ends the process
-    word = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+    word = "interrupted" if signum == signal.SIGINT else f"terminated by {signal_name(signum)}"
     sys.stderr.write(f"rseqlab: error: {word}\n")
     sys.stderr.flush()
     os._exit(128 + signum)
 
 
 def _at_default(signum: int) -> bool:
-    return signal.getsignal(signum) is (signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    if signum == signal.SIGINT:
+        return signal.getsignal(signum) is signal.default_int_handler
+    return signal.getsignal(signum) == signal.SIG_DFL
 
 
 def guard() -> dict:
     """Install the quiet handler on every signal still at its default; returns what to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, _quiet_exit) for s in (signal.SIGINT, *TERMINATING) if _at_default(s)}
+    previous = {}
+    for s in (signal.SIGINT, *TERMINATING):
+        if _at_default(s):
+            try:
+                previous[s] = signal.signal(s, _quiet_exit)
+            except ValueError:  # imported outside the main thread: handlers cannot be set there
+                break
+    return previous
 
 
 def release(previous: dict | None) -> None:
@@ -57,25 +69,30 @@ def release(previous: dict | None) -> None:
             signal.signal(s, handler)
 
 
-@contextmanager
-def terminate_cleanly():
-    """SIGTERM and SIGHUP raise :class:`Terminated` (once) while the block runs; restored after."""
-    from .errors import Terminated
+class terminate_cleanly:  # noqa: N801 - used as a context manager, like contextlib's
+    """SIGTERM and SIGHUP raise :class:`Terminated` (once) while the block runs; restored after.
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
+    A class rather than a ``contextlib`` generator, so that this module imports nothing new."""
 
-    def handler(signum, frame) -> None:
-        if fired:
+    def __enter__(self) -> "terminate_cleanly":
+        self.fired: list[int] = []
+        self.old = {}
+        for s in TERMINATING:
+            if signal.getsignal(s) == signal.SIG_DFL:
+                try:
+                    self.old[s] = signal.signal(s, self._handle)
+                except ValueError:  # not the main thread: signals stay as they are
+                    break
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        from .errors import Terminated
+
+        if self.fired:
             return  # the first one is already unwinding the command; let its clean-up finish
-        fired.append(signum)
+        self.fired.append(signum)
         raise Terminated(signum)
 
-    old = {s: signal.signal(s, handler) for s in TERMINATING if signal.getsignal(s) is signal.SIG_DFL}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
+    def __exit__(self, *exc) -> None:
+        for s, h in self.old.items():
             signal.signal(s, h)

@@ -616,6 +616,12 @@ def _run(argv: list[str] | None) -> int:
     except Terminated as exc:
         _error(str(exc))
         return 128 + exc.signum
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a file the user named: an rseqlab bug, with its traceback
+        # A path the user gave that the system refuses (too long, a loop, not a directory, ...).
+        _error(f"{exc.filename}: {exc.strerror or exc}")
+        return ExitStatus.BAD_INPUT
     except (KeyboardInterrupt, click.Abort) as exc:
         # click turns a KeyboardInterrupt into Abort; the recorder's says what it kept.
         cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
@@ -625,7 +631,9 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _error(message: str) -> None:
-    print(f"rseqlab: error: {message}", file=sys.stderr)
+    # One line whatever the message quotes: a file name or argument may hold a line break.
+    one_line = message.strip().replace("\r", "\\r").replace("\n", "\\n")
+    print(f"rseqlab: error: {one_line}", file=sys.stderr)
 
 
 _startup.release(_previous_handlers)

@@ -41,11 +41,11 @@ class Terminated(BaseException):
     was kept (the recorder's interrupted trace)."""
 
     def __init__(self, signum: int, message: str | None = None) -> None:
-        import signal
+        from ._startup import signal_name
 
         super().__init__(signum, message)
         self.signum = int(signum)
-        self.message = message or f"terminated by {signal.Signals(signum).name}"
+        self.message = message or f"terminated by {signal_name(signum)}"
 
     def __str__(self) -> str:
         return self.message

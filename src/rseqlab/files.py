@@ -48,13 +48,18 @@ def check_writable(output: str | Path, option: str, what: str) -> Path:
     if str(output) == "":
         raise BadInput(f"{option}: an empty path; name the {what} to write")
     path = Path(output)
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+        parent = path.parent if str(path.parent) else Path(".")
+        parent_ok = parent.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise BadInput(f"{option} {path}: {exc.strerror or exc}") from None
+    if is_dir:
         raise BadInput(f"{option} {path}: is a directory")
-    if path.exists() and not path.is_file():
+    if exists and not path.is_file():
         raise BadInput(f"{option} {path}: not a regular file (a {what} is written as a file)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent_ok:
         raise BadInput(f"{option} {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK) or (exists and not os.access(path, os.W_OK)):
         raise BadInput(f"{option} {path}: not writable")
     return path
