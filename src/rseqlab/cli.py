@@ -198,9 +198,12 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
 
     con = console()
     if list_only:
-        for name in builtin_names():
-            w = load_workload(name)
-            click.echo(f"{name:16} {w.description}")
+        found = [load_workload(name) for name in builtin_names()]
+        if as_json:  # --json was accepted here and ignored (issue 17's CLI fuzz)
+            click.echo(dump_json([{"workload": w.name, "description": w.description} for w in found]))
+            return
+        for w in found:
+            click.echo(f"{w.name:16} {w.description}")
         return
     names = _kernel_list(kernels, arch)
     w = load_workload(workload)
