@@ -133,3 +133,13 @@ def test_nohup_keeps_sighup_ignored():
             "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["cost", "--reps", "9999999999999999999999999"], "--reps must be in 1..1001"),
+    (["cost", "--rounds", "0"], "--rounds must be in 1..10,000,000"),
+    (["cost", "--signals", "100000000"], "--signals must be in 1..10,000,000"),
+])
+def test_cost_work_is_bounded(run_cli, argv, message):
+    r = run_cli(*argv)
+    assert r.status == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -56,10 +56,19 @@ def _run(exe: Path, args: list[str], rseq: bool) -> float:
     return float(res.stdout.split()[1])
 
 
+#: Work limits of ``measure``: at most about 4 * 1001 benchmark runs; one run of 10,000,000 round
+#: trips takes ~50 s here, so the largest accepted measurement is already a matter of days.
+MAX_REPS = 1001
+MAX_OPS = 10_000_000
+
+
 def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000) -> dict:
     """Run both benchmarks A/B, ``reps`` interleaved repetitions each; returns the cost model."""
-    if reps < 1 or rounds < 1 or signals < 1:
-        raise BadInput("--reps, --rounds and --signals must be positive")
+    if not (1 <= reps <= MAX_REPS):
+        raise BadInput(f"--reps must be in 1..{MAX_REPS} (got {reps})")
+    for option, value in (("--rounds", rounds), ("--signals", signals)):
+        if not (1 <= value <= MAX_OPS):
+            raise BadInput(f"{option} must be in 1..{MAX_OPS:,} (got {value})")
     benches = {"pingpong": (build("pingpong"), [str(rounds), "same"]),
                "sigstorm": (build("sigstorm"), [str(signals)])}
     samples = {b: {"on": [], "off": []} for b in benches}
