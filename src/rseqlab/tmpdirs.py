@@ -20,8 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".rseqlab-owner"
-#: A directory without its lock file younger than this may be one being created right now.
-_CREATING_S = 60.0
+#: A directory without a lock file is one being created right now, or one made by an rseqlab
+#: from before the locks (a live run of it cannot be told from a dead one): only a day old or
+#: more is it taken for a leftover.
+_UNLOCKED_STALE_S = 86400.0
 
 
 def remove_stale(prefix: str, root: str | Path | None = None) -> list[Path]:
@@ -33,7 +35,7 @@ def remove_stale(prefix: str, root: str | Path | None = None) -> list[Path]:
                 continue
             lock = d / LOCK_NAME
             if not lock.exists():
-                if time.time() - d.stat().st_mtime < _CREATING_S:
+                if time.time() - d.stat().st_mtime < _UNLOCKED_STALE_S:
                     continue
             else:
                 fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
