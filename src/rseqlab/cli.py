@@ -2,8 +2,9 @@
 
 ``main()`` is the only place that turns errors into exit codes: a
 :class:`~rseqlab.errors.RseqlabError` or a usage error becomes one line on
-stderr and its status; anything else is an rseqlab bug and keeps its
-traceback.
+stderr and its status, as does an ``OSError`` about a named file (a path the
+system refuses) and SIGTERM/SIGHUP (128 + the signal's number); anything else
+is an rseqlab bug and keeps its traceback.
 """
 
 from __future__ import annotations
