@@ -267,3 +267,15 @@ def test_the_seeds_themselves_are_accepted(seed_name, tmp_path):
         (tmp_path / "c.json").write_text(_COST.replace('"rseqlab-cost"', json.dumps(COST_FORMAT))
                                          .replace('"version": 1', f'"version": {COST_VERSION}'))
         assert load_model(tmp_path / "c.json")["ns_per_user_access"] == 26.8
+
+
+def test_the_bounds_can_fail():
+    """The memory and time bounds of the property really stop a case (a bound that cannot fire
+    would make every fuzz figure meaningless)."""
+    with pytest.raises(MemoryError):
+        with memory_bound(64):
+            bytearray(256 << 20)
+    with pytest.raises(Hang):
+        with time_bound(1):
+            while True:
+                pass
