@@ -48,6 +48,16 @@ class Boundary(BaseException):
     """A stub at the edge of the real world was reached: the arguments passed every check."""
 
 
+@pytest.fixture(scope="module")
+def boundaries():
+    """The stubs, once for all of a test's examples (a function-scoped monkeypatch would not be
+    undone between Hypothesis examples, and would stub the stubs)."""
+    mp = pytest.MonkeyPatch()
+    _boundaries(mp)
+    yield
+    mp.undo()
+
+
 def _boundaries(monkeypatch) -> None:
     """Stub what would record, boot, fetch or benchmark, just after the argument checks."""
     from rseqlab.live import cost
@@ -250,12 +260,15 @@ def test_the_generator_covers_every_command():
 
 @given(data=st.data())
 @settings(max_examples=150 * SCALE, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-def test_cli_arguments(pools, monkeypatch, data):
+def test_cli_arguments(pools, boundaries, data):
     paths, words, tmp = pools
-    _boundaries(monkeypatch)
-    monkeypatch.chdir(tmp)  # relative defaults (-o rseqlab.trace) land in the scratch directory
     args = data.draw(argv(paths, words))
-    status, out, err = run_in_process(args)
+    here = os.getcwd()
+    os.chdir(tmp)  # relative defaults (-o rseqlab.trace) land in the scratch directory
+    try:
+        status, out, err = run_in_process(args)
+    finally:
+        os.chdir(here)
     if status != "boundary":
         _check_outcome(args, status, out, err)
 

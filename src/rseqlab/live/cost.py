@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import BadInput, RseqlabError
-from ..files import loads_finite
+from ..files import loads_finite, open_regular
 from .rseq_area import glibc_version
 from .workloads import build
 
@@ -109,6 +109,8 @@ def save_model(model: dict, path: str | Path) -> None:
         raise BadInput(f"--save {path}: cannot write: {exc.strerror or exc}") from None
 
 
+#: A saved model is about 1.5 KiB.
+MAX_MODEL_BYTES = 1 << 20
 #: A cost per access or per pass beyond this (one millisecond) is not a measurement of RSEQ work.
 MAX_COST_NS = 1_000_000.0
 
@@ -118,10 +120,12 @@ def load_model(path: str | Path) -> dict:
 
     Every cost must be a finite number in 0..``MAX_COST_NS``: a NaN or an infinity would
     otherwise reach the ``--json`` output as text JSON does not allow."""
+    with open_regular(path, "cost model") as f:  # /dev/zero, /dev/full or a FIFO: refused, not read
+        data = f.read(MAX_MODEL_BYTES + 1)
+    if len(data) > MAX_MODEL_BYTES:
+        raise BadInput(f"{path}: more than {MAX_MODEL_BYTES >> 10} KiB; not a cost model")
     try:
-        model = loads_finite(Path(path).read_text())
-    except OSError as exc:
-        raise BadInput(f"cannot read cost model {path}: {exc.strerror or exc}") from None
+        model = loads_finite(data)
     except (ValueError, RecursionError):
         raise BadInput(f"{path}: not a cost model (invalid JSON)") from None
     if not isinstance(model, dict) or model.get("format") != COST_FORMAT:
