@@ -145,3 +145,21 @@ def test_nohup_keeps_sighup_ignored():
 def test_cost_work_is_bounded(run_cli, argv, message):
     r = run_cli(*argv)
     assert r.status == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.parametrize("path", ["/dev/full", "/dev/zero"])
+def test_a_device_given_as_a_file_is_refused_not_read(run_cli, path):
+    """Found by the CLI fuzz: a cost model or config fragment read from a device never ended."""
+    for argv in (["compare", "--cost-model", path], ["kernels", "get", "6.19.10", "--config", path]):
+        r = run_cli(*argv)
+        assert r.status == 2 and "not a regular file" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_an_error_quoting_a_line_break_stays_one_line(run_cli):
+    r = run_cli("kernels", "get", "6.19.10", "--config", "a\nb")
+    assert r.status == 2 and r.stderr.count("\n") == 1 and "a\\nb" in r.stderr
+
+
+def test_a_path_longer_than_the_file_system_allows_is_one_line(run_cli):
+    r = run_cli("cost", "--save", "x" * 5000)
+    assert r.status == 2 and r.stderr.count("\n") == 1 and "too long" in r.stderr, r.stderr
