@@ -60,7 +60,7 @@ sys.exit(main(["vm", "run", "6.19.10", "-o", sys.argv[1], "--", "/bin/true"]))
 """
 
 
-def _vm_run_dirs(pid=None) -> set[Path]:
+def _vm_run_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("rseqlab-vmrun-*"))
 
 
