@@ -89,7 +89,7 @@ def cli() -> None:
 
 @cli.command()
 @exclusive("scenario", "list_only", "run_all")
-@alone("list_only", but=("as_json",))
+@alone("list_only", but=("as_json", "arch"))  # --arch is still checked (tests/test_arch_cli.py)
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant; several give a side-by-side view "
                 "(default: the releases).")
@@ -538,8 +538,8 @@ def workload(name: str | None, list_only: bool) -> None:
 
 @cli.command("check")
 @exclusive("scenario", "list_only", "list_kernels")
-@alone("list_only", but=("as_json",))
-@alone("list_kernels", but=("as_json",))
+@alone("list_only", but=("as_json", "arch"))
+@alone("list_kernels", but=("as_json", "arch"))
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant (see --list-kernels); several are checked in turn.")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
