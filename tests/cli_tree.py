@@ -35,6 +35,8 @@ def valid_value(param: click.Parameter) -> str:
         return "1"
     if isinstance(t, (click.types.FloatParamType, click.types.FloatRange)):
         return "1.5"
+    if isinstance(t, click.Path):
+        return "out.svg"  # a name every path option's own check accepts (--plot wants .png or .svg)
     default = param.default if not callable(param.default) else None
     if isinstance(default, str) and default:
         return default
