@@ -46,6 +46,8 @@ def format_option(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, fmt: str | None = None, **kwargs):
+        if fmt not in (None, "json") and kwargs.get("as_json"):
+            raise BadInput(f"--json and --format {fmt} cannot be combined (--json is --format json)")
         if fmt in (None, "table"):
             return fn(*args, **kwargs)
         kwargs["as_json"] = True
