@@ -8,6 +8,7 @@ A bar appears only once a run has lasted a second: short runs stay quiet.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,8 +17,17 @@ from rich.console import Console
 from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-#: Seconds a run lasts before its bar is shown.
-QUIET_S = 1.0
+#: Seconds a run lasts before its bar is shown; ``RSEQLAB_PROGRESS_AFTER`` changes it (the tests
+#: set 0, so that a bar shows on a fast machine too).
+def _quiet_seconds(default: float = 1.0) -> float:
+    try:
+        value = float(os.environ.get("RSEQLAB_PROGRESS_AFTER", default))
+    except ValueError:  # a progress bar is not worth an error: keep the default
+        return default
+    return value if value >= 0 else default
+
+
+QUIET_S = _quiet_seconds()
 
 
 def _stderr() -> Console:
