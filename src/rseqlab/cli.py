@@ -16,8 +16,9 @@ _previous_sigint = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
-from . import scenarios
+from . import fanout, scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
+from .fanout import Fanout, parse_seeds
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, dump_json
 from .report import explain as explain_report
@@ -29,6 +30,15 @@ ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (
 def _arch_option(fn):
     """``--arch``: every command that takes a kernel takes it (issue 13)."""
     return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
+
+
+def _fanout_options(fn):
+    """``--jobs`` and ``--scheduler``: where independent runs go (``rseqlab.fanout``, docs/scale.md)."""
+    fn = click.option("--scheduler", metavar="ADDRESS", default=None,
+                      help="Run on a Dask cluster, e.g. tcp://HOST:8786 (default: $RSEQLAB_SCHEDULER).")(fn)
+    return click.option("--jobs", "-j", type=int, default=None,
+                        help="Local worker processes (default: the usable cores; 1: this process). "
+                             "Results are identical for any number.")(fn)
 
 
 def _on_arch(names: list[str], arch: str | None) -> list[str]:
@@ -170,14 +180,17 @@ def _selftest_progress(run, total: int):
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True,
               help="Comma-separated kernels (what-if variants accepted).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Run kernels in parallel processes.")
+@click.option("--seeds", "seed_list", metavar="SEEDS",
+              help="Many seeds (0-99, 1,5,9): each counter's mean, 95% interval and spread (docs/scale.md).")
+@_fanout_options
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_arch_option
-def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str | None, plot: str | None,
-            as_json: bool, list_only: bool, arch: str) -> None:
+def compare(workload: str, kernels: str, seed: int, seed_list: str | None, jobs: int | None,
+            scheduler: str | None, cost_model: str | None, plot: str | None,
+            as_json: bool, list_only: bool, arch: str) -> int | None:
     """Simulate a workload under each kernel; the table of the 6.19 commit message.
 
     \b
@@ -199,8 +212,11 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
         return
     names = _kernel_list(kernels, arch)
     w = load_workload(workload)
+    fan = Fanout.from_options(jobs, scheduler)
+    if seed_list is not None:
+        return _compare_seeds(w, names, parse_seeds(seed_list), fan, as_json)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, fan=fan, progress=progress),
                              names, w.duration_ms)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
@@ -216,6 +232,58 @@ def compare(workload: str, kernels: str, seed: int, jobs: int, cost_model: str |
     con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
     for kernel, checks in data.get("program_checks", {}).items():
         con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
+
+
+def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) -> int:
+    """``compare --seeds``: every kernel under every seed; on Ctrl-C, the seeds every kernel finished."""
+    from . import compare as cmp
+    from .report.compare import render_distribution
+
+    status = ExitStatus.SUCCESS
+    try:
+        results = _fan_progress(lambda cb: cmp.compare_seeds(w, names, seeds, fan=fan, on_result=cb),
+                                len(names) * len(seeds), f"{w.name}")
+    except fanout.Interrupted as exc:
+        n = len(seeds)
+        whole = [j for j in range(n) if all(i * n + j in exc.done for i in range(len(names)))]
+        if not whole:
+            raise
+        _error(f"interrupted: reporting the {len(whole)} of {n} seeds every kernel finished")
+        results = {k: [exc.done[i * n + j] for j in whole] for i, k in enumerate(names)}
+        seeds = [seeds[j] for j in whole]
+        status = ExitStatus.INTERRUPTED
+    data = cmp.seeds_json(w, seeds, results)
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        render_distribution(console(), f"{w.name}: {len(seeds)} seeds ({_seed_text(seeds)}): {w.description}", data)
+    return status
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ",".join(map(str, seeds[:8])) + (",..." if len(seeds) > 8 else "")
+
+
+def _fan_progress(run, total: int, label: str):
+    """A progress bar on stderr for fanned-out runs longer than a second (only on a terminal)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return run(None)
+    started = time.monotonic()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total, visible=False)
+
+        def on_result(index, result) -> None:
+            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0)
+
+        return run(on_result)
 
 
 def _with_progress(run, kernels: list[str], duration_ms: int | None):
