@@ -119,9 +119,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fanout_options
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, arch: str) -> int:
+             as_json: bool, jobs: int | None, scheduler: str | None, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -138,18 +139,30 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     chosen = _on_arch(list(kernels) or KERNELS, arch)
     for k in chosen:
         kernel_class(k)  # BadInput naming the accepted kernels
+    arm64 = any(k.endswith("@arm64") for k in chosen)
+    fan = Fanout.from_options(jobs, scheduler)
     try:
-        cases = runner.plan(list(tests) or None, full=full, cpus=cpus,
-                            arm64=any(k.endswith("@arm64") for k in chosen))
+        cases = runner.plan(list(tests) or None, full=full, cpus=cpus, arm64=arm64)
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
-                                 len(cases) * len(chosen))
+    interrupted = False
+    try:
+        results = _selftest_progress(
+            lambda on_result: runner.run_fanout(list(tests) or None, chosen, full=full, cpus=cpus, arm64=arm64,
+                                                seed=seed, fan=fan, on_result=on_result),
+            len(cases) * len(chosen))
+    except fanout.Interrupted as exc:
+        if not exc.done:
+            raise
+        _error(f"interrupted: reporting the {len(exc.done)} of {exc.total} runs that finished")
+        results, interrupted = [exc.done[i] for i in sorted(exc.done)], True
     if as_json:
         click.echo(dump_json([r.as_json() for r in results]))
     else:
         selftest_report.render(console(), results, len(results))
+    if interrupted:
+        return ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
 
 
@@ -167,7 +180,7 @@ def _selftest_progress(run, total: int):
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("selftests", total=total, visible=False)
 
-        def on_result(result) -> None:
+        def on_result(index, result) -> None:
             bar.update(task, advance=1, visible=time.monotonic() - started > 1.0,
                        description=f"{result.test[:40]} [{result.kernel}]")
 
@@ -577,9 +590,25 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+@click.option("--reduction", type=click.Choice(["sleep", "local", "none"]), default="sleep", show_default=True,
+              help="Partial-order reduction: sleep sets + thread-local persistent sets, the latter only, or "
+                   "none (state hashing only).")
+@click.option("--measure-reduction", is_flag=True, help="Also run the unreduced search and report the ratio.")
+@click.option("--subtrees", type=int, default=1, show_default=True,
+              help="Split the search into at least N subtrees, explored in parallel (--jobs, --scheduler).")
+@_fanout_options
+@click.option("--estimate", is_flag=True, help="Estimate the size of the search (random probes) instead of running it.")
+@click.option("--probes", type=int, default=50, show_default=True, help="--estimate: random probes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--estimate: seed of the probes.")
+@click.option("--save-counterexample", "save_to", type=click.Path(dir_okay=False),
+              help="Write the shortest counterexample's choices to FILE (for --replay).")
+@click.option("--replay", "replay_file", type=click.Path(dir_okay=False),
+              help="Run a counterexample saved by --save-counterexample again, traced.")
 @_arch_option
 def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str) -> int:
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, reduction: str,
+              measure_reduction: bool, subtrees: int, jobs: int | None, scheduler: str | None, estimate: bool,
+              probes: int, seed: int, save_to: str | None, replay_file: str | None, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -594,7 +623,6 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
       rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
-    from .check.stepfile import load_step_file
     from .kernel import kernel_class, kernel_summary
     from .report import check as check_report
 
@@ -611,21 +639,41 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
         rows = [(name, kernel_summary(name)) for name in kernel_names()]
         click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
         return ExitStatus.SUCCESS
+    if replay_file is not None:
+        from .check import parallel
+
+        job, choices, _ = parallel.load_counterexample(replay_file)
+        result = parallel.replay_counterexample(job, choices)
+        click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
+        return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
     if kernel is None:
         raise BadInput(f"missing --kernel; accepted: {', '.join(kernel_names())}")
     kernel = _on_arch([kernel], arch)[0]
-    if scenario in checker.SCENARIOS:
-        sc = checker.SCENARIOS[scenario]()
-    elif scenario.endswith(".rseq") or "/" in scenario:
-        sc = load_step_file(scenario)
-    else:
-        raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
-                       "or a step file (*.rseq)")
+    from .check import parallel
+
+    kernel_class(kernel)  # unknown kernel: BadInput with the accepted names
     bounds = checker.Bounds(preemptions, migrations, signals)
-    result = checker.check(sc, kernel, bounds, debug=debug)
-    click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
+    bounds.validate()
+    job = parallel.Job(parallel.scenario_spec(scenario), kernel, bounds, debug, reduction)
+    if estimate:
+        data = parallel.estimate(job, probes=probes, seed=seed)
+        click.echo(dump_json(data) if as_json else check_report.render_estimate(job, data))
+        return ExitStatus.SUCCESS
+    fan = Fanout.from_options(jobs, scheduler)
+    if subtrees == 1:
+        result = checker.check(parallel.build_scenario(job.spec), kernel, bounds, debug=debug, reduction=reduction)
+    else:
+        result = _fan_progress(lambda cb: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
+                               subtrees, f"{scenario} subtrees")
+    unreduced = None
+    if measure_reduction:
+        unreduced = checker.check(parallel.build_scenario(job.spec), kernel, bounds, debug=debug, reduction="none")
+    if save_to is not None:
+        parallel.save_counterexample(save_to, job, result)
+    click.echo(dump_json(check_report.as_json(result, unreduced)) if as_json
+               else check_report.render(result, unreduced))
     return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
 
 

@@ -543,10 +543,11 @@ class Explorer:
         #: state digest -> (remaining budgets, sleep set) it was explored with
         self.seen: dict[bytes, list[tuple[tuple[int, int, int], frozenset]]] = {}
 
-    def run(self, root: list[int] | None = None) -> CheckResult:
+    def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
 
-        ``root``: explore only the subtree below this prefix of choices (``check --subtrees``).
+        ``root``: explore only the subtree below this prefix of choices (``check --subtrees``);
+        ``trace``: run the counterexample again with tracing (its choices are kept either way).
 
         Partial-order reduction, two parts (``reduction="sleep"``; ``"local"`` is the first
         alone, ``"none"`` neither: state hashing only):
@@ -593,7 +594,7 @@ class Explorer:
             if node.fp is not None:
                 node.done.append((node.alts[node.allowed[node.pos]], node.fp))
             node.pos += 1
-        counterexample = self.execute(first, trace=True, prune=False) if first is not None else None
+        counterexample = self.execute(first, trace=True, prune=False) if first is not None and trace else None
         return CheckResult(self.scenario, self.kernel, self.bounds, self.debug, explored,
                            len(self.seen), violations, counterexample, depth_cut, self.reduction, first)
 
