@@ -150,7 +150,7 @@ def _run_dask(fn, items: list[Any], fan: Fanout, keep) -> None:
     except ImportError:  # pragma: no cover - a pinned dependency
         raise BadInput("--scheduler needs the 'distributed' package (pip install rseqlab)") from None
     try:
-        client = Client(fan.scheduler, timeout="10s", set_as_default=False)
+        client = Client(fan.scheduler, timeout="5s", set_as_default=False)
     except OSError as exc:
         raise BadInput(f"--scheduler {fan.scheduler}: cannot reach the Dask scheduler ({exc})") from None
     try:
@@ -159,8 +159,8 @@ def _run_dask(fn, items: list[Any], fan: Fanout, keep) -> None:
         futures = [client.submit(run_batch, fn, b.start, items[b.start:b.stop], pure=False, retries=RETRIES)
                    for b in _batches(len(items), size)]
         try:
-            for _, batch in as_completed(futures, with_results=True):
-                for index, result in batch:
+            for future in as_completed(futures, loop=client.loop):
+                for index, result in future.result():
                     keep(index, result)
         except BaseException:
             client.cancel(futures)
