@@ -188,3 +188,60 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, tiny):
     assert killed.is_set()
     assert sorted(arrived) == list(range(12))  # each result once: none lost, none twice
     assert [r.as_json() for r in results] == serial
+
+
+# ----------------------------------------------------------------------
+# sweep and replay of several recordings
+# ----------------------------------------------------------------------
+def test_sweep_runs_workloads_kernels_variants_and_seeds(capsys, tmp_path, tiny):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(f'workloads = ["{tiny}"]\nkernels = ["6.18", "6.19"]\nvariants = ["no-cs-check"]\n'
+                     'seeds = [0, 2]\n')
+    status, out = _cli(capsys, "sweep", str(sweep), "-j", "1", "--json")
+    data = json.loads(out)
+    assert status == 0 and data["sweep"]["kernels"] == ["6.18", "6.19", "6.19:no-cs-check"]
+    block = data["workloads"]["tiny-pingpong"]
+    assert block["seeds"] == [0, 2] and len(block["kernels"]["6.19:no-cs-check"]["exit"]["samples"]) == 2
+    _, parallel = _cli(capsys, "sweep", str(sweep), "-j", "2", "--json")
+    assert parallel == out
+    # the same numbers as compare --seeds for the same runs
+    _, cmp_out = _cli(capsys, "compare", "-w", tiny, "--kernels", "6.18,6.19,6.19:no-cs-check", "--seeds", "0,2",
+                      "--json", "-j", "1")
+    assert json.loads(cmp_out)["kernels"] == block["kernels"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('workloads = ["pingpong"]\nkernels = ["6.19"]\n', "seeds"),
+    ('workloads = ["pingpong"]\nkernels = ["9.9"]\nseeds = "0-1"\n', "unknown kernel"),
+    ('workloads = ["pingpong"]\nkernels = ["6.18"]\nvariants = ["no-cs-check"]\nseeds = "0"\n', "applies to none"),
+    ('workloads = []\nkernels = ["6.18"]\nseeds = "0"\n', "workloads"),
+    ('workload = ["pingpong"]\n', "unknown key"),
+    ('workloads = ["nope.toml"]\nkernels = ["6.18"]\nseeds = "0"\n', "nope.toml"),
+    ("not toml [", "not a sweep file"),
+])
+def test_a_bad_sweep_file_is_one_error_line(capsys, tmp_path, text, message):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(text)
+    assert main(["sweep", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_replay_of_several_recordings_aggregates_them(capsys, tmp_path):
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "guest-7.1.8-stats-sigstorm.trace"
+    paths = []
+    for name in ("a", "b"):
+        p = tmp_path / f"{name}.trace"
+        p.write_bytes(src.read_bytes())
+        paths.append(str(p))
+    _, one = _cli(capsys, "replay", paths[0], "--json", "-j", "1")
+    _, many = _cli(capsys, "replay", *paths, "--json", "-j", "1")
+    _, many2 = _cli(capsys, "replay", *paths, "--json", "-j", "2")
+    single, data = json.loads(one), json.loads(many)
+    assert many2 == many and data["recordings"] == paths
+    for k in ("6.18", "6.19"):
+        for counter, value in single["kernels"][k].items():
+            s = data["kernels"][k][counter]
+            assert s["samples"] == [value, value] and s["std"] == 0.0

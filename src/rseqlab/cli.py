@@ -247,6 +247,32 @@ def compare(workload: str, kernels: str, seed: int, seed_list: str | None, jobs:
         con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
 
 
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@_fanout_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every sample kept).")
+def sweep(sweep_file: str, jobs: int | None, scheduler: str | None, as_json: bool) -> None:
+    """Workloads x kernels x what-if variants x seeds from a small TOML file (docs/scale.md).
+
+    \b
+    Examples:
+      rseqlab sweep examples/sweep.toml
+      rseqlab sweep examples/sweep.toml --scheduler tcp://HOST:8786 --json
+    """
+    from .report.compare import render_distribution
+    from .sweep import load_sweep, run_sweep
+
+    sw = load_sweep(sweep_file)
+    fan = Fanout.from_options(jobs, scheduler)
+    total = len(sw.workloads) * len(sw.kernels) * len(sw.seeds)
+    data = _fan_progress(lambda cb: run_sweep(sw, fan, on_result=cb), total, "sweep")
+    if as_json:
+        click.echo(dump_json(data))
+        return
+    for name, block in data["workloads"].items():
+        render_distribution(console(), f"{name}: {len(sw.seeds)} seeds ({_seed_text(sw.seeds)})", block)
+
+
 def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) -> int:
     """``compare --seeds``: every kernel under every seed; on Ctrl-C, the seeds every kernel finished."""
     from . import compare as cmp
@@ -361,23 +387,26 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 
 
 @cli.command()
-@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True,
-              help="Replay kernels in parallel processes (identical results).")
+@_fanout_options
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
 @_arch_option
-def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int, reference: bool, arch: str) -> None:
+def replay(trace_files: tuple[str, ...], kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
+           jobs: int | None, scheduler: str | None, reference: bool, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
+
+    Several recordings: each is replayed (in parallel, see --jobs/--scheduler) and every
+    counter is reported as a distribution over the recordings (docs/scale.md).
 
     \b
     Examples:
       rseqlab replay make.trace
       rseqlab replay make.trace --kernels 6.18,6.19 --json --per-process
+      rseqlab replay fleet/*.trace --json
     """
     from .live.cost import load_model
     from .report import live as live_report
@@ -385,6 +414,11 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
     from .trace.replay import replay as do_replay
 
     names = _kernel_list(kernels, arch)
+    fan = Fanout.from_options(jobs, scheduler)
+    if len(trace_files) > 1:
+        return _replay_many(list(trace_files), names, reference, fan, as_json)
+    trace_file = trace_files[0]
+    jobs = fan.jobs
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
     _replayable(trace)
@@ -395,6 +429,35 @@ def replay(trace_file: str, kernels: str, as_json: bool, per_process: bool, cost
     else:
         live_report.render_replay(console(), data, title=f"Replay of {trace_file}: "
                                   f"{' '.join(trace.meta.get('command', []))}")
+
+
+def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_json: bool) -> None:
+    """``replay A.trace B.trace ...``: one replay per recording, aggregated like ``compare --seeds``."""
+    from .report.compare import render_distribution
+    from .trace.replay import replay_file
+
+    if len(set(paths)) != len(paths):
+        raise BadInput("replay: a recording is named twice")
+    for p in paths:
+        _replayable(_load_checked(p))  # every file's own error, before anything runs
+    parts = _fan_progress(lambda cb: fanout.run(replay_file, [(p, names, reference) for p in paths], fan,
+                                                on_result=cb), len(paths), "recordings")
+    from .distributions import aggregate
+
+    data = aggregate({k: [part["kernels"][k] for part in parts] for k in names}, paths)
+    data["recordings"] = data.pop("samples")
+    data["observed"] = aggregate({"observed": [part["observed"] for part in parts]}, paths)["kernels"]["observed"]
+    data["traces"] = [part["trace"] for part in parts]
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        render_distribution(console(), f"Replay of {len(paths)} recordings", data)
+
+
+def _load_checked(path: str):
+    from .trace.format import load
+
+    return load(path)
 
 
 def _replayable(trace) -> None:
