@@ -24,7 +24,7 @@ def test_every_kernel_command_has_arch(run_cli, command):
 @pytest.mark.parametrize("args", [
     ("explain", "preempt-in-cs", "-k", "6.19"),
     ("explain", "--list"),
-    ("compare", "-w", "pingpong", "--kernels", "6.19"),
+    ("compare", "-w", "pingpong", "-k", "6.19"),
     ("selftest", "-t", "basic_test", "-k", "6.19"),
     ("check", "percpu-counter", "-k", "6.19"),
     ("check", "--list-kernels"),
@@ -67,7 +67,7 @@ def test_check_finds_the_lost_update_on_arm64_6_19(run_cli):
 
 
 def test_compare_on_arm64(run_cli):
-    r = run_cli("compare", "-w", "pingpong", "--kernels", "6.19,7.1", "--arch", "arm64", "--json")
+    r = run_cli("compare", "-w", "pingpong", "-k", "6.19,7.1", "--arch", "arm64", "--json")
     assert r.status == 0, r.stderr
     ks = r.json["kernels"]
     assert set(ks) == {"6.19@arm64", "7.1@arm64"}
@@ -112,7 +112,7 @@ def test_replay_on_arm64(run_cli, tmp_path):
     b.ev(4, 100, 0, 1)  # a migration (Kind.MIGRATE) from CPU 0 to 1
     path = tmp_path / "r.trace"
     save(b.trace(), path)
-    r = run_cli("replay", str(path), "--kernels", "6.19,7.1", "--arch", "arm64", "--json")
+    r = run_cli("replay", str(path), "-k", "6.19,7.1", "--arch", "arm64", "--json")
     assert r.status == 0, r.stderr
     assert set(r.json["kernels"]) == {"6.19@arm64", "7.1@arm64"}
     assert all(k["fastpath"] == 0 for k in r.json["kernels"].values())

@@ -72,8 +72,9 @@ def test_output_is_deterministic(run_cli):
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["explain", "no-such-scenario", "--kernel", "6.19"], "unknown scenario 'no-such-scenario'; accepted: syscall-exit"),
-    (["explain", "migrate", "--kernel", "5.10"], "'5.10' is not one of '6.18', '6.19', '7.0', '7.0.7', '7.1', "
-                                                 "'7.0.10', '7.0.10+slice'"),
+    (["explain", "migrate", "--kernel", "5.10"], "unknown kernel '5.10'; accepted: 6.18, 6.19, 7.0, 7.0.7, 7.1, "
+                                                 "7.0.10, 7.0.10+slice"),
+    (["explain", "migrate", "-k", ","], "-k/--kernel needs a kernel name"),
     (["explain"], "missing SCENARIO; accepted: syscall-exit"),
     (["explain", "migrate", "--bogus"], "No such option '--bogus'. (see 'rseqlab explain --help')"),
     (["frobnicate"], "No such command 'frobnicate'"),

@@ -25,7 +25,7 @@ def test_json_keys_and_determinism(run_cli):
 
 def test_whatif_kernel_and_plot(run_cli, tmp_path):
     out = tmp_path / "c.svg"
-    r = run_cli("compare", "-w", "signals", "--kernels", "6.18,6.19:always-rewrite-ids", "--plot", str(out))
+    r = run_cli("compare", "-w", "signals", "-k", "6.18,6.19:always-rewrite-ids", "--plot", str(out))
     assert r.status == 0, r.stderr
     assert out.read_text().startswith("<?xml")
     assert run_cli("compare", "-w", "signals", "--plot", str(tmp_path / "c.gif")).status == 2
@@ -40,5 +40,5 @@ def test_bad_workload_file_is_one_line_exit_2(run_cli, tmp_path):
 
 
 def test_unknown_kernel(run_cli):
-    r = run_cli("compare", "-w", "signals", "--kernels", "6.18,5.10")
+    r = run_cli("compare", "-w", "signals", "-k", "6.18,5.10")
     assert r.status == 2 and "5.10" in r.stderr and r.stderr.count("\n") == 1

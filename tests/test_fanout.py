@@ -205,7 +205,7 @@ def test_sweep_runs_workloads_kernels_variants_and_seeds(capsys, tmp_path, tiny)
     _, parallel = _cli(capsys, "sweep", str(sweep), "-j", "2", "--json")
     assert parallel == out
     # the same numbers as compare --seeds for the same runs
-    _, cmp_out = _cli(capsys, "compare", "-w", tiny, "--kernels", "6.18,6.19,6.19:no-cs-check", "--seeds", "0,2",
+    _, cmp_out = _cli(capsys, "compare", "-w", tiny, "-k", "6.18,6.19,6.19:no-cs-check", "--seeds", "0,2",
                       "--json", "-j", "1")
     assert json.loads(cmp_out)["kernels"] == block["kernels"]
 

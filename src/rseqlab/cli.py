@@ -52,8 +52,42 @@ def _on_arch(names: list[str], arch: str | None) -> list[str]:
         return names
     a = arch_by_name(arch)  # BadInput naming the accepted architectures
     return [with_arch(n, a) for n in names]
+
+
 #: What compare, replay and validate put side by side unless told otherwise: the rewrite.
-DEFAULT_PAIR = "6.18,6.19"
+DEFAULT_PAIR = ("6.18", "6.19")
+_LEGACY_KERNELS = "rseqlab.legacy_kernels"
+
+
+def _kernel_option(help_text: str):
+    """``-k/--kernel``: one way to name kernels on every command, repeatable and accepting comma lists.
+
+    ``--kernels`` (the old comma-list option of compare, replay and validate) stays as a hidden alias.
+    """
+    def keep_legacy(ctx: click.Context, _param, value: tuple[str, ...]) -> None:
+        ctx.meta[_LEGACY_KERNELS] = value
+
+    def decorate(fn):
+        fn = click.option("--kernels", multiple=True, hidden=True, expose_value=False, callback=keep_legacy,
+                          help="Deprecated alias of -k/--kernel.")(fn)
+        return click.option("--kernel", "-k", "kernels", multiple=True, metavar="KERNEL[,KERNEL...]",
+                            help=help_text + " Repeat -k or give a comma list.")(fn)
+    return decorate
+
+
+def _kernel_list(values: tuple[str, ...], arch: str | None, default: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The kernels named by ``-k`` (and the legacy ``--kernels``) in order, each once, checked, on ``arch``."""
+    from .kernel import kernel_class
+
+    ctx = click.get_current_context(silent=True)
+    given = [*values, *((ctx.meta.get(_LEGACY_KERNELS) or ()) if ctx is not None else ())]
+    names = list(dict.fromkeys(k.strip() for v in given for k in v.split(",") if k.strip()))
+    if given and not names:
+        raise BadInput("-k/--kernel needs a kernel name, e.g. -k 6.19 or -k 6.18,6.19")
+    names = _on_arch(names or list(default), arch)
+    for name in names:
+        kernel_class(name)  # BadInput naming the accepted kernels
+    return names
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,9 +97,8 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("scenario", required=False)
-@click.option("--kernel", "-k", "kernels", multiple=True, type=click.Choice(kernel_names()),
-              help="Kernel personality or what-if variant; repeat for a side-by-side view "
-                   "(default: the releases).")
+@_kernel_option("Kernel personality or what-if variant; several give a side-by-side view "
+                "(default: the releases).")
 @click.option("--debug", is_flag=True,
               help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -85,7 +118,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
     """
     con = console()
     names = list(scenarios.SCENARIOS)
-    chosen = _on_arch(list(kernels) or KERNELS, arch)
+    chosen = _kernel_list(kernels, arch, KERNELS)
     if list_only:
         if as_json:
             click.echo(dump_json([{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
@@ -111,8 +144,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 
 @cli.command()
-@click.option("--kernel", "-k", "kernels", multiple=True,
-              help="Kernel (what-if variants accepted); repeat for several (default: every personality).")
+@_kernel_option("Kernel (what-if variants accepted; default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
 @click.option("--full", is_flag=True, help="The whole run_param_test.sh matrix (2048 runs per kernel).")
@@ -132,13 +164,10 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
       rseqlab selftest -t "param_test -T l -4 10000 -r 100 -t 12" -k 6.19:no-cs-check
       rseqlab selftest --full                            # all 2048 run_param_test.sh runs
     """
-    from .kernel import kernel_class
     from .report import selftest as selftest_report
     from .selftests import param_test, runner
 
-    chosen = _on_arch(list(kernels) or KERNELS, arch)
-    for k in chosen:
-        kernel_class(k)  # BadInput naming the accepted kernels
+    chosen = _kernel_list(kernels, arch, KERNELS)
     arm64 = any(k.endswith("@arm64") for k in chosen)
     fan = Fanout.from_options(jobs, scheduler)
     try:
@@ -190,8 +219,7 @@ def _selftest_progress(run, total: int):
 @cli.command()
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
-@click.option("--kernels", default=DEFAULT_PAIR, show_default=True,
-              help="Comma-separated kernels (what-if variants accepted).")
+@_kernel_option("Kernel (what-if variants accepted; default: 6.18 and 6.19).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @click.option("--seeds", "seed_list", metavar="SEEDS",
               help="Many seeds (0-99, 1,5,9): each counter's mean, 95% interval and spread (docs/scale.md).")
@@ -201,7 +229,7 @@ def _selftest_progress(run, total: int):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_arch_option
-def compare(workload: str, kernels: str, seed: int, seed_list: str | None, jobs: int | None,
+def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str | None, jobs: int | None,
             scheduler: str | None, cost_model: str | None, plot: str | None,
             as_json: bool, list_only: bool, arch: str) -> int | None:
     """Simulate a workload under each kernel; the table of the 6.19 commit message.
@@ -209,7 +237,7 @@ def compare(workload: str, kernels: str, seed: int, seed_list: str | None, jobs:
     \b
     Examples:
       rseqlab compare                               # kernel-build, 6.18 vs 6.19
-      rseqlab compare -w pingpong --kernels 6.18,6.19,6.19:no-cs-check
+      rseqlab compare -w pingpong -k 6.18,6.19 -k 6.19:no-cs-check
       rseqlab compare -w my-workload.toml --json --plot out.svg
     """
     from . import compare as cmp
@@ -223,7 +251,7 @@ def compare(workload: str, kernels: str, seed: int, seed_list: str | None, jobs:
             w = load_workload(name)
             click.echo(f"{name:16} {w.description}")
         return
-    names = _kernel_list(kernels, arch)
+    names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
     fan = Fanout.from_options(jobs, scheduler)
     if seed_list is not None:
@@ -350,18 +378,6 @@ def _with_progress(run, kernels: list[str], duration_ms: int | None):
 # ======================================================================
 # Live kernel: record, replay, validate, cost, rseq-area (issue 5)
 # ======================================================================
-def _kernel_list(text: str, arch: str | None = None) -> list[str]:
-    from .kernel import make_kernel
-
-    names = [k.strip() for k in text.split(",") if k.strip()]
-    if not names:
-        raise BadInput("--kernels needs at least one kernel, e.g. 6.18,6.19")
-    names = _on_arch(names, arch)
-    for name in names:
-        make_kernel(name)  # BadInput naming the accepted kernels
-    return names
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="rseqlab.trace", show_default=True,
               help="Trace file to write.")
@@ -388,15 +404,15 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 
 @cli.command()
 @click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
+@_kernel_option("Kernel (default: 6.18 and 6.19).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
 @_fanout_options
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
 @_arch_option
-def replay(trace_files: tuple[str, ...], kernels: str, as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int | None, scheduler: str | None, reference: bool, arch: str) -> None:
+def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool, per_process: bool,
+           cost_model: str | None, jobs: int | None, scheduler: str | None, reference: bool, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     Several recordings: each is replayed (in parallel, see --jobs/--scheduler) and every
@@ -405,7 +421,7 @@ def replay(trace_files: tuple[str, ...], kernels: str, as_json: bool, per_proces
     \b
     Examples:
       rseqlab replay make.trace
-      rseqlab replay make.trace --kernels 6.18,6.19 --json --per-process
+      rseqlab replay make.trace -k 6.18,6.19 --json --per-process
       rseqlab replay fleet/*.trace --json
     """
     from .live.cost import load_model
@@ -413,7 +429,7 @@ def replay(trace_files: tuple[str, ...], kernels: str, as_json: bool, per_proces
     from .trace.format import load
     from .trace.replay import replay as do_replay
 
-    names = _kernel_list(kernels, arch)
+    names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     fan = Fanout.from_options(jobs, scheduler)
     if len(trace_files) > 1:
         return _replay_many(list(trace_files), names, reference, fan, as_json)
@@ -470,7 +486,7 @@ def _replayable(trace) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--kernels", default=DEFAULT_PAIR, show_default=True, help="Comma-separated kernels.")
+@_kernel_option("Kernel to predict with besides the live one (default: 6.18 and 6.19).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
 @click.option("--max-error", type=float, help="Exit 1 if |relative error| of rseq_update exceeds this percentage "
@@ -482,7 +498,7 @@ def _replayable(trace) -> None:
 @click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, max_error: float | None,
+def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer_mb: int, max_error: float | None,
              slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
@@ -511,7 +527,7 @@ def validate(as_json: bool, kernels: str, output: str | None, buffer_mb: int, ma
         raise BadInput(f"--max-error: expected a percentage >= 0, got {max_error}")
     if slack < 0:
         raise BadInput(f"--slack: expected a number of events >= 0, got {slack}")
-    names = _kernel_list(kernels, arch)
+    names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     here = platform.machine()
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
@@ -645,7 +661,7 @@ def workload(name: str | None, list_only: bool) -> None:
 
 @cli.command("check")
 @click.argument("scenario", required=False)
-@click.option("--kernel", "-k", "kernel", help="Kernel personality or what-if variant (see --list-kernels).")
+@_kernel_option("Kernel personality or what-if variant (see --list-kernels); several are checked in turn.")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
 @click.option("--migrations", type=int, default=0, show_default=True, help="At most this many migrations.")
 @click.option("--signals", type=int, default=1, show_default=True, help="At most this many SIGUSR1 deliveries.")
@@ -668,14 +684,14 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--replay", "replay_file", type=click.Path(dir_okay=False),
               help="Run a counterexample saved by --save-counterexample again, traced.")
 @_arch_option
-def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrations: int, signals: int,
+def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
               debug: bool, as_json: bool, list_only: bool, list_kernels: bool, reduction: str,
               measure_reduction: bool, subtrees: int, jobs: int | None, scheduler: str | None, estimate: bool,
               probes: int, seed: int, save_to: str | None, replay_file: str | None, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
-    Exits 1 if some execution breaks the invariant.
+    Exits 1 if some execution breaks the invariant (under any of the kernels).
 
     \b
     Examples:
@@ -686,7 +702,7 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
       rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
-    from .kernel import kernel_class, kernel_summary
+    from .kernel import kernel_summary
     from .report import check as check_report
 
     _on_arch([], arch)  # BadInput naming the accepted architectures
@@ -711,33 +727,43 @@ def check_cmd(scenario: str | None, kernel: str | None, preemptions: int, migrat
         return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
-    if kernel is None:
+    chosen = _kernel_list(kernels, arch)
+    if not chosen:
         raise BadInput(f"missing --kernel; accepted: {', '.join(kernel_names())}")
-    kernel = _on_arch([kernel], arch)[0]
     from .check import parallel
 
-    kernel_class(kernel)  # unknown kernel: BadInput with the accepted names
     bounds = checker.Bounds(preemptions, migrations, signals)
     bounds.validate()
-    job = parallel.Job(parallel.scenario_spec(scenario), kernel, bounds, debug, reduction)
+    spec = parallel.scenario_spec(scenario)
+    jobs_ = [parallel.Job(spec, kernel, bounds, debug, reduction) for kernel in chosen]
     if estimate:
-        data = parallel.estimate(job, probes=probes, seed=seed)
-        click.echo(dump_json(data) if as_json else check_report.render_estimate(job, data))
+        estimates = [parallel.estimate(job, probes=probes, seed=seed) for job in jobs_]
+        if as_json:
+            click.echo(dump_json(estimates[0] if len(estimates) == 1 else estimates))
+        else:
+            click.echo("\n\n".join(check_report.render_estimate(j, e) for j, e in zip(jobs_, estimates)))
         return ExitStatus.SUCCESS
+    if save_to is not None and len(jobs_) > 1:
+        raise BadInput("--save-counterexample: give one kernel")
     fan = Fanout.from_options(jobs, scheduler)
-    if subtrees == 1:
-        result = checker.check(parallel.build_scenario(job.spec), kernel, bounds, debug=debug, reduction=reduction)
+    results, unreduced = [], []
+    for job in jobs_:
+        if subtrees == 1:
+            result = checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction)
+        else:
+            result = _fan_progress(lambda cb, job=job: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
+                                   subtrees, f"{scenario} subtrees")
+        results.append(result)
+        unreduced.append(checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug,
+                                       reduction="none") if measure_reduction else None)
+        if save_to is not None:
+            parallel.save_counterexample(save_to, job, result)
+    if as_json:
+        docs = [check_report.as_json(r, u) for r, u in zip(results, unreduced)]
+        click.echo(dump_json(docs[0] if len(docs) == 1 else docs))
     else:
-        result = _fan_progress(lambda cb: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
-                               subtrees, f"{scenario} subtrees")
-    unreduced = None
-    if measure_reduction:
-        unreduced = checker.check(parallel.build_scenario(job.spec), kernel, bounds, debug=debug, reduction="none")
-    if save_to is not None:
-        parallel.save_counterexample(save_to, job, result)
-    click.echo(dump_json(check_report.as_json(result, unreduced)) if as_json
-               else check_report.render(result, unreduced))
-    return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
+        click.echo("\n\n".join(check_report.render(r, u) for r, u in zip(results, unreduced)))
+    return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
 
 
 def _register_vm() -> None:

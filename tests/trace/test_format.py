@@ -142,7 +142,7 @@ def test_replay_cli_bad_file_is_one_line(run_cli, good, damage):
 
 
 def test_replay_cli_unknown_kernel(run_cli, good):
-    res = run_cli("replay", str(good), "--kernels", "5.10")
+    res = run_cli("replay", str(good), "-k", "5.10")
     assert res.status == 2
     assert "unknown kernel" in res.stderr
 
@@ -409,9 +409,9 @@ def test_replay_and_validate_say_how_much_was_lost(run_cli, tmp_path):
     trace.meta["incomplete"] = {"reason": "interrupted by SIGINT"}
     path = tmp_path / "lossy.trace"
     save(trace, path)
-    res = run_cli("replay", str(path), "--kernels", "6.19")
+    res = run_cli("replay", str(path), "-k", "6.19")
     assert res.status == 0, res.stderr
     assert "warning: the recording lost 1,234 events" in res.stdout
     assert "warning: the recording is incomplete (interrupted by SIGINT)" in res.stdout
-    data = run_cli("replay", str(path), "--kernels", "6.19", "--json").json
+    data = run_cli("replay", str(path), "-k", "6.19", "--json").json
     assert data["trace"]["lost"] == 1234 and data["trace"]["incomplete"] == "interrupted by SIGINT"

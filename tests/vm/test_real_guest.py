@@ -41,7 +41,7 @@ def test_ingest_keeps_the_guests_statistics(outdir, tmp_path):
 
 def test_validate_with_untimed_exit_windows(outdir, tmp_path, run_cli):
     ingest_dir(outdir, tmp_path / "u.trace", exit_windows_ns=UNTIMED_EXIT_WINDOWS)
-    res = run_cli("validate", "--json", "--kernels", "6.19", "--max-error", "2", "--slack", "3", str(tmp_path / "u.trace"))
+    res = run_cli("validate", "--json", "-k", "6.19", "--max-error", "2", "--slack", "3", str(tmp_path / "u.trace"))
     v = res.json["validation"]
     print("\n" + ", ".join(f"{c} {r['observed']}/{r['predicted']}" for c, r in sorted(v["counters"].items())))
     assert res.status == 0, v["failed"]
@@ -56,7 +56,7 @@ def test_native_windows_misread_the_emulated_exit_loop(outdir, tmp_path, run_cli
     # The same recording with the native 5 us window: ~16% of the in-loop switch-outs come later
     # than that under TCG and are read as user-mode preemptions (one more return and fast path each).
     ingest_dir(outdir, tmp_path / "n.trace")
-    res = run_cli("validate", "--json", "--kernels", "6.19", "--max-error", "2", str(tmp_path / "n.trace"))
+    res = run_cli("validate", "--json", "-k", "6.19", "--max-error", "2", str(tmp_path / "n.trace"))
     v = res.json["validation"]
     assert res.status == 1 and "fastpath" in v["failed"]
     assert v["counters"]["exit"]["error"] > 0.02
@@ -76,7 +76,7 @@ TRACE_7_1 = Path(__file__).parent.parent / "data" / "guest-7.1.8-stats-sigstorm.
 
 
 def test_real_7_1_guest_counters(run_cli):
-    res = run_cli("validate", "--json", "--kernels", "7.1", "--max-error", "2", "--slack", "3", str(TRACE_7_1))
+    res = run_cli("validate", "--json", "-k", "7.1", "--max-error", "2", "--slack", "3", str(TRACE_7_1))
     v = res.json["validation"]
     print("\n" + ", ".join(f"{c} {r['observed']}/{r['predicted']}" for c, r in sorted(v["counters"].items())))
     assert res.status == 0, v["failed"]
