@@ -306,6 +306,14 @@ class World:
             poke(addr, size, value)
 
         mm.read, mm.write, mm.peek, mm.poke = tracked_read, tracked_write, tracked_peek, tracked_poke
+        fault_in = mm.fault_in
+
+        def tracked_fault_in(*args, **kwargs):
+            self.faulted = True  # the page tables are shared: a fault is never a thread-local step
+            return fault_in(*args, **kwargs)
+
+        mm.fault_in = tracked_fault_in
+        self.faulted = False
 
     # ------------------------------------------------------------------
     def alternatives(self, budget: list[int]) -> list[tuple[str, int, int]]:
@@ -358,14 +366,14 @@ class World:
         switches = m.switches
         user = kind == "run" and m.parked[tid] == "user"
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
-        self._reads, self._writes = set(), set()
+        self._reads, self._writes, self.faulted = set(), set(), False
         m.kicked.clear()
         st.glet.switch(msg)
         m.sim.run()
         self._tls = None
         quiet = m.switches == switches and not m.kicked
         self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes),
-                                   kernel=not (user and quiet and m.parked.get(tid) == "user"),
+                                   kernel=not (user and quiet and not self.faulted and m.parked.get(tid) == "user"),
                                    total=bool(m.kicked) or kind == "expire")
         self._reads = self._writes = None
         return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
