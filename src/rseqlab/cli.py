@@ -454,8 +454,10 @@ def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_js
 
     if len(set(paths)) != len(paths):
         raise BadInput("replay: a recording is named twice")
+    from .trace.format import load
+
     for p in paths:
-        _replayable(_load_checked(p))  # every file's own error, before anything runs
+        _replayable(load(p))  # every file's own error, before anything runs
     parts = _fan_progress(lambda cb: fanout.run(replay_file, [(p, names, reference) for p in paths], fan,
                                                 on_result=cb), len(paths), "recordings")
     from .distributions import aggregate
@@ -468,12 +470,6 @@ def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_js
         click.echo(dump_json(data))
     else:
         render_distribution(console(), f"Replay of {len(paths)} recordings", data)
-
-
-def _load_checked(path: str):
-    from .trace.format import load
-
-    return load(path)
 
 
 def _replayable(trace) -> None:
@@ -752,7 +748,7 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
             result = checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction)
         else:
             result = _fan_progress(lambda cb, job=job: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
-                                   subtrees, f"{scenario} subtrees")
+                                   None, f"{scenario} subtrees")
         results.append(result)
         unreduced.append(checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug,
                                        reduction="none") if measure_reduction else None)
