@@ -46,13 +46,14 @@ def bench_check() -> dict:
     from .check import SCENARIOS, Bounds, check
 
     bounds = Bounds(preemptions=2, migrations=1, signals=1)
+    load = _load()
     t0 = time.perf_counter()
     before = check(SCENARIOS["percpu-list"](), "6.19", bounds, reduction="local")
     t1 = time.perf_counter()
     after = check(SCENARIOS["percpu-list"](), "6.19", bounds, reduction="sleep")
     t2 = time.perf_counter()
     return _metric(round(before.explored / after.explored, 3), {
-        "loadavg_before": _load(), "local_executions": before.explored, "local_states": before.distinct_states,
+        "loadavg_before": load, "local_executions": before.explored, "local_states": before.distinct_states,
         "sleep_executions": after.explored, "sleep_states": after.distinct_states,
         "local_s": round(t1 - t0, 1), "sleep_s": round(t2 - t1, 1), "time_ratio": round((t1 - t0) / (t2 - t1), 3),
         "same_verdict": (before.violations > 0) == (after.violations > 0)})
