@@ -245,3 +245,24 @@ def test_replay_of_several_recordings_aggregates_them(capsys, tmp_path):
         for counter, value in single["kernels"][k].items():
             s = data["kernels"][k][counter]
             assert s["samples"] == [value, value] and s["std"] == 0.0
+
+
+def test_ctrl_c_on_local_workers_is_one_line_keeps_what_finished_and_leaves_no_process():
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "rseqlab", "selftest", "-k", "6.19", "-j", "2"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(8)
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    out, err = p.communicate(timeout=120)
+    lines = err.decode().strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1 and lines[0].startswith("rseqlab: error: interrupted")
+    if "reporting the" in lines[0]:
+        assert b"runs:" in out  # the table of the runs that finished
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(p.pid, 0)  # no worker process left in the group

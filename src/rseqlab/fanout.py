@@ -126,11 +126,18 @@ def run(fn: Callable[[Any], Any], items: Sequence[Any], fan: Fanout | None = Non
     return [done[i] for i in range(len(items))]
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (no traceback from each)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_local(fn, items: list[Any], fan: Fanout, keep) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     size = _batch_size(fan, len(items), fan.jobs)
-    pool = ProcessPoolExecutor(max_workers=min(fan.jobs, len(items)))
+    pool = ProcessPoolExecutor(max_workers=min(fan.jobs, len(items)), initializer=_ignore_sigint)
     try:
         pending = {pool.submit(run_batch, fn, b.start, items[b.start:b.stop]) for b in _batches(len(items), size)}
         while pending:
@@ -139,7 +146,11 @@ def _run_local(fn, items: list[Any], fan: Fanout, keep) -> None:
                 for index, result in future.result():
                     keep(index, result)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # NOTE: the pool has no public way to stop a running task; its worker processes are
+        # ours, so they are ended here rather than left to finish their batches.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
 
