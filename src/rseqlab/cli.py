@@ -20,7 +20,7 @@ from . import fanout, scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
 from .fanout import Fanout, parse_seeds
 from .kernel import PERSONALITIES, kernel_names
-from .report import console, dump_json
+from .report import ascii_fallback, console, dump_json
 from .report import explain as explain_report
 
 KERNELS = list(PERSONALITIES)
@@ -39,6 +39,18 @@ def _fanout_options(fn):
     return click.option("--jobs", "-j", type=int, default=None,
                         help="Local worker processes (default: the usable cores; 1: this process). "
                              "Results are identical for any number.")(fn)
+
+
+def _plot_option(help_text: str):
+    """``--plot FILE``: the chart's path is checked when the command line is read, before a long run."""
+    def check(_ctx, _param, value: str | None) -> str | None:
+        if value is not None:
+            from .report.plot import check_plot_path
+
+            check_plot_path(value)  # BadInput: wrong suffix or no such directory
+        return value
+
+    return click.option("--plot", type=click.Path(dir_okay=False), callback=check, help=help_text)
 
 
 def _on_arch(names: list[str], arch: str | None) -> list[str]:
@@ -151,10 +163,11 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_plot_option("Also write the pass/fail matrix (.png or .svg).")
 @_fanout_options
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, jobs: int | None, scheduler: str | None, arch: str) -> int:
+             as_json: bool, plot: str | None, jobs: int | None, scheduler: str | None, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -175,45 +188,25 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    interrupted = False
-    try:
-        results = _selftest_progress(
-            lambda on_result: runner.run_fanout(list(tests) or None, chosen, full=full, cpus=cpus, arm64=arm64,
-                                                seed=seed, fan=fan, on_result=on_result),
-            len(cases) * len(chosen))
-    except fanout.Interrupted as exc:
-        if not exc.done:
-            raise
-        _error(f"interrupted: reporting the {len(exc.done)} of {exc.total} runs that finished")
-        results, interrupted = [exc.done[i] for i in sorted(exc.done)], True
+
+    def streamed(on_result):
+        """The runs through the fan-out layer; on Ctrl-C the finished ones, then the interrupt."""
+        try:
+            done = runner.run_fanout(list(tests) or None, chosen, full=full, cpus=cpus, arm64=arm64, seed=seed,
+                                     fan=fan, on_result=(lambda i, r: on_result(r)) if on_result else None)
+        except fanout.Interrupted as exc:
+            yield from (exc.done[i] for i in sorted(exc.done))
+            raise KeyboardInterrupt from None
+        yield from done
+
+    results = selftest_report.run_streamed(streamed, len(cases) * len(chosen), as_json=as_json)
+    if plot:
+        selftest_report.plot(plot, results, seed=seed, cpus=cpus)
     if as_json:
         click.echo(dump_json([r.as_json() for r in results]))
     else:
         selftest_report.render(console(), results, len(results))
-    if interrupted:
-        return ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
-
-
-def _selftest_progress(run, total: int):
-    """A progress bar on stderr for suites longer than a second (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("selftests", total=total, visible=False)
-
-        def on_result(index, result) -> None:
-            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0,
-                       description=f"{result.test[:40]} [{result.kernel}]")
-
-        return run(on_result)
 
 
 @cli.command()
@@ -225,7 +218,7 @@ def _selftest_progress(run, total: int):
               help="Many seeds (0-99, 1,5,9): each counter's mean, 95% interval and spread (docs/scale.md).")
 @_fanout_options
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
+@_plot_option("Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_arch_option
@@ -243,6 +236,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
     from . import compare as cmp
     from .live.cost import estimate_ns, load_model
     from .report.compare import render_compare
+    from .report.progress import simulation as simulation_progress
     from .workloads import builtin_names, load_workload
 
     con = console()
@@ -253,17 +247,19 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
-    fan = Fanout.from_options(jobs, scheduler)
     if seed_list is not None:
-        return _compare_seeds(w, names, parse_seeds(seed_list), fan, as_json)
+        return _compare_seeds(w, names, parse_seeds(seed_list), Fanout.from_options(jobs, scheduler), as_json)
+    # One seed: the kernels one after the other in this process unless told otherwise, so the
+    # bar can show each kernel's simulated time (worker processes report only when done).
+    fan = Fanout.from_options(1 if jobs is None else jobs, scheduler)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, fan=fan, progress=progress),
-                             names, w.duration_ms)
+    results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, fan=fan, progress=progress),
+                                  names, w.duration_ms, quiet=as_json)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
         from .report.plot import plot_compare
 
-        plot_compare(plot, f"{w.name}: RSEQ work per kernel (seed {seed})", data["kernels"])
+        plot_compare(plot, data)
     if as_json:
         click.echo(dump_json(data))
         return
@@ -293,7 +289,7 @@ def sweep(sweep_file: str, jobs: int | None, scheduler: str | None, as_json: boo
     sw = load_sweep(sweep_file)
     fan = Fanout.from_options(jobs, scheduler)
     total = len(sw.workloads) * len(sw.kernels) * len(sw.seeds)
-    data = _fan_progress(lambda cb: run_sweep(sw, fan, on_result=cb), total, "sweep")
+    data = _fan_progress(lambda cb: run_sweep(sw, fan, on_result=cb), total, "sweep", quiet=as_json)
     if as_json:
         click.echo(dump_json(data))
         return
@@ -309,7 +305,7 @@ def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) ->
     status = ExitStatus.SUCCESS
     try:
         results = _fan_progress(lambda cb: cmp.compare_seeds(w, names, seeds, fan=fan, on_result=cb),
-                                len(names) * len(seeds), f"{w.name}")
+                                len(names) * len(seeds), f"{w.name}", quiet=as_json)
     except fanout.Interrupted as exc:
         n = len(seeds)
         whole = [j for j in range(n) if all(i * n + j in exc.done for i in range(len(names)))]
@@ -333,15 +329,16 @@ def _seed_text(seeds: list[int]) -> str:
     return ",".join(map(str, seeds[:8])) + (",..." if len(seeds) > 8 else "")
 
 
-def _fan_progress(run, total: int, label: str):
-    """A progress bar on stderr for fanned-out runs longer than a second (only on a terminal)."""
+def _fan_progress(run, total: int | None, label: str, *, quiet: bool = False):
+    """A progress bar on stderr for fanned-out runs longer than a second (only on a terminal,
+    never with --json: report/progress.py's rules)."""
     import time
 
     from rich.console import Console
     from rich.progress import Progress
 
     err = Console(stderr=True)
-    if not err.is_terminal:
+    if quiet or not err.is_terminal:
         return run(None)
     started = time.monotonic()
     with Progress(console=err, transient=True) as bar:
@@ -351,28 +348,6 @@ def _fan_progress(run, total: int, label: str):
             bar.update(task, advance=1, visible=time.monotonic() - started > 1.0)
 
         return run(on_result)
-
-
-def _with_progress(run, kernels: list[str], duration_ms: int | None):
-    """A progress bar on stderr while a long simulation runs (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True, disable=False) as bar:
-        tasks = {k: bar.add_task(f"simulating {k}", total=(duration_ms or 0) * 1_000_000 or None,
-                                 visible=False) for k in kernels}
-
-        def progress(kernel: str, now: int, limit: int) -> None:
-            if time.monotonic() - started > 1.0:  # only runs longer than a second get a bar
-                bar.update(tasks[kernel], completed=now, visible=True)
-
-        return run(progress)
 
 
 # ======================================================================
@@ -410,9 +385,11 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
 @_fanout_options
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
+@_plot_option("Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
 @_arch_option
 def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool, per_process: bool,
-           cost_model: str | None, jobs: int | None, scheduler: str | None, reference: bool, arch: str) -> None:
+           cost_model: str | None, jobs: int | None, scheduler: str | None, reference: bool, plot: str | None,
+           arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     Several recordings: each is replayed (in parallel, see --jobs/--scheduler) and every
@@ -432,14 +409,18 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     fan = Fanout.from_options(jobs, scheduler)
     if len(trace_files) > 1:
+        if plot or per_process or cost_model:
+            raise BadInput("--plot, --per-process and --cost-model take one recording")
         return _replay_many(list(trace_files), names, reference, fan, as_json)
     trace_file = trace_files[0]
     jobs = fan.jobs
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
     _replayable(trace)
-    data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
-                                   per_process=per_process, cost_model=model)
+    results = do_replay(trace, names, reference=reference, jobs=jobs)
+    data = live_report.replay_json(trace, results, per_process=per_process, cost_model=model)
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Replay of {trace_file}")
     if as_json:
         click.echo(dump_json(data))
     else:
@@ -492,10 +473,12 @@ def _replayable(trace) -> None:
 @click.option("--vm", "vm_version", metavar="VERSION",
               help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
+@_plot_option("Also write observed vs predicted, per counter and per process (.png or .svg).")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer_mb: int, max_error: float | None,
-             slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
+             slack: int, vm_version: str | None, cpus: int, plot: str | None, arch: str,
+             command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
     With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
@@ -529,17 +512,21 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
     if vm_version is not None:
-        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
+        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack, plot)
     if len(command) == 1 and file_version(command[0]) is not None:
-        return _validate_file(command[0], names, as_json, max_error, slack)
+        return _validate_file(command[0], names, as_json, max_error, slack, plot)
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
     with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
         res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
                         stdout_to_stderr=as_json)
-    data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
+    results = do_replay(res.trace, names)
+    data = live_report.validation_json(res.trace, results, live)
     data["record"] = res.summary
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, res.trace, results,
+                                               title=f"Validation of {' '.join(command)} on the live kernel")
     if as_json:
         click.echo(dump_json(data))
     else:
@@ -552,7 +539,7 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
 
 
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
-                 as_json: bool, max_error: float | None, slack: int) -> int:
+                 as_json: bool, max_error: float | None, slack: int, plot: str | None = None) -> int:
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
     import tempfile
 
@@ -563,10 +550,11 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
             vmrun.render_summary(console(sys.stderr), res.summary)
-        return _validate_file(path, names, as_json, max_error, slack)
+        return _validate_file(path, names, as_json, max_error, slack, plot)
 
 
-def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:
+def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int,
+                   plot: str | None = None) -> int:
     """``validate FILE``: a recording (guest or host) against its kernel's personality."""
     from .report import live as live_report
     from .trace.format import load
@@ -580,6 +568,8 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
     results = do_replay(trace, names)
     data = live_report.validation_json(trace, results, personality)
     data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Validation of {path}")
     if as_json:
         click.echo(dump_json(data))
     else:
@@ -679,11 +669,13 @@ def workload(name: str | None, list_only: bool) -> None:
               help="Write the shortest counterexample's choices to FILE (for --replay).")
 @click.option("--replay", "replay_file", type=click.Path(dir_okay=False),
               help="Run a counterexample saved by --save-counterexample again, traced.")
+@_plot_option("Also write distinct states against executions explored (.png or .svg).")
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
               debug: bool, as_json: bool, list_only: bool, list_kernels: bool, reduction: str,
               measure_reduction: bool, subtrees: int, jobs: int | None, scheduler: str | None, estimate: bool,
-              probes: int, seed: int, save_to: str | None, replay_file: str | None, arch: str) -> int:
+              probes: int, seed: int, save_to: str | None, replay_file: str | None, plot: str | None,
+              arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -742,18 +734,24 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     if save_to is not None and len(jobs_) > 1:
         raise BadInput("--save-counterexample: give one kernel")
     fan = Fanout.from_options(jobs, scheduler)
+    from .report.progress import exploration
+
     results, unreduced = [], []
     for job in jobs_:
         if subtrees == 1:
-            result = checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction)
+            result = exploration(lambda progress, job=job: checker.check(
+                parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction,
+                progress=progress), quiet=as_json)
         else:
             result = _fan_progress(lambda cb, job=job: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
-                                   None, f"{scenario} subtrees")
+                                   None, f"{scenario} subtrees", quiet=as_json)
         results.append(result)
         unreduced.append(checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug,
                                        reduction="none") if measure_reduction else None)
         if save_to is not None:
             parallel.save_counterexample(save_to, job, result)
+    if plot:
+        check_report.plot(plot, results)
     if as_json:
         docs = [check_report.as_json(r, u) for r, u in zip(results, unreduced)]
         click.echo(dump_json(docs[0] if len(docs) == 1 else docs))
@@ -774,6 +772,7 @@ _register_vm()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
+    ascii_fallback()
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.UsageError as exc:

@@ -29,8 +29,9 @@ from .errors import BadInput, ExitStatus, RseqlabError
 
 #: The environment variable that names a Dask scheduler when ``--scheduler`` is not given.
 SCHEDULER_ENV = "RSEQLAB_SCHEDULER"
-#: Tasks per worker when the batch size is not given: enough to balance uneven runs.
-TASKS_PER_WORKER = 4
+#: Tasks per worker when the batch size is not given: enough to balance uneven runs and to
+#: stream results (a task costs about a millisecond, a run of the model tens or more).
+TASKS_PER_WORKER = 32
 #: How often the Dask scheduler runs a task again whose worker died (the engine's retries).
 RETRIES = 3
 

@@ -36,6 +36,7 @@ hashed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -517,11 +518,19 @@ class CheckResult:
     counterexample: Execution | None
     #: Executions cut by the depth bound (0 unless a scenario livelocks).
     depth_cut: int = 0
+    #: (executions explored, distinct states, violations) as the search went on: every
+    #: execution at first, then thinned so at most HISTORY_POINTS samples are kept; the last
+    #: sample is the final count.
+    history: list[tuple[int, int, int]] = field(default_factory=list)
     reduction: str = "sleep"
     #: The choices of the counterexample (what ``--save-counterexample`` writes).
     counterexample_choices: list[int] | None = None
     #: ``check --subtrees``: how many subtrees the search was split into (1: one search).
     subtrees: int = 1
+
+
+#: Samples of the exploration's progress a CheckResult keeps (plots need no more).
+HISTORY_POINTS = 512
 
 
 class _Node:
@@ -540,7 +549,7 @@ class _Node:
 
 class Explorer:
     def __init__(self, scenario: Scenario, kernel: str, bounds: Bounds, *, debug: bool = False,
-                 reduction: str = "sleep") -> None:
+                 reduction: str = "sleep", progress: Callable[[int, int, int], None] | None = None) -> None:
         if reduction not in REDUCTIONS:
             raise BadInput(f"--reduction {reduction!r}: accepted {', '.join(REDUCTIONS)}")
         self.scenario = scenario
@@ -548,6 +557,8 @@ class Explorer:
         self.bounds = bounds
         self.debug = debug
         self.reduction = reduction
+        #: Called after every execution with (explored, distinct states, violations).
+        self.progress = progress
         #: state digest -> (remaining budgets, sleep set) it was explored with
         self.seen: dict[bytes, list[tuple[tuple[int, int, int], frozenset]]] = {}
 
@@ -578,6 +589,8 @@ class Explorer:
         first: list[int] | None = None
         base = list(root or [])
         path: list[_Node] = []
+        history: list[tuple[int, int, int]] = []
+        stride = 1  # record every stride-th execution; doubled whenever the history fills up
         while True:
             prefix = base + [node.allowed[node.pos] for node in path]
             ex = self.execute(prefix, path=path, n_fixed=len(base))
@@ -587,6 +600,13 @@ class Explorer:
                 violations += 1
                 if first is None or len(ex.choices) < len(first):
                     first = ex.choices  # the shortest counterexample (first found among equals)
+            if explored % stride == 0:
+                history.append((explored, len(self.seen), violations))
+                if len(history) >= HISTORY_POINTS:
+                    history = history[1::2]  # keep the multiples of the doubled stride
+                    stride *= 2
+            if self.progress is not None:
+                self.progress(explored, len(self.seen), violations)
             for node, fp in zip(path, ex.footprints[len(base):]):
                 node.fp = fp
             n_new = len(ex.allowed)
@@ -602,9 +622,12 @@ class Explorer:
             if node.fp is not None:
                 node.done.append((node.alts[node.allowed[node.pos]], node.fp))
             node.pos += 1
+        if not history or history[-1][0] != explored:
+            history.append((explored, len(self.seen), violations))
         counterexample = self.execute(first, trace=True, prune=False) if first is not None and trace else None
         return CheckResult(self.scenario, self.kernel, self.bounds, self.debug, explored,
-                           len(self.seen), violations, counterexample, depth_cut, self.reduction, first)
+                           len(self.seen), violations, counterexample, depth_cut, history,
+                           reduction=self.reduction, counterexample_choices=first)
 
     def _known(self, key: bytes, budget: list[int], sleep: frozenset) -> bool:
         """Explored before with at least this much budget left and no alternative there asleep
@@ -706,14 +729,15 @@ class Explorer:
 
 
 def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debug: bool = False,
-          reduction: str = "sleep") -> CheckResult:
-    """Explore ``scenario`` under ``kernel`` within ``bounds``."""
+          reduction: str = "sleep", progress: Callable[[int, int, int], None] | None = None) -> CheckResult:
+    """Explore ``scenario`` under ``kernel`` within ``bounds``; ``progress`` is called after
+    every execution with (explored, distinct states, violations)."""
     from ..kernel import kernel_class
 
     bounds = bounds or Bounds()
     bounds.validate()
     kernel_class(kernel)  # unknown kernel: BadInput with the accepted names
-    return Explorer(scenario, kernel, bounds, debug=debug, reduction=reduction).run()
+    return Explorer(scenario, kernel, bounds, debug=debug, reduction=reduction, progress=progress).run()
 
 
 # ======================================================================

@@ -126,7 +126,8 @@ def check_subtrees(job: Job, n: int, fan=None, on_result=None) -> CheckResult:
     return CheckResult(ex.scenario, job.kernel, job.bounds, job.debug,
                        sum(p["explored"] for p in parts), sum(p["distinct_states"] for p in parts),
                        sum(p["violations"] for p in parts), counterexample,
-                       sum(p["depth_cut"] for p in parts), job.reduction, first, len(roots))
+                       sum(p["depth_cut"] for p in parts), reduction=job.reduction, counterexample_choices=first,
+                       subtrees=len(roots))
 
 
 # ----------------------------------------------------------------------
@@ -233,7 +234,7 @@ def replay_counterexample(job: Job, choices: list[int]) -> CheckResult:
     check_choices(job, choices)
     e = ex.execute(choices, trace=True, prune=False)
     return CheckResult(ex.scenario, job.kernel, job.bounds, job.debug, 1, 0, int(e.violation is not None),
-                       e, 0, job.reduction, choices)
+                       e, 0, reduction=job.reduction, counterexample_choices=choices)
 
 
 def check_choices(job: Job, choices: list[int]) -> None:
