@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test stress fuzz selftest-full bench setup clean vm-deps vm-test fidelity
+.PHONY: run test stress fuzz selftest-full bench bench-scale-full setup clean vm-deps vm-test fidelity
 
 # The virtual environment is rebuilt whenever the pinned dependencies change.
 $(STAMP): pyproject.toml
@@ -42,12 +42,17 @@ fuzz: $(STAMP)
 selftest-full: $(STAMP)
 	$(BIN)/rseqlab selftest --full
 
-# Engine speed (issues 6 and 14): five ratios measured in one run, table on stdout, build/bench.json.
+# Engine speed (issues 6 and 14) and scale (issue 16): ratios measured in one run, table on stdout, build/bench.json.
 # The live metrics need root, tracefs and perf: perf is installed here when missing.
 bench: $(STAMP)
 	@command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
 	$(BIN)/python -m rseqlab.bench
+
+# The scale rows of make bench (issue 16) over the whole selftest --full matrix instead of its
+# sample: hours on one core; build/bench-scale.json.
+bench-scale-full: $(STAMP)
+	$(BIN)/python -m rseqlab.scalebench --full
 
 # Real kernels under QEMU (issue 11, docs/real-kernels.md). The host packages (QEMU, busybox-static,
 # the kernel build tools, static glibc) are installed when missing; kernels are fetched or built

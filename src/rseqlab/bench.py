@@ -1,6 +1,7 @@
 """``make bench`` / ``python -m rseqlab.bench``: the engine's speed, as ratios taken in one run.
 
-Five metrics (issue 6; the trace.dat one from issue 14), each with its target, measured in this process:
+Nine metrics (issue 6; the trace.dat one from issue 14; the scale rows from issue 16), each with its
+target, measured in this process:
 
 * ``sim_exits_per_s``: simulated exits to user per second, the ``kernel-build`` workload
   under 6.18 and 6.19 on one core (median of three rounds after a warm-up round); the
@@ -18,6 +19,8 @@ Five metrics (issue 6; the trace.dat one from issue 14), each with its target, m
   recording of ``pingpong`` by the real ``trace-cmd record`` (made once, cached; medians).
 * ``record_overhead``: wall time of a generated parallel compile (``make -j2``) under
   ``rseqlab record`` divided by the untraced wall time (medians of interleaved runs).
+* the scale rows of issue 16 (``check_reduction``, ``selftest_2_local``,
+  ``selftest_dask_vs_local``, ``compare_seeds``): see :mod:`rseqlab.scalebench`.
 
 The live metrics need root, tracefs and perf; without them they are reported as
 ``unavailable`` with the reason. Results go to ``build/bench.json``.
@@ -42,6 +45,9 @@ TARGETS = {
     "record_overhead": ("<=", 1.05),
     "tracedat_vs_trace_cmd_report": (">=", 3.0),
 }
+from .scalebench import TARGETS as SCALE_TARGETS  # noqa: E402  (issue 16's rows: rseqlab/scalebench.py)
+
+TARGETS.update(SCALE_TARGETS)
 KERNELS = ["6.18", "6.19"]
 MIN_EVENTS = 5_000_000
 PERF_EVENTS = ["sched:sched_switch", "sched:sched_process_fork", "sched:sched_process_exec",
@@ -356,7 +362,8 @@ def _status(name: str, metric: dict) -> str:
     if metric.get("value") is None:
         return "unavailable"
     op, target = TARGETS[name]
-    ok = metric["value"] >= target if op == ">=" else metric["value"] <= target
+    value = metric["value"]
+    ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
     return "pass" if ok else "fail"
 
 
@@ -365,7 +372,7 @@ def _fmt(name: str, value) -> str:
         return "-"
     if name.endswith("_per_s"):
         return f"{value / 1e6:,.2f} M/s"
-    return f"{value:.3f}" if name == "record_overhead" else f"{value:.2f}x"
+    return f"{value:.3f}" if name in ("record_overhead", "selftest_dask_vs_local") else f"{value:.2f}x"
 
 
 def render(results: dict) -> None:
@@ -388,6 +395,10 @@ def render(results: dict) -> None:
             note = (f"{d['events']:,} events x 2 kernels in {d['replay_s_median']} s (+ load {d['load_s_median']} s);"
                     f" reference loop {d['baseline_reference_events_per_s'] / 1e6:.2f} M/s, identical: "
                     f"{d['baseline_identical']}")
+        elif name in SCALE_TARGETS:
+            from .scalebench import note as scale_note
+
+            note = scale_note(name, m)
         elif name == "replay_vs_perf_script":
             note = (f"perf script {d['perf_script_s_median']} s for {d['perf_events']:,} events vs rseqlab load+replay "
                     f"{d['rseqlab_load_and_replay_s']} s")
@@ -440,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics["tracedat_vs_trace_cmd_report"] = bench_tracedat(cache, args.tracedat_rounds)
     if "record_overhead" in wanted:
         metrics["record_overhead"] = bench_record(cache, args.reps)
+    from .scalebench import run as run_scale
+
+    metrics.update(run_scale([name for name in wanted if name in SCALE_TARGETS]))
     import platform
 
     results = {

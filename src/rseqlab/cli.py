@@ -17,9 +17,10 @@ _previous_handlers = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
-from . import scenarios
+from . import fanout, scenarios
 from .cli_conflicts import alone, exclusive, given
 from .errors import BadInput, ExitStatus, RseqlabError, Terminated
+from .fanout import Fanout, parse_seeds
 from .kernel import PERSONALITIES, kernel_names
 from .report import ascii_fallback, console, dump_json
 from .report import explain as explain_report
@@ -32,6 +33,15 @@ ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (
 def _arch_option(fn):
     """``--arch``: every command that takes a kernel takes it (issue 13)."""
     return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
+
+
+def _fanout_options(fn):
+    """``--jobs`` and ``--scheduler``: where independent runs go (``rseqlab.fanout``, docs/scale.md)."""
+    fn = click.option("--scheduler", metavar="ADDRESS", default=None,
+                      help="Run on a Dask cluster, e.g. tcp://HOST:8786 (default: $RSEQLAB_SCHEDULER).")(fn)
+    return click.option("--jobs", "-j", type=int, default=None,
+                        help="Local worker processes (default: the usable cores; 1: this process). "
+                             "Results are identical for any number.")(fn)
 
 
 def _plot_option(help_text: str):
@@ -202,9 +212,11 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_plot_option("Also write the pass/fail matrix (.png or .svg).")
 @_timeline_options
+@_fanout_options
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, plot: str | None, arch: str, perfetto_out: str | None, chrome_out: str | None) -> int:
+             as_json: bool, plot: str | None, jobs: int | None, scheduler: str | None, arch: str,
+             perfetto_out: str | None, chrome_out: str | None) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -218,9 +230,10 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     from .selftests import param_test, runner
 
     chosen = _kernel_list(kernels, arch, KERNELS)
+    arm64 = any(k.endswith("@arm64") for k in chosen)
+    fan = Fanout.from_options(jobs, scheduler)
     try:
-        cases = runner.plan(list(tests) or None, full=full, cpus=cpus,
-                            arm64=any(k.endswith("@arm64") for k in chosen))
+        cases = runner.plan(list(tests) or None, full=full, cpus=cpus, arm64=arm64)
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
@@ -231,9 +244,17 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
         _write_timeline(f"selftest {first.name} (seed {seed})", runs, perfetto_out, chrome_out)
         results = list(by_kernel.values())
     else:
-        results = selftest_report.run_streamed(lambda on_result: runner.run(cases, chosen, seed=seed,
-                                                                            on_result=on_result),
-                                               len(cases) * len(chosen), as_json=as_json)
+        def streamed(on_result):
+            """The runs through the fan-out layer; on Ctrl-C the finished ones, then the interrupt."""
+            try:
+                done = runner.run_fanout(list(tests) or None, chosen, full=full, cpus=cpus, arm64=arm64, seed=seed,
+                                         fan=fan, on_result=(lambda i, r: on_result(r)) if on_result else None)
+            except fanout.Interrupted as exc:
+                yield from (exc.done[i] for i in sorted(exc.done))
+                raise KeyboardInterrupt from None
+            yield from done
+
+        results = selftest_report.run_streamed(streamed, len(cases) * len(chosen), as_json=as_json)
     if plot:
         selftest_report.plot(plot, results, seed=seed, cpus=cpus)
     if as_json:
@@ -250,15 +271,18 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
               help="A built-in workload name or a workload TOML file.")
 @_kernel_option("Kernel (what-if variants accepted; default: 6.18 and 6.19).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Run kernels in parallel processes.")
+@click.option("--seeds", "seed_list", metavar="SEEDS",
+              help="Many seeds (0-99, 1,5,9): each counter's mean, 95% interval and spread (docs/scale.md).")
+@_fanout_options
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
 @_plot_option("Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_timeline_options
 @_arch_option
-def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_model: str | None, plot: str | None,
-            as_json: bool, list_only: bool, arch: str, perfetto_out: str | None, chrome_out: str | None) -> None:
+def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str | None, jobs: int | None,
+            scheduler: str | None, cost_model: str | None, plot: str | None,
+            as_json: bool, list_only: bool, arch: str, perfetto_out: str | None, chrome_out: str | None) -> int | None:
     """Simulate a workload under each kernel; the table of the 6.19 commit message.
 
     \b
@@ -284,6 +308,11 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
+    if seed_list is not None:
+        return _compare_seeds(w, names, parse_seeds(seed_list), Fanout.from_options(jobs, scheduler), as_json)
+    # One seed: the kernels one after the other in this process unless told otherwise, so the
+    # bar can show each kernel's simulated time (worker processes report only when done).
+    fan = Fanout.from_options(1 if jobs is None else jobs, scheduler)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
     if perfetto_out or chrome_out:  # every exit one by one (same counters as the bulk path), tapped
         _check_timeline_outputs(perfetto_out, chrome_out)
@@ -292,7 +321,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
         results, runs = _tapped_runs(names, lambda k: run_workload(w, k, seed, bulk=False))
         _write_timeline(f"compare {w.name} (seed {seed})", runs, perfetto_out, chrome_out)
     else:
-        results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+        results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, fan=fan, progress=progress),
                                       names, w.duration_ms, quiet=as_json)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
@@ -308,6 +337,85 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
     con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
     for kernel, checks in data.get("program_checks", {}).items():
         con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
+
+
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@_fanout_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every sample kept).")
+def sweep(sweep_file: str, jobs: int | None, scheduler: str | None, as_json: bool) -> None:
+    """Workloads x kernels x what-if variants x seeds from a small TOML file (docs/scale.md).
+
+    \b
+    Examples:
+      rseqlab sweep examples/sweep.toml
+      rseqlab sweep examples/sweep.toml --scheduler tcp://HOST:8786 --json
+    """
+    from .report.compare import render_distribution
+    from .sweep import load_sweep, run_sweep
+
+    sw = load_sweep(sweep_file)
+    fan = Fanout.from_options(jobs, scheduler)
+    total = len(sw.workloads) * len(sw.kernels) * len(sw.seeds)
+    data = _fan_progress(lambda cb: run_sweep(sw, fan, on_result=cb), total, "sweep", quiet=as_json)
+    if as_json:
+        click.echo(dump_json(data))
+        return
+    for name, block in data["workloads"].items():
+        render_distribution(console(), f"{name}: {len(sw.seeds)} seeds ({_seed_text(sw.seeds)})", block)
+
+
+def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) -> int:
+    """``compare --seeds``: every kernel under every seed; on Ctrl-C, the seeds every kernel finished."""
+    from . import compare as cmp
+    from .report.compare import render_distribution
+
+    status = ExitStatus.SUCCESS
+    try:
+        results = _fan_progress(lambda cb: cmp.compare_seeds(w, names, seeds, fan=fan, on_result=cb),
+                                len(names) * len(seeds), f"{w.name}", quiet=as_json)
+    except fanout.Interrupted as exc:
+        n = len(seeds)
+        whole = [j for j in range(n) if all(i * n + j in exc.done for i in range(len(names)))]
+        if not whole:
+            raise
+        _error(f"interrupted: reporting the {len(whole)} of {n} seeds every kernel finished")
+        results = {k: [exc.done[i * n + j] for j in whole] for i, k in enumerate(names)}
+        seeds = [seeds[j] for j in whole]
+        status = ExitStatus.INTERRUPTED
+    data = cmp.seeds_json(w, seeds, results)
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        render_distribution(console(), f"{w.name}: {len(seeds)} seeds ({_seed_text(seeds)}): {w.description}", data)
+    return status
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ",".join(map(str, seeds[:8])) + (",..." if len(seeds) > 8 else "")
+
+
+def _fan_progress(run, total: int | None, label: str, *, quiet: bool = False):
+    """A progress bar on stderr for fanned-out runs longer than a second (only on a terminal,
+    never with --json: report/progress.py's rules)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        return run(None)
+    started = time.monotonic()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total, visible=False)
+
+        def on_result(index, result) -> None:
+            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0)
+
+        return run(on_result)
 
 
 # ======================================================================
@@ -346,24 +454,28 @@ def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None
 
 @cli.command()
 @_format_option
-@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_kernel_option("Kernel (default: 6.18 and 6.19).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True,
-              help="Replay kernels in parallel processes (identical results).")
+@_fanout_options
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
 @_plot_option("Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
 @_arch_option
-def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int, reference: bool, plot: str | None, arch: str) -> None:
+def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool, per_process: bool,
+           cost_model: str | None, jobs: int | None, scheduler: str | None, reference: bool, plot: str | None,
+           arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
+
+    Several recordings: each is replayed (in parallel, see --jobs/--scheduler) and every
+    counter is reported as a distribution over the recordings (docs/scale.md).
 
     \b
     Examples:
       rseqlab replay make.trace
       rseqlab replay make.trace -k 6.18,6.19 --json --per-process
+      rseqlab replay fleet/*.trace --json
     """
     from .live.cost import load_model
     from .report import live as live_report
@@ -371,6 +483,13 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
     from .trace.replay import replay as do_replay
 
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
+    fan = Fanout.from_options(jobs, scheduler)
+    if len(trace_files) > 1:
+        if plot or per_process or cost_model:
+            raise BadInput("--plot, --per-process and --cost-model take one recording")
+        return _replay_many(list(trace_files), names, reference, fan, as_json)
+    trace_file = trace_files[0]
+    jobs = fan.jobs
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
     _replayable(trace)
@@ -383,6 +502,31 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
     else:
         live_report.render_replay(console(), data, title=f"Replay of {trace_file}: "
                                   f"{' '.join(trace.meta.get('command', []))}")
+
+
+def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_json: bool) -> None:
+    """``replay A.trace B.trace ...``: one replay per recording, aggregated like ``compare --seeds``."""
+    from .report.compare import render_distribution
+    from .trace.replay import replay_file
+
+    if len(set(paths)) != len(paths):
+        raise BadInput("replay: a recording is named twice")
+    from .trace.format import load
+
+    for p in paths:
+        _replayable(load(p))  # every file's own error, before anything runs
+    parts = _fan_progress(lambda cb: fanout.run(replay_file, [(p, names, reference) for p in paths], fan,
+                                                on_result=cb), len(paths), "recordings")
+    from .distributions import aggregate
+
+    data = aggregate({k: [part["kernels"][k] for part in parts] for k in names}, paths)
+    data["recordings"] = data.pop("samples")
+    data["observed"] = aggregate({"observed": [part["observed"] for part in parts]}, paths)["kernels"]["observed"]
+    data["traces"] = [part["trace"] for part in parts]
+    if as_json:
+        click.echo(dump_json(data))
+    else:
+        render_distribution(console(), f"Replay of {len(paths)} recordings", data)
 
 
 def _replayable(trace) -> None:
@@ -616,12 +760,28 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
 @click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
+@click.option("--reduction", type=click.Choice(["sleep", "local", "none"]), default="sleep", show_default=True,
+              help="Partial-order reduction: sleep sets + thread-local persistent sets, the latter only, or "
+                   "none (state hashing only).")
+@click.option("--measure-reduction", is_flag=True, help="Also run the unreduced search and report the ratio.")
+@click.option("--subtrees", type=int, default=1, show_default=True,
+              help="Split the search into at least N subtrees, explored in parallel (--jobs, --scheduler).")
+@_fanout_options
+@click.option("--estimate", is_flag=True, help="Estimate the size of the search (random probes) instead of running it.")
+@click.option("--probes", type=int, default=50, show_default=True, help="--estimate: random probes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--estimate: seed of the probes.")
+@click.option("--save-counterexample", "save_to", type=click.Path(dir_okay=False),
+              help="Write the shortest counterexample's choices to FILE (for --replay).")
+@click.option("--replay", "replay_file", type=click.Path(dir_okay=False),
+              help="Run a counterexample saved by --save-counterexample again, traced.")
 @_plot_option("Also write distinct states against executions explored (.png or .svg).")
 @_timeline_options
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, plot: str | None, arch: str,
-              perfetto_out: str | None, chrome_out: str | None) -> int:
+              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, reduction: str,
+              measure_reduction: bool, subtrees: int, jobs: int | None, scheduler: str | None, estimate: bool,
+              probes: int, seed: int, save_to: str | None, replay_file: str | None, plot: str | None,
+              arch: str, perfetto_out: str | None, chrome_out: str | None) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -636,7 +796,6 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
       rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
-    from .check.stepfile import load_step_file
     from .kernel import kernel_summary
     from .report import check as check_report
 
@@ -653,25 +812,51 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
         rows = [(name, kernel_summary(name)) for name in kernel_names()]
         click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
         return ExitStatus.SUCCESS
+    if replay_file is not None:
+        from .check import parallel
+
+        job, choices, _ = parallel.load_counterexample(replay_file)
+        result = parallel.replay_counterexample(job, choices)
+        click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
+        return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
     chosen = _kernel_list(kernels, arch)
     if not chosen:
         raise BadInput(f"missing --kernel; accepted: {', '.join(kernel_names())}")
-    if scenario in checker.SCENARIOS:
-        sc = checker.SCENARIOS[scenario]()
-    elif scenario.endswith(".rseq") or "/" in scenario:
-        sc = load_step_file(scenario)
-    else:
-        raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
-                       "or a step file (*.rseq)")
+    from .check import parallel
+
     bounds = checker.Bounds(preemptions, migrations, signals)
+    bounds.validate()
+    spec = parallel.scenario_spec(scenario)
+    jobs_ = [parallel.Job(spec, kernel, bounds, debug, reduction) for kernel in chosen]
+    if estimate:
+        estimates = [parallel.estimate(job, probes=probes, seed=seed) for job in jobs_]
+        if as_json:
+            click.echo(dump_json(estimates[0] if len(estimates) == 1 else estimates))
+        else:
+            click.echo("\n\n".join(check_report.render_estimate(j, e) for j, e in zip(jobs_, estimates)))
+        return ExitStatus.SUCCESS
+    if save_to is not None and len(jobs_) > 1:
+        raise BadInput("--save-counterexample: give one kernel")
+    fan = Fanout.from_options(jobs, scheduler)
     from .report.progress import exploration
 
     _check_timeline_outputs(perfetto_out, chrome_out)
-    results = [exploration(lambda progress, kernel=kernel: checker.check(sc, kernel, bounds, debug=debug,
-                                                                          progress=progress), quiet=as_json)
-               for kernel in chosen]
+    results, unreduced = [], []
+    for job in jobs_:
+        if subtrees == 1:
+            result = exploration(lambda progress, job=job: checker.check(
+                parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction,
+                progress=progress), quiet=as_json)
+        else:
+            result = _fan_progress(lambda cb, job=job: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
+                                   None, f"{scenario} subtrees", quiet=as_json)
+        results.append(result)
+        unreduced.append(checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug,
+                                       reduction="none") if measure_reduction else None)
+        if save_to is not None:
+            parallel.save_counterexample(save_to, job, result)
     if plot:
         check_report.plot(plot, results)
     if perfetto_out or chrome_out:  # the first kernel's counterexample (or that it had none), step by step
@@ -684,10 +869,10 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
             if out:
                 click.echo(f"wrote {out} ({write(tl, out):,} bytes, {len(tl.tracks)} tracks)", err=True)
     if as_json:
-        docs = [check_report.as_json(r) for r in results]
+        docs = [check_report.as_json(r, u) for r, u in zip(results, unreduced)]
         click.echo(dump_json(docs[0] if len(docs) == 1 else docs))
     else:
-        click.echo("\n\n".join(check_report.render(r) for r in results))
+        click.echo("\n\n".join(check_report.render(r, u) for r, u in zip(results, unreduced)))
     return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
 
 

@@ -8,9 +8,8 @@ timeline; the counters differ only by what the kernels do on the way out.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-
-from .errors import BadInput
+from . import fanout
+from .fanout import Fanout
 from .workloads import RunResult, Workload, load_workload, run_workload
 
 #: Used when no measured cost model (``rseqlab cost -o FILE``) is given: the live-kernel
@@ -30,21 +29,41 @@ def _run_one(args: tuple[Workload, str, int, bool]) -> RunResult:
 
 
 def compare(workload: Workload | str, kernels: Sequence[str], *, seed: int = 0, jobs: int = 1,
-            bulk: bool = True, progress: Callable[[str, int, int], None] | None = None) -> dict[str, RunResult]:
-    """Run ``workload`` under each kernel; ``jobs > 1`` runs kernels in parallel processes
+            bulk: bool = True, progress: Callable[[str, int, int], None] | None = None,
+            fan: Fanout | None = None) -> dict[str, RunResult]:
+    """Run ``workload`` under each kernel; ``jobs > 1`` (or ``fan``) runs kernels in parallel
     (identical results: each run is independent and seeded)."""
     w = load_workload(workload) if isinstance(workload, str) else workload
-    if jobs < 1:
-        raise BadInput(f"--jobs: expected a positive number, got {jobs}")
-    if jobs == 1 or len(kernels) == 1:
+    fan = fan or Fanout.from_options(jobs)
+    if fan.serial or (len(kernels) == 1 and fan.scheduler is None):
         out = {}
         for k in kernels:
             cb = (lambda now, limit, k=k: progress(k, now, limit)) if progress else None
             out[k] = run_workload(w, k, seed, bulk=bulk, progress=cb)
         return out
-    with ProcessPoolExecutor(max_workers=min(jobs, len(kernels))) as pool:
-        results = list(pool.map(_run_one, [(w, k, seed, bulk) for k in kernels]))
+    results = fanout.run(_run_one, [(w, k, seed, bulk) for k in kernels], fan)
     return dict(zip(kernels, results))
+
+
+def compare_seeds(workload: Workload | str, kernels: Sequence[str], seeds: Sequence[int], *,
+                  fan: Fanout | None = None, bulk: bool = True,
+                  on_result: Callable[[int, RunResult], None] | None = None) -> dict[str, list[RunResult]]:
+    """Every kernel under every seed (kernel-major lists, seeds in the order given)."""
+    w = load_workload(workload) if isinstance(workload, str) else workload
+    items = [(w, k, s, bulk) for k in kernels for s in seeds]
+    results = fanout.run(_run_one, items, fan, on_result=on_result)
+    n = len(seeds)
+    return {k: results[i * n:(i + 1) * n] for i, k in enumerate(kernels)}
+
+
+def seeds_json(workload: Workload, seeds: Sequence[int], results: dict[str, list[RunResult]]) -> dict:
+    """The distribution of every counter over the seeds (``distributions.aggregate``), every sample kept."""
+    from .distributions import aggregate
+
+    data = aggregate({k: [r.as_json() for r in rs] for k, rs in results.items()}, list(seeds))
+    data["workload"] = workload.name
+    data["seeds"] = data.pop("samples")
+    return data
 
 
 def compare_json(workload: Workload, seed: int, results: dict[str, RunResult],

@@ -184,6 +184,40 @@ class ControlledMachine(Machine):
 
 
 # ======================================================================
+# Independence of steps (the sleep sets)
+# ======================================================================
+@dataclass(frozen=True)
+class Footprint:
+    """What one step touched, as the sleep sets need it.
+
+    Two steps of different threads commute unless one writes a word of user memory
+    the other reads or writes, or both touch kernel state threads share. ``kernel``:
+    the step was more than user instructions of its thread (an interrupt and the exit
+    path, a context switch, a syscall, a resume, a thread's exit): the run queues,
+    mm_cid, timers and signal state are shared, so two such steps never commute.
+    ``total``: the step reached another thread (an IPI or a kick) or let time pass
+    (a slice timer's expiry), so it commutes with nothing.
+    """
+
+    tid: int
+    reads: frozenset[int]  # 8-byte words (address >> 3), a safe over-approximation of bytes
+    writes: frozenset[int]
+    kernel: bool
+    total: bool = False
+
+
+def dependent(a: Footprint, b: Footprint) -> bool:
+    """Conservative: True unless the two steps are known to commute."""
+    if a.tid == b.tid or a.total or b.total or (a.kernel and b.kernel):
+        return True
+    return not (a.writes.isdisjoint(b.reads) and a.writes.isdisjoint(b.writes) and b.writes.isdisjoint(a.reads))
+
+
+#: The partial-order reductions ``Explorer`` can apply (``check --reduction``).
+REDUCTIONS = ("sleep", "local", "none")
+
+
+# ======================================================================
 # One execution
 # ======================================================================
 class World:
@@ -233,28 +267,54 @@ class World:
         self.index[self.main.tid] = 0
         self.image = self.main.proc.image
         self.mem.layout(self.image, scenario.memory)
-        # Footprint of a "run" step: did it touch writable memory outside the thread's TLS?
+        # Footprint of a step: did it touch writable memory outside the thread's TLS, and
+        # which words of user memory did it read and write (for the sleep sets)?
         self._tls: tuple[int, int] | None = None
         self.foreign = False
+        self._reads: set[int] | None = None
+        self._writes: set[int] | None = None
         mm = self.main.proc.mm
-        read, write = mm.read, mm.write
+        read, write, peek, poke = mm.read, mm.write, mm.peek, mm.poke
 
-        def note(addr: int) -> None:
+        def note(addr: int, size: int, words: set[int] | None) -> None:
             lo_hi = self._tls
             if lo_hi is not None and not lo_hi[0] <= addr < lo_hi[1]:
                 # NOTE: page writability tells shared data from text and descriptors.
                 if not mm.is_mapped(addr) or mm.is_writable(addr):
                     self.foreign = True
+            if words is not None:
+                lo, hi = addr >> 3, (addr + size - 1) >> 3
+                if lo >= hi:
+                    words.add(lo)
+                else:
+                    words.update(range(lo, hi + 1))
 
         def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
-            note(addr)
+            note(addr, size, self._reads)
             return read(addr, size, faults_allowed=faults_allowed)
 
         def tracked_write(addr: int, size: int, value: int, *, faults_allowed: bool = True) -> bool:
-            note(addr)
+            note(addr, size, self._writes)
             return write(addr, size, value, faults_allowed=faults_allowed)
 
-        mm.read, mm.write = tracked_read, tracked_write
+        # Scenario code also reads and writes its "C local variables" directly.
+        def tracked_peek(addr: int, size: int) -> int:
+            note(addr, size, self._reads)
+            return peek(addr, size)
+
+        def tracked_poke(addr: int, size: int, value: int) -> None:
+            note(addr, size, self._writes)
+            poke(addr, size, value)
+
+        mm.read, mm.write, mm.peek, mm.poke = tracked_read, tracked_write, tracked_peek, tracked_poke
+        fault_in = mm.fault_in
+
+        def tracked_fault_in(*args, **kwargs):
+            self.faulted = True  # the page tables are shared: a fault is never a thread-local step
+            return fault_in(*args, **kwargs)
+
+        mm.fault_in = tracked_fault_in
+        self.faulted = False
 
     # ------------------------------------------------------------------
     def alternatives(self, budget: list[int]) -> list[tuple[str, int, int]]:
@@ -281,8 +341,13 @@ class World:
         kind, tid, arg = alt
         m = self.m
         if kind == "resume":
+            self._reads, self._writes = set(), set()
+            m.kicked.clear()
             m.resume(tid)
             m.sim.run()
+            self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes), kernel=True,
+                                       total=bool(m.kicked))
+            self._reads = self._writes = None
             return False
         st = m.tasks[tid]
         kt = st.kt
@@ -300,11 +365,18 @@ class World:
         elif kind == "expire":
             msg = ("irq", "hrtimer")
         switches = m.switches
+        user = kind == "run" and m.parked[tid] == "user"
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
+        self._reads, self._writes, self.faulted = set(), set(), False
         m.kicked.clear()
         st.glet.switch(msg)
         m.sim.run()
         self._tls = None
+        quiet = m.switches == switches and not m.kicked
+        self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes),
+                                   kernel=not (user and quiet and not self.faulted and m.parked.get(tid) == "user"),
+                                   total=bool(m.kicked) or kind == "expire")
+        self._reads = self._writes = None
         return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
 
     def finished(self) -> bool:
@@ -425,9 +497,12 @@ class Execution:
     choices: list[int]
     #: For each decision past the replayed prefix: the alternatives worth exploring there.
     allowed: list[list[int]]
-    ended: str  # "done", "cut" (known state), "depth" (MAX_DEPTH)
+    ended: str  # "done", "cut" (known state), "sleep" (all left is explored elsewhere), "depth"
     violation: str | None = None
     steps: list[Step] = field(default_factory=list)
+    #: For each decision: the alternatives offered there and the footprint of the step taken.
+    alts: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    footprints: list[Footprint] = field(default_factory=list)
 
 
 @dataclass
@@ -447,44 +522,78 @@ class CheckResult:
     #: execution at first, then thinned so at most HISTORY_POINTS samples are kept; the last
     #: sample is the final count.
     history: list[tuple[int, int, int]] = field(default_factory=list)
+    reduction: str = "sleep"
+    #: The choices of the counterexample (what ``--save-counterexample`` writes).
+    counterexample_choices: list[int] | None = None
+    #: ``check --subtrees``: how many subtrees the search was split into (1: one search).
+    subtrees: int = 1
 
 
 #: Samples of the exploration's progress a CheckResult keeps (plots need no more).
 HISTORY_POINTS = 512
 
 
+class _Node:
+    """A decision of the current path: its alternatives, the ones to explore, the sleep set."""
+
+    __slots__ = ("pos", "allowed", "alts", "done", "fp")
+
+    def __init__(self, allowed: list[int], alts: list[tuple[str, int, int]], fp: Footprint | None) -> None:
+        self.pos = 0
+        self.allowed = allowed
+        self.alts = alts
+        #: Alternatives already explored here, with their footprints: asleep for the later ones.
+        self.done: list[tuple[tuple[str, int, int], Footprint]] = []
+        self.fp = fp  # footprint of the alternative being explored now
+
+
 class Explorer:
     def __init__(self, scenario: Scenario, kernel: str, bounds: Bounds, *, debug: bool = False,
-                 progress: Callable[[int, int, int], None] | None = None) -> None:
+                 reduction: str = "sleep", progress: Callable[[int, int, int], None] | None = None) -> None:
+        if reduction not in REDUCTIONS:
+            raise BadInput(f"--reduction {reduction!r}: accepted {', '.join(REDUCTIONS)}")
         self.scenario = scenario
         self.kernel = kernel
         self.bounds = bounds
         self.debug = debug
+        self.reduction = reduction
         #: Called after every execution with (explored, distinct states, violations).
         self.progress = progress
-        #: state digest -> remaining budgets it was explored with
-        self.seen: dict[bytes, list[tuple[int, int, int]]] = {}
+        #: state digest -> (remaining budgets, sleep set) it was explored with
+        self.seen: dict[bytes, list[tuple[tuple[int, int, int], frozenset]]] = {}
 
-    def run(self) -> CheckResult:
+    def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
 
-        Partial-order reduction: if the first alternative at a decision, "run T",
-        was a thread-local step (it touched only T's TLS page and switched nothing),
-        it commutes with everything the other threads can do there, so only T's
-        own alternatives (interrupts before that step) are explored besides it.
-        A step that interrupts another thread (a membarrier IPI) is the one thing
-        that does not commute with a local step: when one happens, the decisions
-        before it at which its thread was already waiting get its "run" back
-        (a dynamic partial-order reduction in miniature).
+        ``root``: explore only the subtree below this prefix of choices (``check --subtrees``);
+        ``trace``: run the counterexample again with tracing (its choices are kept either way).
+
+        Partial-order reduction, two parts (``reduction="sleep"``; ``"local"`` is the first
+        alone, ``"none"`` neither: state hashing only):
+
+        * persistent sets of thread-local steps: if the alternative taken first at a
+          decision, "run T", was a thread-local step (it touched only T's TLS page and
+          switched nothing), it commutes with everything the other threads can do there,
+          so only T's own alternatives (interrupts before that step) are explored besides
+          it. A step that interrupts another thread (a membarrier IPI) does not commute
+          with a local step: when one happens, the decisions before it at which its thread
+          was already waiting get its "run" back;
+        * sleep sets (Godefroid 1996; the sleep-set half of Abdulla et al.'s source-set
+          DPOR, JACM 2017): once alternative a was explored at a decision, a later sibling
+          b does not explore a again below it for as long as every step taken since
+          commutes with a (:func:`dependent` on the recorded footprints): that ordering
+          was covered below a. With the state cache, a state is known only if it was
+          explored with at least this budget and a sleep set inside today's.
         """
         explored = violations = depth_cut = 0
         first: list[int] | None = None
-        path: list[list[Any]] = []  # [position in allowed, allowed alternatives]
+        base = list(root or [])
+        path: list[_Node] = []
         history: list[tuple[int, int, int]] = []
         stride = 1  # record every stride-th execution; doubled whenever the history fills up
         while True:
-            prefix = [allowed[pos] for pos, allowed in path]
-            ex = self.execute(prefix, path=path)
+            prefix = base + [node.allowed[node.pos] for node in path]
+            ex = self.execute(prefix, path=path, n_fixed=len(base))
             explored += 1
             depth_cut += ex.ended == "depth"
             if ex.violation is not None:
@@ -498,33 +607,44 @@ class Explorer:
                     stride *= 2
             if self.progress is not None:
                 self.progress(explored, len(self.seen), violations)
-            path += [[0, allowed] for allowed in ex.allowed]
-            while path and path[-1][0] + 1 >= len(path[-1][1]):
+            for node, fp in zip(path, ex.footprints[len(base):]):
+                node.fp = fp
+            n_new = len(ex.allowed)
+            offset = len(ex.choices) - n_new
+            for i in range(n_new):
+                path.append(_Node(ex.allowed[i], ex.alts[offset + i], ex.footprints[offset + i]
+                                  if offset + i < len(ex.footprints) else None))
+            while path and path[-1].pos + 1 >= len(path[-1].allowed):
                 path.pop()
             if not path:
                 break
-            path[-1][0] += 1
+            node = path[-1]
+            if node.fp is not None:
+                node.done.append((node.alts[node.allowed[node.pos]], node.fp))
+            node.pos += 1
         if not history or history[-1][0] != explored:
             history.append((explored, len(self.seen), violations))
-        counterexample = self.execute(first, trace=True, prune=False) if first is not None else None
+        counterexample = self.execute(first, trace=True, prune=False) if first is not None and trace else None
         return CheckResult(self.scenario, self.kernel, self.bounds, self.debug, explored,
-                           len(self.seen), violations, counterexample, depth_cut, history)
+                           len(self.seen), violations, counterexample, depth_cut, history,
+                           reduction=self.reduction, counterexample_choices=first)
 
-    def _known(self, key: bytes, budget: list[int]) -> bool:
-        """Seen with at least this much budget left (then everything from here was explored)."""
+    def _known(self, key: bytes, budget: list[int], sleep: frozenset) -> bool:
+        """Explored before with at least this much budget left and no alternative there asleep
+        that is awake now (then everything from here was explored)."""
         b = tuple(budget)
         seen = self.seen.setdefault(key, [])
-        if any(all(s >= c for s, c in zip(old, b)) for old in seen):
+        if any(all(s >= c for s, c in zip(old, b)) and old_sleep <= sleep for old, old_sleep in seen):
             return True
-        seen.append(b)
+        seen.append((b, sleep))
         return False
 
     def execute(self, prefix: list[int], *, trace: bool = False, prune: bool = True,
-                path: list[list[Any]] | None = None) -> Execution:
-        """Run once: replay ``prefix``, then take the first alternative at every new decision.
+                path: list[_Node] | None = None, n_fixed: int = 0) -> Execution:
+        """Run once: replay ``prefix``, then take the first alternative not asleep at every new decision.
 
-        ``path`` (the explorer's [position, allowed] per prefix decision) lets a step
-        that IPIs another thread widen the reduced decisions before it (see :meth:`run`).
+        ``path`` (the explorer's nodes for ``prefix[n_fixed:]``) gives the sleep sets along the
+        prefix and lets a step that IPIs another thread widen the reduced decisions before it.
         """
         world = World(self.scenario, self.kernel, debug=self.debug)
         tracer = Tracer(world) if trace else None
@@ -533,6 +653,9 @@ class Explorer:
         m = world.m
         moves: dict[int, int] = {}  # tid -> transitions taken so far
         records: list[tuple[list[tuple[str, int, int]], dict[int, int]]] = []
+        sleeping = self.reduction == "sleep" and prune
+        local_por = self.reduction != "none"
+        sleep: dict[tuple[str, int, int], Footprint] = {}
         try:
             m.sim.run()
             while True:
@@ -543,14 +666,21 @@ class Explorer:
                 if depth >= MAX_DEPTH:
                     ex.ended = "depth"
                     break
+                awake = list(range(len(alts)))
                 if depth < len(prefix):
                     choice = prefix[depth]
                 else:
-                    if prune and self._known(world.state_key(), budget):
+                    if sleeping:
+                        awake = [i for i in awake if alts[i] not in sleep]
+                    if prune and self._known(world.state_key(), budget, frozenset(sleep)):
                         ex.ended = "cut"
                         break
-                    choice = 0
+                    if not awake:
+                        ex.ended = "sleep"
+                        break
+                    choice = awake[0]
                 ex.choices.append(choice)
+                ex.alts.append(alts)
                 records.append((alts, {tid: moves.get(tid, 0) for tid in m.parked}))
                 if tracer is not None:
                     tracer.before(alts[choice])
@@ -558,16 +688,23 @@ class Explorer:
                 before = moves.get(tid, 0)
                 local = world.apply(alts[choice], budget)
                 moves[tid] = before + 1
+                fp = world.footprint
+                ex.footprints.append(fp)
                 if tracer is not None:
                     tracer.after()
                 if depth >= len(prefix):
-                    allowed = list(range(len(alts)))
-                    if local:
-                        t0 = alts[0][1]
-                        allowed = [i for i in allowed if i == 0 or (alts[i][1] == t0 and alts[i][0] != "run")]
+                    allowed = awake
+                    if local and local_por:
+                        allowed = [i for i in awake if i == choice or (alts[i][1] == tid and alts[i][0] != "run")]
                     ex.allowed.append(allowed)
-                if m.kicked and kind == "run" and path is not None:
-                    self._widen(records, path or [], len(prefix), ex.allowed, tid, before)
+                if sleeping:
+                    if depth < len(prefix) and depth >= n_fixed and path is not None:
+                        candidates = {**sleep, **dict(path[depth - n_fixed].done)}
+                    else:
+                        candidates = sleep
+                    sleep = {z: zfp for z, zfp in candidates.items() if z != alts[choice] and not dependent(zfp, fp)}
+                if m.kicked and kind == "run" and path is not None and local_por:
+                    self._widen(records, path, n_fixed, len(prefix), ex.allowed, tid, before)
             if ex.ended == "done":
                 ex.violation = world.verdict()
             if tracer is not None:
@@ -577,22 +714,22 @@ class Explorer:
         return ex
 
     @staticmethod
-    def _widen(records, path, n_prefix: int, new_allowed, tid: int, moves: int) -> None:
+    def _widen(records, path, n_fixed: int, n_prefix: int, new_allowed, tid: int, moves: int) -> None:
         """Thread ``tid``'s step just interrupted another thread, so it does not commute
         with that thread's local steps: wherever ``tid`` was already waiting to take this
         same step, its "run" must be explored too."""
-        for i in range(len(records) - 2, -1, -1):
+        for i in range(len(records) - 2, n_fixed - 1, -1):
             alts, parked = records[i]
             if parked.get(tid) != moves:
                 return
-            allowed = path[i][1] if i < n_prefix else new_allowed[i - n_prefix]
+            allowed = path[i - n_fixed].allowed if i < n_prefix else new_allowed[i - n_prefix]
             run = alts.index(("run", tid, 0))
             if run not in allowed:
                 allowed.append(run)
 
 
 def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debug: bool = False,
-          progress: Callable[[int, int, int], None] | None = None) -> CheckResult:
+          reduction: str = "sleep", progress: Callable[[int, int, int], None] | None = None) -> CheckResult:
     """Explore ``scenario`` under ``kernel`` within ``bounds``; ``progress`` is called after
     every execution with (explored, distinct states, violations)."""
     from ..kernel import kernel_class
@@ -600,7 +737,7 @@ def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debu
     bounds = bounds or Bounds()
     bounds.validate()
     kernel_class(kernel)  # unknown kernel: BadInput with the accepted names
-    return Explorer(scenario, kernel, bounds, debug=debug, progress=progress).run()
+    return Explorer(scenario, kernel, bounds, debug=debug, reduction=reduction, progress=progress).run()
 
 
 # ======================================================================

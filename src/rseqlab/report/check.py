@@ -9,19 +9,27 @@ from ..check.explore import CheckResult, Step
 from ..check.model import Scenario
 
 
-def as_json(r: CheckResult) -> dict[str, Any]:
+def as_json(r: CheckResult, unreduced: CheckResult | None = None) -> dict[str, Any]:
     ce = r.counterexample
-    return {
+    out = {
         "scenario": r.scenario.name,
         "kernel": r.kernel,
         "explored": r.explored,
         "distinct_states": r.distinct_states,
+        "reduction": r.reduction,
+        "subtrees": r.subtrees,
         "violations": r.violations,
         "counterexample": None if ce is None else {
             "violation": ce.violation,
             "steps": [s.as_json() for s in ce.steps],
+            "choices": r.counterexample_choices,
         },
     }
+    if unreduced is not None:
+        out["unreduced"] = {"explored": unreduced.explored, "distinct_states": unreduced.distinct_states,
+                            "violations": unreduced.violations}
+        out["reduction_ratio"] = round(unreduced.explored / r.explored, 3)
+    return out
 
 
 def _area(area: dict[str, int] | None) -> str:
@@ -48,7 +56,20 @@ def _step(s: Step) -> list[str]:
     return lines
 
 
-def render(r: CheckResult) -> str:
+def render_estimate(job, data: dict[str, Any]) -> str:
+    b = job.bounds
+    return "\n".join([
+        f"{job.spec[1]} under {job.kernel}: up to {b.preemptions} preemption(s), {b.migrations} migration(s), "
+        f"{b.signals} signal(s)",
+        f"estimated executions: {data['estimated_executions']:,} ({data['probes']} probes, seed {data['seed']}; "
+        f"probe spread {data['spread']['min']:,}..{data['spread']['max']:,})",
+        f"  about {data['seconds_per_execution'] * 1000:.2f} ms per execution here: "
+        f"~{data['estimated_seconds_one_core']:,.0f} s on one core",
+        f"  {data['method']}",
+    ])
+
+
+def render(r: CheckResult, unreduced: CheckResult | None = None) -> str:
     b = r.bounds
     sc = r.scenario
     head = [
@@ -58,7 +79,12 @@ def render(r: CheckResult) -> str:
         f"  invariant: {sc.invariant} (and every thread exits normally)",
     ]
     verdict = "no violation" if not r.violations else f"{r.violations} violating execution(s)"
-    head.append(f"explored {r.explored} executions, {r.distinct_states} distinct states: {verdict}")
+    split = f" in {r.subtrees} subtrees" if r.subtrees > 1 else ""
+    head.append(f"explored {r.explored} executions{split}, {r.distinct_states} distinct states: {verdict}")
+    if unreduced is not None:
+        head.append(f"  without partial-order reduction: {unreduced.explored} executions, "
+                    f"{unreduced.distinct_states} distinct states ({unreduced.explored / r.explored:.2f}x more "
+                    f"executions than --reduction {r.reduction})")
     if r.depth_cut:
         head.append(f"  ({r.depth_cut} execution(s) cut at the depth bound)")
     ce = r.counterexample

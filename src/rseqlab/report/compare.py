@@ -130,3 +130,43 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
 
 def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.3f} ms"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}%"
+
+
+def render_distribution(con: Console, title: str, data: Mapping) -> None:
+    """The table of ``distributions.aggregate``: per counter and kernel the mean with its 95%
+    interval and the standard deviation, then each reduction with its interval."""
+    kernels = list(data["kernels"])
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for k in kernels:
+        table.add_column(f"{k} mean [95% CI]", justify="right")
+        table.add_column("sd", justify="right")
+    pairs = list(data["reductions"])
+    for pair in pairs:
+        table.add_column(f"reduction {pair} [95% CI]", justify="right")
+    labels = [(label, counter) for label, counter, _ in ROWS]
+    labels += [(label, c) for label, c, _ in SLICE_ROWS]
+    labels += [("user reads", "user_reads"), ("user writes", "user_writes"),
+               ("tp rseq_update", "rseq_update"), ("tp rseq_ip_fixup", "rseq_ip_fixup")]
+    for label, counter in labels:
+        if not any(counter in data["kernels"][k] for k in kernels):
+            continue
+        cells: list[str] = []
+        for k in kernels:
+            s = data["kernels"][k].get(counter)
+            cells += ["-", ""] if s is None else [f"{_num(s['mean'])} [{_num(s['ci95'][0])}, {_num(s['ci95'][1])}]",
+                                                  _num(s["std"])]
+        for pair in pairs:
+            r = data["reductions"][pair].get(counter)
+            cells.append("-" if r is None else f"{_pct(r['reduction'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}]")
+        table.add_row(label, *cells)
+    con.print(table)
+    con.print(f"interval: {data['interval']}", markup=False)

@@ -28,6 +28,7 @@ pass and the others are reported (:func:`regression_kernel`).
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -173,3 +174,29 @@ def run(cases: list[Case], kernels: list[str], *, seed: int = 0,
             if on_result is not None:
                 on_result(result)
             yield result
+
+
+@functools.lru_cache(maxsize=8)
+def _planned(tests: tuple[str, ...] | None, full: bool, cpus: int, arm64: bool) -> list[Case]:
+    return plan(list(tests) if tests else None, full=full, cpus=cpus, arm64=arm64)
+
+
+def run_item(item: tuple[tuple[str, ...] | None, bool, int, bool, int, str, int]) -> SelftestResult:
+    """One run, named so that any process can do it: the plan's arguments, the case's index
+    in it, the kernel and the seed (a ``Case`` holds closures, which do not pickle)."""
+    tests, full, cpus, arm64, index, kernel, seed = item
+    case = _planned(tests, full, cpus, arm64)[index]
+    r = case.run(kernel, seed)
+    return SelftestResult(case.name, kernel, r.passed, r.counters, r.detail, case.expected(kernel))
+
+
+def run_fanout(tests: list[str] | None, kernels: list[str], *, full: bool = False, cpus: int = 2,
+               arm64: bool = False, seed: int = 0, fan=None,
+               on_result: Callable[[int, SelftestResult], None] | None = None) -> list[SelftestResult]:
+    """:func:`run` through ``rseqlab.fanout`` (same results, same case-major order)."""
+    from .. import fanout
+
+    key = tuple(tests) if tests else None
+    cases = _planned(key, full, cpus, arm64)
+    items = [(key, full, cpus, arm64, i, k, seed) for i in range(len(cases)) for k in kernels]
+    return fanout.run(run_item, items, fan, on_result=on_result)

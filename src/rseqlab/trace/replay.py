@@ -621,3 +621,15 @@ def unmap_range(vmas: list, start: int, length: int) -> tuple[list, bool]:
         if f.refs == 0:
             last = True
     return kept, last
+
+
+def replay_file(item: tuple[str, list[str], bool]) -> dict:
+    """One recording replayed through every kernel (a fan-out item for ``replay A B ...``):
+    ``{"kernels": {kernel: counters}, "observed": ..., "trace": ...}`` as ``replay --json``.
+    The path must name the same file where the item runs (a shared file system on a cluster)."""
+    from ..report.live import replay_json
+    from .format import load
+
+    path, kernels, reference = item
+    trace = load(path)
+    return replay_json(trace, replay(trace, kernels, reference=reference), per_process=False)

@@ -1,0 +1,105 @@
+"""The sleep sets change how many executions ``check`` needs, never a verdict (issue 16).
+
+Every built-in scenario, under kernels where it holds and where it breaks, is explored
+with the full reduction and with none (state hashing only); the verdicts must agree and
+the reduced search's counterexample must replay to the same violation from its saved file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rseqlab.check import SCENARIOS, Bounds, check
+from rseqlab.check import parallel
+from rseqlab.check.explore import Footprint, dependent
+
+MIGRATE = Bounds(0, 1, 0)
+PREEMPT = Bounds(1, 0, 0)
+PREEMPT_SIGNAL = Bounds(1, 0, 1)
+CASES = [
+    *[(name, kernel, MIGRATE) for name in ("percpu-counter", "percpu-list", "percpu-buffer", "percpu-memcpy",
+                                            "spinlock") for kernel in ("6.19", "6.19:no-cs-check")],
+    ("percpu-counter", "6.18", PREEMPT_SIGNAL),
+    ("spinlock", "6.19", PREEMPT_SIGNAL),
+    ("tcmalloc-slab-cache", "6.18", PREEMPT), ("tcmalloc-slab-cache", "6.19", PREEMPT),
+    ("syscall-in-cs", "6.18", MIGRATE), ("syscall-in-cs", "6.19", MIGRATE),
+    ("stale-rseq-cs", "6.18", PREEMPT_SIGNAL), ("stale-rseq-cs", "6.19", PREEMPT_SIGNAL),
+    ("signal-handler-cs", "6.19", Bounds(0, 0, 1)), ("signal-handler-cs", "6.19:no-cs-check", Bounds(0, 0, 1)),
+    ("slice-lock", "7.1", PREEMPT), ("slice-lock", "7.1+slice", PREEMPT),
+]
+
+
+def test_the_cases_cover_every_built_in_scenario_and_both_verdicts():
+    assert {name for name, _, _ in CASES} == set(SCENARIOS)
+
+
+@pytest.mark.parametrize(("name", "kernel", "bounds"), CASES, ids=lambda v: str(v) if isinstance(v, str) else None)
+def test_the_reduction_keeps_the_verdict_and_the_counterexample_replays(name, kernel, bounds, tmp_path):
+    reduced = check(SCENARIOS[name](), kernel, bounds, reduction="sleep")
+    plain = check(SCENARIOS[name](), kernel, bounds, reduction="none")
+    assert (reduced.violations > 0) == (plain.violations > 0)
+    assert reduced.explored <= plain.explored
+    if reduced.violations:
+        job = parallel.Job(("builtin", name), kernel, bounds)
+        path = tmp_path / "ce.json"
+        parallel.save_counterexample(str(path), job, reduced)
+        loaded, choices, violation = parallel.load_counterexample(str(path))
+        again = parallel.replay_counterexample(loaded, choices)
+        assert again.counterexample.violation == reduced.counterexample.violation == violation
+        assert [s.as_json() for s in again.counterexample.steps] == [s.as_json() for s in reduced.counterexample.steps]
+
+
+def test_the_sleep_sets_do_save_executions():
+    bounds = Bounds(1, 1, 0)
+    sc = SCENARIOS["percpu-counter"]
+    assert check(sc(), "6.19", bounds, reduction="sleep").explored < check(sc(), "6.19", bounds,
+                                                                            reduction="local").explored
+
+
+def test_independence_is_conservative():
+    a = Footprint(1, frozenset({10}), frozenset({11}), kernel=False)
+    assert dependent(a, Footprint(1, frozenset(), frozenset(), kernel=False))  # same thread
+    assert not dependent(a, Footprint(2, frozenset({10}), frozenset({12}), kernel=False))  # reads only
+    assert dependent(a, Footprint(2, frozenset({11}), frozenset(), kernel=False))  # read of a written word
+    assert dependent(a, Footprint(2, frozenset(), frozenset({10}), kernel=True))  # write of a read word
+    assert not dependent(a, Footprint(2, frozenset(), frozenset(), kernel=True))  # an interrupt elsewhere
+    k = Footprint(3, frozenset(), frozenset(), kernel=True)
+    assert dependent(k, Footprint(2, frozenset(), frozenset(), kernel=True))  # shared kernel state
+    assert dependent(a, Footprint(2, frozenset(), frozenset(), kernel=False, total=True))  # an IPI
+
+
+def test_subtrees_give_the_same_verdict_and_a_replayable_counterexample():
+    job = parallel.Job(("builtin", "percpu-counter"), "6.19:no-cs-check", MIGRATE)
+    whole = check(SCENARIOS["percpu-counter"](), "6.19:no-cs-check", MIGRATE)
+    split = parallel.check_subtrees(job, 6)
+    assert split.subtrees >= 6 and split.violations > 0 and whole.violations > 0
+    assert parallel.replay_counterexample(job, split.counterexample_choices).violations == 1
+
+
+def test_the_estimate_is_seeded_and_bounds_the_search():
+    job = parallel.Job(("builtin", "percpu-counter"), "6.19", Bounds(1, 0, 1))
+    a = parallel.estimate(job, probes=20, seed=3)
+    b = parallel.estimate(job, probes=20, seed=3)
+    drop = ("seconds_per_execution", "estimated_seconds_one_core")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert a["estimated_executions"] >= 1 and a["spread"]["min"] <= a["estimated_executions"] <= a["spread"]["max"]
+
+
+@pytest.mark.parametrize("text", ['{"format": "x"}', "[]", "not json",
+                                  '{"format": "rseqlab-counterexample", "version": 1, "scenario": ["builtin", "nope"],'
+                                  ' "kernel": "6.19", "debug": false, "choices": [0],'
+                                  ' "bounds": {"preemptions": 0, "migrations": 0, "signals": 0}}'])
+def test_a_bad_counterexample_file_is_one_error_line(text, tmp_path):
+    from rseqlab.cli import main
+
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert main(["check", "--replay", str(path)]) == 2
+
+
+def test_a_counterexample_of_another_scenario_shape_is_refused(tmp_path):
+    job = parallel.Job(("builtin", "percpu-counter"), "6.19", Bounds(0, 0, 0))
+    from rseqlab.errors import BadInput
+
+    with pytest.raises(BadInput, match="offers"):
+        parallel.replay_counterexample(job, [0] * 3 + [99])
