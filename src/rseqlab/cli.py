@@ -267,6 +267,12 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
 @cli.command()
 @_format_option
 @alone("list_only", but=("as_json",))
+# --seeds reports distributions: a single run's seed, chart, timelines and cost estimate do not apply.
+@exclusive("seed_list", "seed")
+@exclusive("seed_list", "plot")
+@exclusive("seed_list", "perfetto_out")
+@exclusive("seed_list", "chrome_out")
+@exclusive("seed_list", "cost_model")
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
 @_kernel_option("Kernel (what-if variants accepted; default: 6.18 and 6.19).")
@@ -751,6 +757,15 @@ def workload(name: str | None, list_only: bool) -> None:
 @exclusive("scenario", "list_only", "list_kernels")
 @alone("list_only", but=("as_json", "arch"))
 @alone("list_kernels", but=("as_json", "arch"))
+# --replay reruns a saved counterexample: its file names the scenario, kernel and bounds.
+@alone("replay_file", but=("as_json",))
+# --estimate only probes the search: nothing is explored, saved, measured or drawn.
+@exclusive("estimate", "save_to")
+@exclusive("estimate", "measure_reduction")
+@exclusive("estimate", "subtrees")
+@exclusive("estimate", "plot")
+@exclusive("estimate", "perfetto_out")
+@exclusive("estimate", "chrome_out")
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant (see --list-kernels); several are checked in turn.")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
