@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from . import _startup
@@ -19,7 +20,7 @@ import click  # noqa: E402
 from . import scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
 from .kernel import PERSONALITIES, kernel_names
-from .report import console, dump_json
+from .report import console, json_document
 from .report import explain as explain_report
 
 KERNELS = list(PERSONALITIES)
@@ -49,20 +50,46 @@ DEFAULT_PAIR = ("6.18", "6.19")
 _LEGACY_KERNELS = "rseqlab.legacy_kernels"
 
 
+_LIST_KERNELS = "rseqlab.list_kernels"
+
+
 def _kernel_option(help_text: str):
-    """``-k/--kernel``: one way to name kernels on every command, repeatable and accepting comma lists.
+    """``-k/--kernel``: one way to name kernels on every command, repeatable and accepting comma lists,
+    with ``--list-kernels`` beside it.
 
     ``--kernels`` (the old comma-list option of compare, replay and validate) stays as a hidden alias.
     """
-    def keep_legacy(ctx: click.Context, _param, value: tuple[str, ...]) -> None:
-        ctx.meta[_LEGACY_KERNELS] = value
+    def keep(key: str):
+        def callback(ctx: click.Context, _param, value) -> None:
+            ctx.meta[key] = value
+        return callback
 
     def decorate(fn):
-        fn = click.option("--kernels", multiple=True, hidden=True, expose_value=False, callback=keep_legacy,
-                          help="Deprecated alias of -k/--kernel.")(fn)
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            ctx = click.get_current_context()
+            if ctx.meta.get(_LIST_KERNELS):
+                _on_arch([], kwargs.get("arch"))  # BadInput naming the accepted architectures
+                return _print_kernels(bool(kwargs.get("as_json")))
+            return fn(*args, **kwargs)
+
+        command = click.option("--list-kernels", is_flag=True, expose_value=False, callback=keep(_LIST_KERNELS),
+                               help="List the kernels and what-if variants and exit.")(command)
+        command = click.option("--kernels", multiple=True, hidden=True, expose_value=False,
+                               callback=keep(_LEGACY_KERNELS), help="Deprecated alias of -k/--kernel.")(command)
         return click.option("--kernel", "-k", "kernels", multiple=True, metavar="KERNEL[,KERNEL...]",
-                            help=help_text + " Repeat -k or give a comma list.")(fn)
+                            help=help_text + " Repeat -k or give a comma list.")(command)
     return decorate
+
+
+def _print_kernels(as_json: bool) -> int:
+    """``--list-kernels``: every accepted kernel name with its one-line summary."""
+    from .kernel import kernel_summary
+    from .report.check import render_kernels
+
+    rows = [(name, kernel_summary(name)) for name in kernel_names()]
+    click.echo(json_document("kernel-list", dict(rows), key="kernels") if as_json else render_kernels(rows))
+    return ExitStatus.SUCCESS
 
 
 def _kernel_list(values: tuple[str, ...], arch: str | None, default: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -80,7 +107,18 @@ def _kernel_list(values: tuple[str, ...], arch: str | None, default: tuple[str, 
     return names
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rseqlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="rseqlab",
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 def cli() -> None:
     """rseqlab: what each Linux kernel does for restartable sequences (RSEQ)."""
 
@@ -111,15 +149,15 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
     chosen = _kernel_list(kernels, arch, KERNELS)
     if list_only:
         if as_json:
-            click.echo(dump_json([{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
-                                  for s in scenarios.SCENARIOS.values()]))
+            click.echo(json_document("explain-list", [{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
+                                                      for s in scenarios.SCENARIOS.values()], key="scenarios"))
         else:
             explain_report.render_list(con)
         return
     if run_all:
         rows = [[scenarios.explain(n, k, debug=debug) for k in chosen] for n in names]
         if as_json:
-            click.echo(dump_json([r.as_json() for row in rows for r in row]))
+            click.echo(json_document("explain", [r.as_json() for row in rows for r in row], key="results"))
         else:
             explain_report.render_matrix(con, rows)
         return
@@ -127,8 +165,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(names)}")
     results = [scenarios.explain(scenario, k, debug=debug) for k in chosen]
     if as_json:
-        payload = results[0].as_json() if len(results) == 1 else [r.as_json() for r in results]
-        click.echo(dump_json(payload))
+        if len(results) == 1:
+            click.echo(json_document("explain", results[0].as_json()))
+        else:
+            click.echo(json_document("explain", [r.as_json() for r in results], key="results"))
     else:
         explain_report.render(con, results)
 
@@ -141,14 +181,16 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list", "list_only", is_flag=True, help="List the suite's tests and exit.")
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, arch: str) -> int:
+             as_json: bool, list_only: bool, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
     Examples:
       rseqlab selftest                                   # reduced matrix, every personality
+      rseqlab selftest --list
       rseqlab selftest -t tcmalloc-slab-cache -k 6.18 -k 6.19 --json
       rseqlab selftest -t "param_test -T l -4 10000 -r 100 -t 12" -k 6.19:no-cs-check
       rseqlab selftest --full                            # all 2048 run_param_test.sh runs
@@ -156,6 +198,12 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     from .report import selftest as selftest_report
     from .selftests import param_test, runner
 
+    if list_only:
+        rows = {name: runner.summary(name) for name in runner.SUITE}
+        width = max(map(len, rows))
+        click.echo(json_document("selftest-list", rows, key="tests") if as_json
+                   else "\n".join(f"{n:<{width}}  {t}" for n, t in rows.items()))
+        return ExitStatus.SUCCESS
     chosen = _kernel_list(kernels, arch, KERNELS)
     try:
         cases = runner.plan(list(tests) or None, full=full, cpus=cpus,
@@ -166,7 +214,7 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
                                  len(cases) * len(chosen))
     if as_json:
-        click.echo(dump_json([r.as_json() for r in results]))
+        click.echo(json_document("selftest", [r.as_json() for r in results], key="results"))
     else:
         selftest_report.render(console(), results, len(results))
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
@@ -221,9 +269,9 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
 
     con = console()
     if list_only:
-        for name in builtin_names():
-            w = load_workload(name)
-            click.echo(f"{name:16} {w.description}")
+        rows = {name: load_workload(name).description for name in builtin_names()}
+        click.echo(json_document("workload-list", rows, key="workloads") if as_json
+                   else "\n".join(f"{n:16} {d}" for n, d in rows.items()))
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
@@ -236,7 +284,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
 
         plot_compare(plot, f"{w.name}: RSEQ work per kernel (seed {seed})", data["kernels"])
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("compare", data))
         return
     render_compare(con, f"{w.name} (seed {seed}, {data['simulated_ns'] / 1e6:,.1f} ms simulated): "
                         f"{w.description}", data["kernels"],
@@ -290,13 +338,13 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 
     res = do_record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
     if as_json:
-        click.echo(dump_json(res.summary))
+        click.echo(json_document("record", res.summary))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path)
 
 
 @cli.command()
-@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.argument("trace_file", type=click.Path(dir_okay=False), default="rseqlab.trace")
 @_kernel_option("Kernel (default: 6.18 and 6.19).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
@@ -309,8 +357,11 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
            jobs: int, reference: bool, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
+    TRACE_FILE defaults to rseqlab.trace, what 'rseqlab record' writes by default.
+
     \b
     Examples:
+      rseqlab replay                                # rseqlab.trace
       rseqlab replay make.trace
       rseqlab replay make.trace -k 6.18,6.19 --json --per-process
     """
@@ -326,7 +377,7 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
     data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
                                    per_process=per_process, cost_model=model)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("replay", data))
     else:
         live_report.render_replay(console(), data, title=f"Replay of {trace_file}: "
                                   f"{' '.join(trace.meta.get('command', []))}")
@@ -401,7 +452,7 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
     data["record"] = res.summary
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("validate", data))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path if output else None)
         live_report.render_validation(console(), data)
@@ -441,7 +492,7 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
     data = live_report.validation_json(trace, results, personality)
     data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("validate", data))
     else:
         live_report.render_file_validation(console(), data, path)
     return ExitStatus.FAILURE if data["validation"]["failed"] else ExitStatus.SUCCESS
@@ -468,7 +519,7 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) 
     if save:
         live_cost.save_model(model, save)
     if as_json:
-        click.echo(dump_json(model))
+        click.echo(json_document("cost", model))
     else:
         live_report.render_cost(console(), model)
 
@@ -488,7 +539,7 @@ def rseq_area(as_json: bool) -> None:
 
     area = read_rseq_area()
     if as_json:
-        click.echo(dump_json(area.as_json()))
+        click.echo(json_document("rseq-area", area.as_json()))
     else:
         live_report.render_rseq_area(console(), area)
 
@@ -496,7 +547,8 @@ def rseq_area(as_json: bool) -> None:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
-def workload(name: str | None, list_only: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--list, or the built path).")
+def workload(name: str | None, list_only: bool, as_json: bool) -> None:
     """Build a shipped workload (C source, machine's gcc) and print its path.
 
     \b
@@ -507,12 +559,13 @@ def workload(name: str | None, list_only: bool) -> None:
     from .live.workloads import WORKLOADS, build
 
     if list_only or name is None:
-        for n, summary in WORKLOADS.items():
-            click.echo(f"{n:12} {summary}")
         if name is None and not list_only:
-            raise BadInput(f"missing NAME; accepted: {', '.join(WORKLOADS)}")
+            raise BadInput(f"missing NAME; accepted: {', '.join(WORKLOADS)} (or --list)")
+        click.echo(json_document("workload-list", dict(WORKLOADS), key="workloads") if as_json
+                   else "\n".join(f"{n:12} {t}" for n, t in WORKLOADS.items()))
         return
-    click.echo(str(build(name)))
+    path = str(build(name))
+    click.echo(json_document("workload", {"workload": name, "path": path}) if as_json else path)
 
 
 @cli.command("check")
@@ -524,10 +577,9 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--debug", is_flag=True, help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
-@click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, arch: str) -> int:
+              debug: bool, as_json: bool, list_only: bool, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
@@ -543,21 +595,16 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     """
     from . import check as checker
     from .check.stepfile import load_step_file
-    from .kernel import kernel_summary
     from .report import check as check_report
 
     _on_arch([], arch)  # BadInput naming the accepted architectures
     if list_only:
         found = [factory() for factory in checker.SCENARIOS.values()]
         if as_json:
-            click.echo(dump_json([{"scenario": s.name, "summary": s.summary, "invariant": s.invariant}
-                                  for s in found]))
+            click.echo(json_document("check-list", [{"scenario": s.name, "summary": s.summary,
+                                                     "invariant": s.invariant} for s in found], key="scenarios"))
         else:
             click.echo(check_report.render_list(found))
-        return ExitStatus.SUCCESS
-    if list_kernels:
-        rows = [(name, kernel_summary(name)) for name in kernel_names()]
-        click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
         return ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
@@ -575,7 +622,7 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     results = [checker.check(sc, kernel, bounds, debug=debug) for kernel in chosen]
     if as_json:
         docs = [check_report.as_json(r) for r in results]
-        click.echo(dump_json(docs[0] if len(docs) == 1 else docs))
+        click.echo(json_document("check", docs[0]) if len(docs) == 1 else json_document("check", docs, key="results"))
     else:
         click.echo("\n\n".join(check_report.render(r) for r in results))
     return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
@@ -595,6 +642,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # A bare ``rseqlab`` (or ``rseqlab vm``) is a request for the help, printed as --help prints it.
+        click.echo(exc.ctx.get_help())
+        return ExitStatus.SUCCESS
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _error(exc.format_message().replace("\n", " ") + hint)

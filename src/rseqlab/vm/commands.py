@@ -10,7 +10,7 @@ import sys
 import click
 
 from ..errors import ExitStatus
-from ..report import console, dump_json
+from ..report import console, json_document
 
 
 @click.group("kernels", invoke_without_command=True)
@@ -32,7 +32,7 @@ def kernels_group(ctx: click.Context, as_json: bool, offline: bool) -> None:
 
     data = listing.listing(offline=offline)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("kernels", data))
     else:
         listing.render(console(), data)
 
@@ -50,7 +50,7 @@ def kernels_get(version: str, stats: bool, fragment: str | None, as_json: bool) 
     extra = parse_fragment_file(fragment) if fragment else None
     k = KernelStore().get(version, stats=stats or extra is not None, fragment=extra)
     if as_json:
-        click.echo(dump_json(k.as_json()))
+        click.echo(json_document("kernels-get", k.as_json(), key="kernel"))
     else:
         kind = "statistics build" + (" with the slice extension" if k.slice else "") if k.stats else "binary"
         click.echo(f"{k.version} ({kind}): {k.image}")
@@ -88,7 +88,7 @@ def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeo
     res = vmrun.vm_run(version, list(command), output, cpus=cpus, mem_mb=mem_mb, stats=stats, timeout=timeout,
                        log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
-        click.echo(dump_json(res.summary))
+        click.echo(json_document("vm-run", res.summary))
     else:
         vmrun.render_summary(console(sys.stderr), res.summary)
 
@@ -105,7 +105,7 @@ def vm_selftest(version: str, cpus: int, timeout: float, as_json: bool) -> int:
     data = vm_st.run(version, cpus=cpus, timeout=timeout,
                      log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("vm-selftest", data, key="selftest"))
     else:
         vm_st.render(console(), data)
     return ExitStatus.SUCCESS if data["passed"] else ExitStatus.FAILURE
@@ -120,6 +120,6 @@ def vm_probe(versions: tuple[str, ...], as_json: bool) -> None:
 
     rows = [probe.rseq32(v) for v in versions]
     if as_json:
-        click.echo(dump_json(rows))
+        click.echo(json_document("vm-probe", rows, key="kernels"))
     else:
         probe.render(console(), rows)
