@@ -325,8 +325,10 @@ def _with_progress(run, kernels: list[str], duration_ms: int | None):
 @click.option("--buffer-mb", type=int, default=32, show_default=True, help="Ring buffer per CPU, in MiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recording summary as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...]) -> None:
+def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...]) -> int:
     """Record COMMAND's whole process tree on the live kernel (root; mounts tracefs if needed).
+
+    Exits with COMMAND's own status (128+N if a signal N ended it), as perf record does.
 
     \b
     Examples:
@@ -341,6 +343,14 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
         click.echo(json_document("record", res.summary))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path)
+    return _command_status(res.summary.get("exit_status"))
+
+
+def _command_status(code: int | None) -> int:
+    """The recorded command's exit status as a shell reports it: its code, or 128+N for signal N."""
+    if code is None:
+        return ExitStatus.SUCCESS
+    return code if code >= 0 else 128 - code
 
 
 @cli.command()
@@ -409,6 +419,9 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
              slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
+    Exits with COMMAND's own status when that is not 0 (as record does), else 1 when --max-error
+    is exceeded, else 0.
+
     With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
     docs/guest-recording.md), validate that recording instead: replay it through the personality
     of the kernel that recorded it and compare every counter of the kernel's statistics (when the
@@ -456,6 +469,9 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path if output else None)
         live_report.render_validation(console(), data)
+    command_status = _command_status(res.summary.get("exit_status"))
+    if command_status != ExitStatus.SUCCESS:
+        return command_status
     err = data["validation"]["relative_error"]
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE

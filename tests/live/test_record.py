@@ -152,3 +152,17 @@ def test_parallel_compile_loses_nothing_and_reports_its_cost(live_tracefs, run_c
           f"error {100 * v['relative_error']:+.2f}%")
     assert v["relative_error"] is not None and abs(v["relative_error"]) < 0.10
     assert any("mm_cid" in s for s in v["residual_sources"])
+
+
+@pytest.mark.parametrize(("script", "status", "says"), [
+    ("exit 3", 3, "command exited with status 3"),
+    ("kill -TERM $$", 143, "command was killed by SIGTERM (exit status 143)"),
+])
+def test_record_and_validate_exit_with_the_commands_status(live_tracefs, run_cli, tmp_path, script, status, says):
+    """As ``perf record`` does: the recording is kept, and the exit status is the command's."""
+    rec = run_cli("record", "-o", str(tmp_path / "r.trace"), "--", "sh", "-c", script)
+    assert rec.status == status and says in rec.stderr
+    assert load(tmp_path / "r.trace").meta["exit_status"] in (3, -15)
+    val = run_cli("validate", "--json", "--", "sh", "-c", script)
+    assert val.status == status and val.json["record"]["exit_status"] in (3, -15)
+    assert run_cli("record", "-o", str(tmp_path / "ok.trace"), "--", "true").status == 0

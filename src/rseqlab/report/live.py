@@ -59,8 +59,17 @@ def render_record(con: Console, summary: dict, path) -> None:
         con.print(f"  overhead: {share} "
                   f"(tracepoints ~{ov['tracing_cpu_s']:.3f} s, reader {ov['reader_cpu_s']:.3f} s, "
                   f"workload {ov['workload_cpu_s']:.3f} s CPU, {ov['wall_s']:.3f} s wall)", markup=False)
-    if summary.get("exit_status"):
-        con.print(f"  command exited with status {summary['exit_status']}")
+    code = summary.get("exit_status")
+    if code and code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        con.print(f"  command was killed by {name} (exit status {128 - code})")
+    elif code:
+        con.print(f"  command exited with status {code}")
 
 
 # ----------------------------------------------------------------------
