@@ -166,3 +166,14 @@ def test_record_and_validate_exit_with_the_commands_status(live_tracefs, run_cli
     val = run_cli("validate", "--json", "--", "sh", "-c", script)
     assert val.status == status and val.json["record"]["exit_status"] in (3, -15)
     assert run_cli("record", "-o", str(tmp_path / "ok.trace"), "--", "true").status == 0
+
+
+def test_per_process_view_names_each_process_after_its_exec(live_tracefs, run_cli, tmp_path):
+    """A child of sh runs cat: its row says cat, not the sh it was forked from (issue 15)."""
+    out = tmp_path / "sh.trace"
+    assert run_cli("record", "-o", str(out), "--", "sh", "-c", "cat /dev/null; cat /dev/null; true").status == 0
+    for extra in ((), ("--reference",)):
+        res = run_cli("replay", str(out), "-k", "6.18", "--per-process", "--json", *extra)
+        assert res.status == 0, res.stderr
+        comms = sorted(p["comm"] for p in res.json["processes"])
+        assert comms.count("cat") == 2 and "sh" in comms, comms

@@ -472,12 +472,15 @@ class Replay:
         tps = k.trace_totals.as_dict()
         reads = writes = 0
         per_task = {}
+        # A forked task starts with its parent's comm (copy_process); the recorder kept the name each
+        # task last ran under, i.e. the one begin_new_exec (fs/exec.c) set after an exec.
+        names = self.trace.meta.get("tasks", {})
         for pid in self.order:
             rt = self.tasks[pid]
             t = rt.task
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": t.comm, "tgid": t.tgid, "exits": rt.exits, "counters": t.stats.as_dict(),
+            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid, "exits": rt.exits, "counters": t.stats.as_dict(),
                              "rseq_update": t.trace.rseq_update, "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": rt.observed_update,
                              "observed_rseq_ip_fixup": rt.observed_fixup}
