@@ -519,9 +519,15 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
 @click.option("--reps", type=int, default=21, show_default=True, help="Interleaved A/B repetitions.")
 @click.option("--rounds", type=int, default=20000, show_default=True, help="Ping-pong round trips per run.")
 @click.option("--signals", type=int, default=20000, show_default=True, help="Self-signals per run.")
-@click.option("--save", type=click.Path(dir_okay=False), help="Save the cost model (JSON) for compare/replay.")
-def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) -> None:
+@click.option("--warmup", type=int, default=1, show_default=True, help="Discarded A/B repetitions before the measured ones.")
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="Save the cost model (JSON) for compare/replay; refused when the noise hides the effect.")
+def cost(as_json: bool, reps: int, rounds: int, signals: int, warmup: int, save: str | None) -> int:
     """Measure what a legacy RSEQ pass costs here: A/B with GLIBC_TUNABLES=glibc.pthread.rseq=0.
+
+    Each side reports median, interquartile range and minimum; a benchmark whose noise (the larger
+    IQR) is at least its effect (the difference of the medians) gets a warning on stderr, and
+    --save refuses (exit 1) when that is the ping-pong, the model's source.
 
     \b
     Examples:
@@ -531,13 +537,17 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) 
     from .live import cost as live_cost
     from .report import live as live_report
 
-    model = live_cost.measure(reps=reps, rounds=rounds, signals=signals)
-    if save:
-        live_cost.save_model(model, save)
+    model = live_cost.measure(reps=reps, rounds=rounds, signals=signals, warmup=warmup)
     if as_json:
         click.echo(json_document("cost", model))
     else:
         live_report.render_cost(console(), model)
+    for line in live_cost.noise_warnings(model):
+        click.echo(f"rseqlab: WARNING: {line}", err=True)
+    if save:
+        live_cost.refuse_meaningless(model)  # after the figures are shown, so the user sees why
+        live_cost.save_model(model, save)
+    return ExitStatus.SUCCESS
 
 
 @cli.command("rseq-area")
