@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,plot,fast]'
 	@# Static guest programs (rseqlab.vm.guestbuild) link glibc's libc.a, from libc6-dev.
 	@gcc -print-file-name=libc.a | grep -q / || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade libc6-dev >/dev/null; }

@@ -17,7 +17,7 @@ _previous_sigint = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
-from . import scenarios
+from . import extras, scenarios
 from .errors import BadInput, ExitStatus, RseqlabError
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, json_document
@@ -274,6 +274,8 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
                    else "\n".join(f"{n:16} {d}" for n, d in rows.items()))
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
+    if plot:
+        extras.require("plot", "--plot")  # before minutes of simulation, not after
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
     results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
@@ -608,7 +610,8 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
               debug: bool, as_json: bool, list_only: bool, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
-    SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
+    SCENARIO is a built-in name (--list) or a step file: a path, or the name of one shipped
+    with rseqlab (percpu-counter.rseq, syscall-in-cs.rseq; --list names them).
     Exits 1 if some execution breaks the invariant (under any of the kernels).
 
     \b
@@ -616,21 +619,23 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
       rseqlab check --list
       rseqlab check percpu-list --kernel 6.19
       rseqlab check tcmalloc-slab-cache --kernel 6.19 --preemptions 1 --json
-      rseqlab check examples/percpu-counter.rseq --kernel 6.19:no-cs-check
+      rseqlab check percpu-counter.rseq --kernel 6.19:no-cs-check
       rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
-    from .check.stepfile import load_step_file
+    from .check.stepfile import find_step_file, load_step_file, shipped_examples
     from .report import check as check_report
 
     _on_arch([], arch)  # BadInput naming the accepted architectures
     if list_only:
         found = [factory() for factory in checker.SCENARIOS.values()]
+        examples = shipped_examples()
         if as_json:
             click.echo(json_document("check-list", [{"scenario": s.name, "summary": s.summary,
                                                      "invariant": s.invariant} for s in found], key="scenarios"))
         else:
             click.echo(check_report.render_list(found))
+            click.echo(f"\nshipped step files (check NAME.rseq): {', '.join(examples)}")
         return ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
@@ -640,7 +645,7 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     if scenario in checker.SCENARIOS:
         sc = checker.SCENARIOS[scenario]()
     elif scenario.endswith(".rseq") or "/" in scenario:
-        sc = load_step_file(scenario)
+        sc = load_step_file(find_step_file(scenario))
     else:
         raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
                        "or a step file (*.rseq)")

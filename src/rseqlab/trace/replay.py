@@ -517,7 +517,16 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
         raise BadInput(f"--jobs: expected a positive number, got {jobs}")
     plan = None
     if not reference:
-        from .fastreplay import Fallback, Plan
+        from .. import extras
+
+        if not extras.have("fast"):
+            import sys
+
+            print(extras.missing_note("fast", "replaying with the reference loop (same results, slower)"),
+                  file=sys.stderr)
+            reference = True
+    if not reference:
+        from .fastreplay import Fallback, Plan, mark_compiled
 
         try:
             plan = Plan(trace)
@@ -526,13 +535,17 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
     _SHARED.update(trace=trace, plan=plan)
     try:
         if jobs == 1 or len(kernels) == 1:
-            return {rel: _replay_one(rel) for rel in kernels}
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+            results = {rel: _replay_one(rel) for rel in kernels}
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(kernels)), mp_context=ctx) as pool:
-            return dict(zip(kernels, pool.map(_replay_one, kernels)))
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(kernels)), mp_context=ctx) as pool:
+                results = dict(zip(kernels, pool.map(_replay_one, kernels)))
+        if plan is not None:
+            mark_compiled()
+        return results
     finally:
         _SHARED.clear()
 
