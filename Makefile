@@ -66,10 +66,10 @@ vm-deps: $(STAMP)
 vm-test: vm-deps
 	$(BIN)/python -m pytest -q -m vm tests/vm
 
-# The README's fidelity table: every kernel of RSEQLAB_VM_KERNELS, every workload; build/fidelity/.
+# The fidelity table of docs/fidelity.md: every kernel of RSEQLAB_VM_KERNELS, every workload; build/fidelity/.
 ## fidelity: the fidelity table for every kernel and workload (build/fidelity/)
 fidelity: vm-deps
-	$(BIN)/python -m rseqlab.vm.fidelity build/fidelity
+	$(BIN)/python -m rseqlab.vm.fidelity build/fidelity --doc docs/fidelity.md
 
 ## clean: remove .venv, build/ and the test caches
 clean:

@@ -115,3 +115,16 @@ def test_the_benchmark_is_not_a_command(run_cli):
     r = run_cli("--help")
     assert "bench" not in r.stdout
     assert run_cli("bench").status == 2
+
+
+def test_make_fidelity_rewrites_only_the_table_of_docs_fidelity(tmp_path):
+    from rseqlab.vm.fidelity import update_doc
+
+    doc = tmp_path / "fidelity.md"
+    shipped = (ROOT / "docs" / "fidelity.md").read_text()
+    doc.write_text(shipped)
+    update_doc(doc, "| kernel |\n|---|\n| new |\n")
+    new = doc.read_text()
+    before, _, after = shipped.partition("| kernel |")
+    assert new.startswith(before) and "| new |" in new and "| 6.19.10 (stats) |" not in new
+    assert new.endswith(shipped[shipped.index("<!-- fidelity-table: end -->"):])

@@ -135,7 +135,7 @@ def cli() -> None:
 @_arch_option
 def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json: bool,
             list_only: bool, run_all: bool, arch: str) -> None:
-    """Run one scenario of the spec's §4 table on a one-task machine.
+    """Run one scenario (--list names them) on a one-task machine, under each kernel.
 
     \b
     Examples:

@@ -11,7 +11,7 @@ interleaved repetitions (the order alternates), reporting median and minimum.
 * ``sigstorm``: every ``kill()`` delivers one handler frame, one immediate pass.
 
 The derived ``ns_per_rseq_update`` (from the ping-pong) is saved as the cost
-model ``compare`` and ``replay`` use (file format in README.md, "cost model
+model ``compare`` and ``replay`` use (file format in docs/live-kernel.md, "cost model
 file"): estimated RSEQ kernel time = user accesses x ``ns_per_user_access``,
 calibrated so a legacy pass (1 read + 5 writes in the glibc case) costs
 ``ns_per_rseq_update``.
