@@ -132,3 +132,16 @@ def test_every_list_honours_json(run_cli, args, first):
     assert text.stdout.split()[0] == first
     (listed,) = (v for k, v in doc.json.items() if k not in ("format", "version"))
     assert first in (listed if isinstance(listed, dict) else [])
+
+
+def test_make_help_lists_every_target():
+    import re
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
+    described = set(re.findall(r"^## ([a-z-]+): \S", makefile, re.M))
+    assert phony == described, (phony ^ described)
+    out = subprocess.run(["make", "-s", "-f", "Makefile", "help"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, check=True).stdout
+    assert {line.split()[1] for line in out.splitlines()} == phony
