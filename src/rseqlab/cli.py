@@ -631,8 +631,9 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
         found = [factory() for factory in checker.SCENARIOS.values()]
         examples = shipped_examples()
         if as_json:
-            click.echo(json_document("check-list", [{"scenario": s.name, "summary": s.summary,
-                                                     "invariant": s.invariant} for s in found], key="scenarios"))
+            click.echo(json_document("check-list", {
+                "scenarios": [{"scenario": s.name, "summary": s.summary, "invariant": s.invariant} for s in found],
+                "step_files": list(examples)}))
         else:
             click.echo(check_report.render_list(found))
             click.echo(f"\nshipped step files (check NAME.rseq): {', '.join(examples)}")
