@@ -145,3 +145,16 @@ def test_make_help_lists_every_target():
     out = subprocess.run(["make", "-s", "-f", "Makefile", "help"], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, check=True).stdout
     assert {line.split()[1] for line in out.splitlines()} == phony
+
+
+def test_the_command_list_is_whole_lines():
+    import os
+
+    from rseqlab.cli import SHORT_HELP, cli
+
+    assert set(SHORT_HELP) == set(cli.commands)  # a new command brings its line
+    out = subprocess.run([sys.executable, "-m", "rseqlab"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80"}).stdout
+    commands = out.split("Commands:\n", 1)[1]
+    assert "..." not in commands and all(len(line) <= 80 for line in out.splitlines())
+    assert all(SHORT_HELP[name] in commands for name in SHORT_HELP)

@@ -669,6 +669,24 @@ def _register_vm() -> None:
 
 _register_vm()
 
+#: One line per command for ``rseqlab --help`` (click would cut each docstring's first sentence).
+SHORT_HELP = {
+    "explain": "One scenario on a one-task machine, under each kernel.",
+    "compare": "A simulated workload under each kernel (the 6.19 commit's table).",
+    "selftest": "The kernel's rseq selftests on the simulated machine.",
+    "check": "Every interleaving of a critical section: is the invariant kept?",
+    "record": "Record a command's process tree on the live kernel.",
+    "replay": "Replay a recording through each kernel.",
+    "validate": "Predicted against observed, live or from a recording.",
+    "cost": "What a legacy RSEQ pass costs on this machine.",
+    "rseq-area": "The calling thread's real struct rseq.",
+    "workload": "Build a shipped C workload and print its path.",
+    "kernels": "Real kernels: offered, cached, and their personalities.",
+    "vm": "Boot real kernels under QEMU; run, record, probe there.",
+}
+for _name, _text in SHORT_HELP.items():
+    cli.commands[_name].short_help = _text
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
