@@ -102,6 +102,7 @@ def test_shipped_examples_are_package_data_found_by_name(run_cli, tmp_path, monk
     examples = shipped_examples()
     assert set(examples) == {"percpu-counter.rseq", "syscall-in-cs.rseq"}
     assert all(Path(p).is_file() and "rseqlab/examples" in p for p in examples.values())
+    assert (ROOT / "src" / "rseqlab" / "examples").resolve() == ROOT / "examples"  # one copy
     tomlish = (ROOT / "pyproject.toml").read_text()
     assert '"rseqlab" = ["examples/*.rseq"]' in tomlish  # installed with the package
     monkeypatch.chdir(tmp_path)  # no examples/ here: found by name among the shipped ones
