@@ -82,8 +82,8 @@ def test_the_table_covers_every_case_and_promises_something():
 def test_commands_print_json_only_through_json_document(module):
     """A command that printed ``dump_json(...)`` directly would lack ``format`` and ``version``."""
     tree = ast.parse((ROOT / module).read_text())
-    direct = [n.lineno for n in ast.walk(tree)
-              if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) in ("dump_json", "dumps")]
+    direct = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+              and getattr(n.func, "id", getattr(n.func, "attr", "")) in ("dump_json", "dumps")]
     assert direct == [], f"{module}: JSON printed without json_document at lines {direct}"
 
 

@@ -521,7 +521,8 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
 @click.option("--reps", type=int, default=21, show_default=True, help="Interleaved A/B repetitions.")
 @click.option("--rounds", type=int, default=20000, show_default=True, help="Ping-pong round trips per run.")
 @click.option("--signals", type=int, default=20000, show_default=True, help="Self-signals per run.")
-@click.option("--warmup", type=int, default=1, show_default=True, help="Discarded A/B repetitions before the measured ones.")
+@click.option("--warmup", type=int, default=1, show_default=True,
+              help="Discarded A/B repetitions before the measured ones.")
 @click.option("--save", type=click.Path(dir_okay=False),
               help="Save the cost model (JSON) for compare/replay; refused when the noise hides the effect.")
 def cost(as_json: bool, reps: int, rounds: int, signals: int, warmup: int, save: str | None) -> int:

@@ -58,6 +58,8 @@ def summary(name: str) -> str:
         "run_param_test.sh": "run_param_test.sh: the param_test matrix (reduced; --full for all 2048 runs)",
         TCMALLOC: "TCMalloc-style per-CPU slab cache and its background drain thread",
     }[name]
+
+
 #: Tests that run no critical section: they must pass on every personality.
 NO_SECTIONS = ("syscall_errors_test", "basic_test")
 

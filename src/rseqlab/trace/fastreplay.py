@@ -978,7 +978,8 @@ class _Executor:
             t = self.tasks[inst]
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid, "exits": int(plan.inst_exits[inst]),
+            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid,
+                             "exits": int(plan.inst_exits[inst]),
                              "counters": t.stats.as_dict(), "rseq_update": t.trace.rseq_update,
                              "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": int(plan.inst_upd[inst]),

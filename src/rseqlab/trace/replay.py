@@ -480,7 +480,8 @@ class Replay:
             t = rt.task
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid, "exits": rt.exits, "counters": t.stats.as_dict(),
+            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid, "exits": rt.exits,
+                             "counters": t.stats.as_dict(),
                              "rseq_update": t.trace.rseq_update, "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": rt.observed_update,
                              "observed_rseq_ip_fixup": rt.observed_fixup}

@@ -173,7 +173,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 #: Where ``make fidelity`` puts the table in the documentation, between these two lines.
-TABLE_START = "<!-- fidelity-table: written by make fidelity (rseqlab.vm.fidelity); edit the text around it, not the table -->"
+TABLE_START = ("<!-- fidelity-table: written by make fidelity (rseqlab.vm.fidelity); "
+               "edit the text around it, not the table -->")
 TABLE_END = "<!-- fidelity-table: end -->"
 
 
