@@ -158,3 +158,10 @@ def test_the_command_list_is_whole_lines():
     commands = out.split("Commands:\n", 1)[1]
     assert "..." not in commands and all(len(line) <= 80 for line in out.splitlines())
     assert all(SHORT_HELP[name] in commands for name in SHORT_HELP)
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (-15, 143), (-9, 137)])
+def test_a_recorded_commands_status_as_a_shell_reports_it(code, status):
+    from rseqlab.errors import command_status
+
+    assert command_status(code) == status

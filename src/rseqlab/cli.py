@@ -18,7 +18,7 @@ _previous_sigint = _startup.guard()  # released at the end of this module
 import click  # noqa: E402
 
 from . import extras, scenarios
-from .errors import BadInput, ExitStatus, RseqlabError
+from .errors import BadInput, ExitStatus, RseqlabError, command_status
 from .kernel import PERSONALITIES, kernel_names
 from .report import console, json_document
 from .report import explain as explain_report
@@ -345,14 +345,7 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
         click.echo(json_document("record", res.summary))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path)
-    return _command_status(res.summary.get("exit_status"))
-
-
-def _command_status(code: int | None) -> int:
-    """The recorded command's exit status as a shell reports it: its code, or 128+N for signal N."""
-    if code is None:
-        return ExitStatus.SUCCESS
-    return code if code >= 0 else 128 - code
+    return command_status(res.summary.get("exit_status"))
 
 
 @cli.command()
@@ -471,9 +464,9 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path if output else None)
         live_report.render_validation(console(), data)
-    command_status = _command_status(res.summary.get("exit_status"))
-    if command_status != ExitStatus.SUCCESS:
-        return command_status
+    own = command_status(res.summary.get("exit_status"))
+    if own != ExitStatus.SUCCESS:
+        return own
     err = data["validation"]["relative_error"]
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
@@ -492,7 +485,8 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
             vmrun.render_summary(console(sys.stderr), res.summary)
-        return _validate_file(path, names, as_json, max_error, slack)
+        status = _validate_file(path, names, as_json, max_error, slack)
+        return command_status(res.summary.get("exit_status")) or status
 
 
 def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..errors import ExitStatus
+from ..errors import ExitStatus, command_status
 from ..report import console, json_document
 
 
@@ -72,8 +72,10 @@ def vm_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeout: float, as_json: bool,
-           command: tuple[str, ...]) -> None:
+           command: tuple[str, ...]) -> int:
     """Boot VERSION, record COMMAND there as `rseqlab record` does, write an ordinary trace.
+
+    Exits with COMMAND's own status (128+N if signal N ended it), as record does.
 
     A shipped workload name (pingpong, sigstorm, munmaploop, threadmix) runs its static
     build; any other COMMAND is copied in with its shared libraries and loader.
@@ -91,6 +93,7 @@ def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeo
         click.echo(json_document("vm-run", res.summary))
     else:
         vmrun.render_summary(console(sys.stderr), res.summary)
+    return command_status(res.summary.get("exit_status"))
 
 
 @vm_group.command("selftest")
