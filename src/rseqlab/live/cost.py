@@ -2,7 +2,8 @@
 
 A/B measurement with glibc's own switch: the same program runs with rseq
 registered (default) and with ``GLIBC_TUNABLES=glibc.pthread.rseq=0``, in
-interleaved repetitions (the order alternates), reporting median and minimum.
+interleaved repetitions (the order alternates) after a discarded warm-up, reporting
+median, interquartile range and minimum, and whether the noise hides the effect.
 
 * ``pingpong`` (both threads pinned on CPU 0): every round trip is two
   blocking reads, so two switch-outs and two ``__rseq_handle_notify_resume``
