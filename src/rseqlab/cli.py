@@ -20,7 +20,7 @@ import click  # noqa: E402
 from . import extras, scenarios
 from .errors import BadInput, ExitStatus, RseqlabError, command_status
 from .kernel import PERSONALITIES, kernel_names
-from .report import console, json_document
+from .report import ascii_fallback, console, json_document
 from .report import explain as explain_report
 
 KERNELS = list(PERSONALITIES)
@@ -30,6 +30,19 @@ ARCH_HELP = "Architecture the kernels are built for: x86_64 (default) or arm64 (
 def _arch_option(fn):
     """``--arch``: every command that takes a kernel takes it (issue 13)."""
     return click.option("--arch", "arch", default=None, help=ARCH_HELP)(fn)
+
+
+def _plot_option(help_text: str):
+    """``--plot FILE``: the chart's path is checked when the command line is read, before a long run."""
+    def check(_ctx, _param, value: str | None) -> str | None:
+        if value is not None:
+            extras.require("plot", "--plot")  # one line naming the extra, before a long run
+            from .report.plot import check_plot_path
+
+            check_plot_path(value)  # BadInput: wrong suffix or no such directory
+        return value
+
+    return click.option("--plot", type=click.Path(dir_okay=False), callback=check, help=help_text)
 
 
 def _on_arch(names: list[str], arch: str | None) -> list[str]:
@@ -182,9 +195,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the suite's tests and exit.")
+@_plot_option("Also write the pass/fail matrix (.png or .svg).")
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, list_only: bool, arch: str) -> int:
+             as_json: bool, list_only: bool, plot: str | None, arch: str) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
@@ -211,34 +225,15 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
-    results = _selftest_progress(lambda on_result: list(runner.run(cases, chosen, seed=seed, on_result=on_result)),
-                                 len(cases) * len(chosen))
+    results = selftest_report.run_streamed(lambda on_result: runner.run(cases, chosen, seed=seed, on_result=on_result),
+                                           len(cases) * len(chosen), as_json=as_json)
+    if plot:
+        selftest_report.plot(plot, results, seed=seed, cpus=cpus)
     if as_json:
         click.echo(json_document("selftest", [r.as_json() for r in results], key="results"))
     else:
         selftest_report.render(console(), results, len(results))
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
-
-
-def _selftest_progress(run, total: int):
-    """A progress bar on stderr for suites longer than a second (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("selftests", total=total, visible=False)
-
-        def on_result(result) -> None:
-            bar.update(task, advance=1, visible=time.monotonic() - started > 1.0,
-                       description=f"{result.test[:40]} [{result.kernel}]")
-
-        return run(on_result)
 
 
 @cli.command()
@@ -248,7 +243,7 @@ def _selftest_progress(run, total: int):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Run kernels in parallel processes.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), help="Cost model saved by 'rseqlab cost --save'.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a chart (.png or .svg).")
+@_plot_option("Also write a chart (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in workloads and exit.")
 @_arch_option
@@ -265,6 +260,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
     from . import compare as cmp
     from .live.cost import estimate_ns, load_model
     from .report.compare import render_compare
+    from .report.progress import simulation as simulation_progress
     from .workloads import builtin_names, load_workload
 
     con = console()
@@ -274,17 +270,15 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
                    else "\n".join(f"{n:16} {d}" for n, d in rows.items()))
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
-    if plot:
-        extras.require("plot", "--plot")  # before minutes of simulation, not after
     w = load_workload(workload)
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
-    results = _with_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
-                             names, w.duration_ms)
+    results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, jobs=jobs, progress=progress),
+                                  names, w.duration_ms, quiet=as_json)
     data = cmp.compare_json(w, seed, results, model)
     if plot:
         from .report.plot import plot_compare
 
-        plot_compare(plot, f"{w.name}: RSEQ work per kernel (seed {seed})", data["kernels"])
+        plot_compare(plot, data)
     if as_json:
         click.echo(json_document("compare", data))
         return
@@ -294,28 +288,6 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, jobs: int, cost_
     con.print(f"cost model: {model.get('ns_per_user_access')} ns per user access ({model.get('source', cost_model)})")
     for kernel, checks in data.get("program_checks", {}).items():
         con.print(f"{kernel}: " + ", ".join(f"{key} {value}" for key, value in sorted(checks.items())), markup=False)
-
-
-def _with_progress(run, kernels: list[str], duration_ms: int | None):
-    """A progress bar on stderr while a long simulation runs (only on a terminal)."""
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run(None)
-    started = time.monotonic()
-    with Progress(console=err, transient=True, disable=False) as bar:
-        tasks = {k: bar.add_task(f"simulating {k}", total=(duration_ms or 0) * 1_000_000 or None,
-                                 visible=False) for k in kernels}
-
-        def progress(kernel: str, now: int, limit: int) -> None:
-            if time.monotonic() - started > 1.0:  # only runs longer than a second get a bar
-                bar.update(tasks[kernel], completed=now, visible=True)
-
-        return run(progress)
 
 
 # ======================================================================
@@ -357,9 +329,10 @@ def record(output: str, buffer_mb: int, as_json: bool, command: tuple[str, ...])
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Replay kernels in parallel processes (identical results).")
 @click.option("--reference", is_flag=True, help="Use the per-event reference loop instead of the array path.")
+@_plot_option("Also write observed vs predicted, per tracepoint and per process (.png or .svg).")
 @_arch_option
 def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process: bool, cost_model: str | None,
-           jobs: int, reference: bool, arch: str) -> None:
+           jobs: int, reference: bool, plot: str | None, arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
     TRACE_FILE defaults to rseqlab.trace, what 'rseqlab record' writes by default.
@@ -379,8 +352,10 @@ def replay(trace_file: str, kernels: tuple[str, ...], as_json: bool, per_process
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
     _replayable(trace)
-    data = live_report.replay_json(trace, do_replay(trace, names, reference=reference, jobs=jobs),
-                                   per_process=per_process, cost_model=model)
+    results = do_replay(trace, names, reference=reference, jobs=jobs)
+    data = live_report.replay_json(trace, results, per_process=per_process, cost_model=model)
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Replay of {trace_file}")
     if as_json:
         click.echo(json_document("replay", data))
     else:
@@ -408,10 +383,12 @@ def _replayable(trace) -> None:
 @click.option("--vm", "vm_version", metavar="VERSION",
               help="Record COMMAND in a real kernel VERSION under QEMU (rseqlab vm run), then validate that FILE.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="--vm: guest CPUs.")
+@_plot_option("Also write observed vs predicted, per counter and per process (.png or .svg).")
 @_arch_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer_mb: int, max_error: float | None,
-             slack: int, vm_version: str | None, cpus: int, arch: str, command: tuple[str, ...]) -> int:
+             slack: int, vm_version: str | None, cpus: int, plot: str | None, arch: str,
+             command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
 
     Exits with COMMAND's own status when that is not 0 (as record does), else 1 when --max-error
@@ -448,17 +425,21 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
     if vm_version is not None:
-        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack)
+        return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack, plot)
     if len(command) == 1 and file_version(command[0]) is not None:
-        return _validate_file(command[0], names, as_json, max_error, slack)
+        return _validate_file(command[0], names, as_json, max_error, slack, plot)
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
     with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
         res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
                         stdout_to_stderr=as_json)
-    data = live_report.validation_json(res.trace, do_replay(res.trace, names), live)
+    results = do_replay(res.trace, names)
+    data = live_report.validation_json(res.trace, results, live)
     data["record"] = res.summary
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, res.trace, results,
+                                               title=f"Validation of {' '.join(command)} on the live kernel")
     if as_json:
         click.echo(json_document("validate", data))
     else:
@@ -474,7 +455,7 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
 
 
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
-                 as_json: bool, max_error: float | None, slack: int) -> int:
+                 as_json: bool, max_error: float | None, slack: int, plot: str | None = None) -> int:
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
     import tempfile
 
@@ -485,11 +466,12 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
             vmrun.render_summary(console(sys.stderr), res.summary)
-        status = _validate_file(path, names, as_json, max_error, slack)
+        status = _validate_file(path, names, as_json, max_error, slack, plot)
         return command_status(res.summary.get("exit_status")) or status
 
 
-def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int) -> int:
+def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int,
+                   plot: str | None = None) -> int:
     """``validate FILE``: a recording (guest or host) against its kernel's personality."""
     from .report import live as live_report
     from .trace.format import load
@@ -503,6 +485,8 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
     results = do_replay(trace, names)
     data = live_report.validation_json(trace, results, personality)
     data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    if plot:
+        live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Validation of {path}")
     if as_json:
         click.echo(json_document("validate", data))
     else:
@@ -600,9 +584,10 @@ def workload(name: str | None, list_only: bool, as_json: bool) -> None:
 @click.option("--debug", is_flag=True, help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
+@_plot_option("Also write distinct states against executions explored (.png or .svg).")
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, arch: str) -> int:
+              debug: bool, as_json: bool, list_only: bool, plot: str | None, arch: str) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
     SCENARIO is a built-in name (--list) or a step file: a path, or the name of one shipped
@@ -646,7 +631,13 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
         raise BadInput(f"unknown scenario {scenario!r}; accepted: {', '.join(checker.SCENARIOS)}, "
                        "or a step file (*.rseq)")
     bounds = checker.Bounds(preemptions, migrations, signals)
-    results = [checker.check(sc, kernel, bounds, debug=debug) for kernel in chosen]
+    from .report.progress import exploration
+
+    results = [exploration(lambda progress, kernel=kernel: checker.check(sc, kernel, bounds, debug=debug,
+                                                                          progress=progress), quiet=as_json)
+               for kernel in chosen]
+    if plot:
+        check_report.plot(plot, results)
     if as_json:
         docs = [check_report.as_json(r) for r in results]
         click.echo(json_document("check", docs[0]) if len(docs) == 1 else json_document("check", docs, key="results"))
@@ -685,6 +676,7 @@ for _name, _text in SHORT_HELP.items():
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising."""
+    ascii_fallback()
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -36,6 +36,7 @@ hashed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -442,14 +443,25 @@ class CheckResult:
     counterexample: Execution | None
     #: Executions cut by the depth bound (0 unless a scenario livelocks).
     depth_cut: int = 0
+    #: (executions explored, distinct states, violations) as the search went on: every
+    #: execution at first, then thinned so at most HISTORY_POINTS samples are kept; the last
+    #: sample is the final count.
+    history: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+#: Samples of the exploration's progress a CheckResult keeps (plots need no more).
+HISTORY_POINTS = 512
 
 
 class Explorer:
-    def __init__(self, scenario: Scenario, kernel: str, bounds: Bounds, *, debug: bool = False) -> None:
+    def __init__(self, scenario: Scenario, kernel: str, bounds: Bounds, *, debug: bool = False,
+                 progress: Callable[[int, int, int], None] | None = None) -> None:
         self.scenario = scenario
         self.kernel = kernel
         self.bounds = bounds
         self.debug = debug
+        #: Called after every execution with (explored, distinct states, violations).
+        self.progress = progress
         #: state digest -> remaining budgets it was explored with
         self.seen: dict[bytes, list[tuple[int, int, int]]] = {}
 
@@ -468,6 +480,8 @@ class Explorer:
         explored = violations = depth_cut = 0
         first: list[int] | None = None
         path: list[list[Any]] = []  # [position in allowed, allowed alternatives]
+        history: list[tuple[int, int, int]] = []
+        stride = 1  # record every stride-th execution; doubled whenever the history fills up
         while True:
             prefix = [allowed[pos] for pos, allowed in path]
             ex = self.execute(prefix, path=path)
@@ -477,15 +491,24 @@ class Explorer:
                 violations += 1
                 if first is None or len(ex.choices) < len(first):
                     first = ex.choices  # the shortest counterexample (first found among equals)
+            if explored % stride == 0:
+                history.append((explored, len(self.seen), violations))
+                if len(history) >= HISTORY_POINTS:
+                    history = history[1::2]  # keep the multiples of the doubled stride
+                    stride *= 2
+            if self.progress is not None:
+                self.progress(explored, len(self.seen), violations)
             path += [[0, allowed] for allowed in ex.allowed]
             while path and path[-1][0] + 1 >= len(path[-1][1]):
                 path.pop()
             if not path:
                 break
             path[-1][0] += 1
+        if not history or history[-1][0] != explored:
+            history.append((explored, len(self.seen), violations))
         counterexample = self.execute(first, trace=True, prune=False) if first is not None else None
         return CheckResult(self.scenario, self.kernel, self.bounds, self.debug, explored,
-                           len(self.seen), violations, counterexample, depth_cut)
+                           len(self.seen), violations, counterexample, depth_cut, history)
 
     def _known(self, key: bytes, budget: list[int]) -> bool:
         """Seen with at least this much budget left (then everything from here was explored)."""
@@ -568,14 +591,16 @@ class Explorer:
                 allowed.append(run)
 
 
-def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debug: bool = False) -> CheckResult:
-    """Explore ``scenario`` under ``kernel`` within ``bounds``."""
+def check(scenario: Scenario, kernel: str, bounds: Bounds | None = None, *, debug: bool = False,
+          progress: Callable[[int, int, int], None] | None = None) -> CheckResult:
+    """Explore ``scenario`` under ``kernel`` within ``bounds``; ``progress`` is called after
+    every execution with (explored, distinct states, violations)."""
     from ..kernel import kernel_class
 
     bounds = bounds or Bounds()
     bounds.validate()
     kernel_class(kernel)  # unknown kernel: BadInput with the accepted names
-    return Explorer(scenario, kernel, bounds, debug=debug).run()
+    return Explorer(scenario, kernel, bounds, debug=debug, progress=progress).run()
 
 
 # ======================================================================

@@ -81,3 +81,19 @@ def render_list(scenarios: list[Scenario]) -> str:
 def render_kernels(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {summary}" for name, summary in rows)
+
+
+def plot(path: str, results: list[CheckResult]) -> int:
+    """Distinct states against executions explored, one curve per kernel; returns the samples drawn."""
+    from .plot import plot_check
+
+    first = results[0]
+    b = first.bounds
+    kernels = ", ".join(r.kernel for r in results)
+    per = "; ".join(f"{r.kernel}: {r.explored:,} executions, {r.distinct_states:,} states, "
+                    + ("no violation" if not r.violations else f"{r.violations:,} violating")
+                    for r in results)
+    return plot_check(path, [(r.kernel, r.history) for r in results],
+                      title=f"check {first.scenario.name} under {kernels}" + (" (debug)" if first.debug else ""),
+                      subtitle=f"bounds: {b.preemptions} preemption(s), {b.migrations} migration(s), "
+                               f"{b.signals} signal(s) | {per}")

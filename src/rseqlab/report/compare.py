@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..kernel import COUNTERS, SLICE_COUNTERS, TRACEPOINTS
+from . import print_table
 
 #: (row label as in the commit, counter, the counter it is a percentage of)
 ROWS = (
@@ -57,9 +58,15 @@ def percent(part: int, whole: int) -> str:
 
 
 def reduction(before: int, after: int) -> str:
-    """As the commit prints it: the share of the work that went away."""
+    """As the commit prints it: the share of the work that went away; an increase is said
+    as one ("25% more", "3.5x more"), never as a negative reduction."""
     if before == 0:
         return "N/A" if after else "-"
+    if after > before:
+        ratio = after / before
+        if ratio >= 2:  # "20,000x more" reads better than "1999950% more"
+            return f"{ratio:,.1f}x more" if ratio < 10 else f"{ratio:,.0f}x more"
+        return f"{100.0 * (after - before) / before:.0f}% more"
     return f"{100.0 * (before - after) / before:.0f}%"
 
 
@@ -72,13 +79,17 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
     ``observed`` adds the tracepoint counts seen on a live kernel.
     """
     kernels = list(results)
-    table = Table(title=title, title_justify="left")
-    table.add_column("")
+    slice_rows = any(SLICE_COUNTERS[0] in results[k] for k in kernels)
+    caption = "%: share of exits to user (cs cleared, cs fixup: of cs checks"
+    caption += "; expired .. aborted: of slice grants)" if slice_rows else ")"
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
+    table.add_column("", no_wrap=True)  # names are what people search for: never split
     for k in kernels:
         table.add_column(k, justify="right")
-        table.add_column("", justify="right")
+        table.add_column("%", justify="right")
     for k in kernels[1:]:
-        table.add_column(f"reduction {kernels[0]}→{k}", justify="right")
+        # Two header lines: the column is as narrow as its numbers.
+        table.add_column(f"reduction\n{kernels[0]}→{k}", justify="right")
     first = results[kernels[0]]
     for label, counter, of in ROWS:
         cells: list[str] = []
@@ -87,7 +98,7 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
             cells += [f"{r[counter]:,}", percent(r[counter], r[of]) if of else ""]
         cells += [reduction(first[counter], results[k][counter]) for k in kernels[1:]]
         table.add_row(label, *cells)
-    if any(SLICE_COUNTERS[0] in results[k] for k in kernels):
+    if slice_rows:
         for label, counter, of in SLICE_ROWS:
             cells = []
             for k in kernels:
@@ -113,7 +124,8 @@ def render_compare(con: Console, title: str, results: Mapping[str, Mapping[str, 
                       *[""] * (2 * (len(kernels) - 1) + len(kernels) - 1))
         table.add_row("observed rseq_ip_fixup", f"{observed['rseq_ip_fixup']:,}", "",
                       *[""] * (2 * (len(kernels) - 1) + len(kernels) - 1))
-    con.print(table)
+    n = len(kernels)
+    print_table(con, table, groups=[[1 + 2 * i, 2 + 2 * i] for i in range(n)] + [[1 + 2 * n + i] for i in range(n - 1)])
 
 
 def _ms(ns: float) -> str:

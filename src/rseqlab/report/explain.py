@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from . import print_table
+
 from ..kernel import ALL_COUNTERS, TRACEPOINTS
 from ..scenarios import SCENARIOS, Explanation
 
@@ -25,7 +27,7 @@ def render_list(con: Console) -> None:
     table.add_column("what happens")
     for sc in SCENARIOS.values():
         table.add_row(sc.name, sc.row, sc.summary)
-    con.print(table)
+    print_table(con, table)
 
 
 def render(con: Console, results: list[Explanation]) -> None:
@@ -44,7 +46,7 @@ def render(con: Console, results: list[Explanation]) -> None:
         numbers.add_row(c, *(str(r.counters[c]) if c in r.counters else "-" for r in results))
     for tp in TRACEPOINTS:
         numbers.add_row(f"tp:{tp}", *(str(r.tracepoints[tp]) for r in results))
-    con.print(numbers)
+    print_table(con, numbers)
 
     access = Table(title="User memory accessed by the kernel (reads / writes / failed)", title_justify="left")
     access.add_column("field")
@@ -56,7 +58,7 @@ def render(con: Console, results: list[Explanation]) -> None:
                                 f"{r.user_faults.get(label, 0)}" for r in results))
     if not labels:
         access.add_row("(none)", *("-" for _ in results))
-    con.print(access)
+    print_table(con, access)
 
     outcome = Table(title="Result seen by user space", title_justify="left")
     outcome.add_column("")
@@ -69,7 +71,7 @@ def render(con: Console, results: list[Explanation]) -> None:
     fields = list(first.rseq_area) + [f for r in results for f in r.rseq_area if f not in first.rseq_area]
     for f in dict.fromkeys(fields):
         outcome.add_row(f"rseq.{f}", *(_field(f, r.rseq_area[f]) if f in r.rseq_area else "-" for r in results))
-    con.print(outcome)
+    print_table(con, outcome)
 
     for label, r in zip(kernels, results):
         con.print(f"\n[bold]What {label} did[/bold]")
@@ -104,7 +106,7 @@ def render_matrix(con: Console, rows: list[list[Explanation]]) -> None:
                       f"{r.tracepoints['rseq_update']}/{r.tracepoints['rseq_ip_fixup']}",
                       f"{sum(r.user_reads.values())}/{sum(r.user_writes.values())}"]
         table.add_row(per_kernel[0].scenario, per_kernel[0].row, *cells)
-    con.print(table)
+    print_table(con, table, keep=2, groups=[[2 + 3 * i, 3 + 3 * i, 4 + 3 * i] for i in range(len(rows[0]))])
 
 
 def _field(name: str, value: int) -> str:

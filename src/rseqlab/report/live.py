@@ -16,6 +16,7 @@ from rich.table import Table
 from ..kernel import PERSONALITIES
 from ..trace.format import Trace
 from ..trace.replay import RESIDUAL_SOURCES, KernelReplay, observed
+from . import print_table
 from .compare import kernel_result, render_compare
 
 PREDICTED_KEYS = ("rseq_update", "rseq_ip_fixup")
@@ -147,7 +148,7 @@ def render_replay(con: Console, data: dict, *, title: str) -> None:
             table.add_row(str(g["tgid"]), g["comm"], str(g["threads"]), f"{g['exits']:,}",
                           f"{g['observed']['rseq_update']:,}",
                           *(f"{g['kernels'][k]['rseq_update']:,}" for k in kernels))
-        con.print(table)
+        print_table(con, table, keep=2)
 
 
 # ----------------------------------------------------------------------
@@ -205,7 +206,7 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
         err = v["relative_error"] if tp == "rseq_update" else v["relative_error_rseq_ip_fixup"]
         table.add_row(tp, f"{v['observed_' + tp]:,}", f"{v['predicted_' + tp]:,}", _pct(err),
                       *(f"{data['kernels'][k][tp]:,}" for k in others))
-    con.print(table)
+    print_table(con, table)
 
     per = Table(title="Per task (rseq_update)", title_justify="left")
     for col in ("pid", "comm", "exits", "observed", f"{live} predicted", "rel. error",
@@ -222,7 +223,7 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
                     f"{sum(r['observed_rseq_update'] for r in rest):,}",
                     f"{sum(r['predicted'][live]['rseq_update'] for r in rest):,}", "",
                     *(f"{sum(r['predicted'][k]['rseq_update'] for r in rest):,}" for k in others))
-    con.print(per)
+    print_table(con, per, keep=2)
     render_compare(con, "What each kernel would do with this workload", data["kernels"],
                    cost_ns=data.get("cost_ns"), observed=data["observed"])
     con.print("Residual error sources (not modelled or not observable in the trace):")
@@ -249,7 +250,7 @@ def render_cost(con: Console, model: dict) -> None:
         table.add_row(name, b["unit"], side(b["ns_rseq_on"]), side(b["ns_rseq_off"]),
                       f"{b['overhead_pct_median']:+.2f}%", str(b["passes_per_op"]),
                       per_pass + (" (noise)" if b.get("noisy") else ""), str(b["samples"]))
-    con.print(table)
+    print_table(con, table)
     con.print(f"ns per rseq_update (legacy pass): {model['ns_per_rseq_update']:.1f}; per signal pass: "
               f"{model['ns_per_signal_pass']:.1f}; cost model: {model['ns_per_user_access']:.2f} ns per "
               "user access")
@@ -286,13 +287,13 @@ def render_file_validation(con: Console, data: dict, path: str) -> None:
                 continue
             table.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", f"{row['workload']:,}",
                           f"{row['recorder']:,}", _pct(row["error"]))
-        con.print(table)
+        print_table(con, table)
     tps = Table(title="Tracepoints (recorded) vs prediction", title_justify="left")
     for col in ("tracepoint", "observed", "predicted", "error"):
         tps.add_column(col, justify="left" if col == "tracepoint" else "right")
     for name, row in v["tracepoints"].items():
         tps.add_row(name, f"{row['observed']:,}", f"{row['predicted']:,}", _pct(row["error"]))
-    con.print(tps)
+    print_table(con, tps)
     render_compare(con, "What each kernel would do with this workload", data["kernels"],
                    cost_ns=data.get("cost_ns"), observed=data["observed"])
     if v.get("lost"):
@@ -302,3 +303,46 @@ def render_file_validation(con: Console, data: dict, path: str) -> None:
                    else f"beyond the limit: {', '.join(v['failed'])}; limit")
         con.print(f"{verdict} {v['max_error_pct']}%" + (f" (or {v['slack']} events below 150)" if v["slack"] else ""),
                   markup=False)
+
+
+# ----------------------------------------------------------------------
+# replay --plot, validate --plot
+# ----------------------------------------------------------------------
+#: Processes a chart shows (the busiest by observed rseq_update; the rest are summed in one row).
+PLOT_PROCESSES = 16
+
+
+def plot_observed_vs_predicted(path: str, data: dict, trace: Trace, results: dict[str, KernelReplay], *,
+                               title: str) -> dict[str, int]:
+    """Observed against predicted per counter and per process (``replay``/``validate --plot``).
+
+    With the kernel's statistics (``validate FILE``) every modelled counter is compared with
+    the recording kernel's personality; otherwise the two tracepoints, with every kernel's
+    prediction. Returns the bars drawn per panel.
+    """
+    from .plot import plot_observed
+
+    v = data.get("validation") or {}
+    if v.get("counters") is not None or v.get("tracepoints") is not None:  # validate FILE
+        kernels = [v["kernel"]]
+        rows = [(name, row["observed"], {v["kernel"]: row["predicted"]})
+                for name, row in (v.get("counters") or {}).items() if row["modelled"]]
+        rows += [(f"tp {name}", row["observed"], {v["kernel"]: row["predicted"]})
+                 for name, row in v["tracepoints"].items()]
+    else:
+        kernels = list(data["kernels"])
+        rows = [(f"tp {tp}", data["observed"][tp], {k: data["kernels"][k][tp] for k in kernels})
+                for tp in PREDICTED_KEYS]
+    groups = data.get("processes") or processes(trace, results)
+    busiest = sorted(groups, key=lambda g: (-g["observed"]["rseq_update"], g["tgid"]))
+    procs = [(f"{g['comm']} ({g['tgid']})", g["observed"]["rseq_update"],
+              {k: g["kernels"][k]["rseq_update"] for k in kernels}) for g in busiest[:PLOT_PROCESSES]]
+    rest = busiest[PLOT_PROCESSES:]
+    if rest:
+        procs.append((f"{len(rest)} more processes", sum(g["observed"]["rseq_update"] for g in rest),
+                      {k: sum(g["kernels"][k]["rseq_update"] for g in rest) for k in kernels}))
+    t = data["trace"]
+    subtitle = (f"recorded on {t.get('kernel')} | {t.get('events', 0):,} events, {t.get('tasks', 0)} task(s), "
+                f"{t.get('cpus')} CPU(s) | lost events: {t.get('lost', 0):,}"
+                + (f" | incomplete: {t['incomplete']}" if t.get("incomplete") else ""))
+    return plot_observed(path, title=title, subtitle=subtitle, counters=rows, processes=procs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from . import print_table
+
 COLUMNS = ["exit", "slowpath", "fastpath", "ids", "cs", "clear", "fixup", "nr_abort"]
 #: Shown only when some kernel of the run has the time-slice extension.
 SLICE_COLUMNS = ["s_granted", "s_expired", "s_yielded", "s_aborted"]
@@ -22,16 +24,22 @@ def verdict(r) -> str:
 
 
 def render(con: Console, results: list, elapsed_runs: int) -> None:
-    table = Table(title="Ported selftests on the simulated machine", show_lines=False)
+    from .explain import SHORT
+
+    columns = COLUMNS + [c for c in SLICE_COLUMNS if any(c in r.counters for r in results)]
+    # Headers as debugfs abbreviates them (slowp, fastp), so more counters share a line.
+    short = {c: SHORT.get(c, c) for c in columns}
+    legend = ", ".join(f"{s} = {c}" for c, s in short.items() if s != c)
+    table = Table(title="Ported selftests on the simulated machine", show_lines=False,
+                  caption=legend or None, caption_justify="left")
     table.add_column("test", overflow="fold", ratio=1)
     table.add_column("kernel", no_wrap=True)
     table.add_column("result", no_wrap=True)
-    columns = COLUMNS + [c for c in SLICE_COLUMNS if any(c in r.counters for r in results)]
     for c in columns:
-        table.add_column(c, justify="right", no_wrap=True)
+        table.add_column(short[c], justify="right", no_wrap=True)
     for r in results:
         table.add_row(r.test, r.kernel, verdict(r), *(str(r.counters.get(c, "")) for c in columns))
-    con.print(table)
+    print_table(con, table, keep=2)
     for r in results:
         if r.detail and not r.passed:
             con.print(f"{r.test} [{r.kernel}]: {r.detail}")
@@ -48,3 +56,37 @@ def render(con: Console, results: list, elapsed_runs: int) -> None:
         con.print(f"{kernel}: {failed} run(s) failed: the arm64 entry never notes an interrupt from user "
                   "mode (no rseq_note_user_irq_entry()), so no critical section is aborted; "
                   "7.1 on arm64 has the fix (docs/architectures.md)")
+
+
+def run_streamed(run, total: int, *, as_json: bool) -> list:
+    """Run the suite (``run(on_result)`` yields results) with progress on a terminal, each
+    result shown as it finishes; on Ctrl-C the finished runs are printed, then it re-raises."""
+    from . import console
+    from .progress import selftests as progress
+
+    finished: list = []
+
+    def collect(on_result) -> list:
+        for r in run(on_result):
+            finished.append(r)
+        return finished
+
+    try:
+        return progress(collect, total, stream=not as_json, quiet=as_json)
+    except KeyboardInterrupt:
+        if finished and not as_json:
+            con = console()
+            render(con, finished, len(finished))
+            con.print(f"interrupted: {len(finished)} of {total} runs finished")
+        raise
+
+
+def plot(path: str, results: list, *, seed: int, cpus: int) -> int:
+    """The pass/fail matrix (tests x kernels) as a chart; returns the number of cells."""
+    from .plot import plot_selftest
+
+    passed = sum(r.passed for r in results)
+    unexpected = sum(not r.as_expected for r in results)
+    return plot_selftest(path, results, title="Ported rseq selftests on the simulated machine",
+                         subtitle=f"{len(results)} runs: {passed} passed, {len(results) - passed} failed, "
+                                  f"{unexpected} not as expected | seed {seed} | {cpus} CPUs")

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import RseqlabError
+from ..report import print_table
 from . import releases
 from .archive import version_key
 from .kernels import KernelStore, cached
@@ -40,7 +41,7 @@ def render(con: Console, data: dict) -> None:
                   c["config_hash"] or "-", c["personality"] or "-", c["image"])
     if not data["cached"]:
         t.add_row("(none)", "", "", "", "", "", "")
-    con.print(t)
+    print_table(con, t)
     if data["archive"] is not None:
         a = Table(title="Archive releases (6.19 and later): binary kernel / source tarball listed")
         for col in ("version", "binary", "source", "personality"):
@@ -48,7 +49,7 @@ def render(con: Console, data: dict) -> None:
         for r in data["archive"]:
             a.add_row(r["version"], "yes" if r["binary"] else "-", "yes" if r["source"] else "-",
                       r["personality"] or "-")
-        con.print(a)
+        print_table(con, a)
         con.print("  (a listed source tarball may still be gone from the pool: `kernels get V --stats` "
                   "tries each version in turn)")
     elif data["archive_error"]:
@@ -58,4 +59,4 @@ def render(con: Console, data: dict) -> None:
         p.add_column(col)
     for r in data["personalities"]:
         p.add_row(r["personality"], r["releases"], "yes" if r["available"] else "no")
-    con.print(p)
+    print_table(con, p)

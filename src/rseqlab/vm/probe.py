@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..report import print_table
 from . import guest_run, guestcc
 from .kernels import KernelStore
 
@@ -79,4 +80,4 @@ def render(con: Console, rows: list[dict]) -> None:
     for r in rows:
         t.add_row(r["version"], r["release"], yn(r["rewrites_cpu_id_start_same_cpu"]),
                   yn(r["rewrites_cpu_id_start_migration"]), yn(r["writes_bytes_28_31"]), yn(r["legacy_behaviour"]))
-    con.print(t)
+    print_table(con, t)

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import BadInput, RseqlabError, Unavailable
+from ..report import print_table
 from ..selftests import matrix
 from . import guest_run, host, releases
 from .archive import matches
@@ -196,7 +197,7 @@ def render(con: Console, data: dict) -> None:
         m = r.get("model")
         t.add_row(r["test"], "pass" if r["passed"] else f"FAIL ({r['status']})",
                   "-" if not m else ("pass" if m["passed"] else "FAIL"))
-    con.print(t)
+    print_table(con, t)
     if data["rseq_stats"]:
         con.print("rseq stats over the whole run: " + "  ".join(f"{k}={v}" for k, v in data["rseq_stats"].items()))
     if data["build_failures"]:
