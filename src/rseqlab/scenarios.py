@@ -23,7 +23,7 @@ from .abi import (
 )
 from .errors import BadInput
 from .kernel import Task, kernel_class
-from .kernel._task import CLONE_VM, SIGNAL_NAMES, SIGUSR1
+from .kernel._task import CLONE_CHILD_SETTID, CLONE_VM, SIGNAL_NAMES, SIGUSR1
 from .machine.bench import Bench, Placement
 from .usermem import PAGE_SIZE
 
@@ -124,10 +124,21 @@ def _irq_no_resched(b: Bench) -> Task:
     return t
 
 
-@scenario("fork-child-cow", "8", "first return of a forked child; its rseq page is copy-on-write shared")
+@scenario("fork-child-cow", "8", "first return of a raw-clone() child (no CLONE_CHILD_SETTID); "
+          "its rseq page is copy-on-write")
 def _fork_child_cow(b: Bench) -> Task:
     _registered(b)
     child = b.spawn_child()
+    b.start_measuring()
+    b.child_first_return(child)
+    return child
+
+
+@scenario("fork-child-settid", "8", "first return of a glibc fork() child; schedule_tail()'s TID store "
+          "made its rseq page private")
+def _fork_child_settid(b: Bench) -> Task:
+    _registered(b)
+    child = b.spawn_child(clone_flags=CLONE_CHILD_SETTID, child_tid=b.layout.tid)
     b.start_measuring()
     b.child_first_return(child)
     return child

@@ -147,6 +147,7 @@ SLICE_CLEARS = {
     "signal": 0, "signal-syscall": 0, "signal-in-cs": 0,  # the signal path has no clear
     "signal-in-cs-preempted": 1, "irq-no-resched": 0, "thread-create": 0,
     "fork-child-cow": 1,  # the fast path faults on cpu_id_start first; the slow path's write
+    "fork-child-settid": 1,  # the page is private (schedule_tail()): the fast path's ID write
     "preempt-in-cs": 1,  # cleared before the section is checked
     "migrate-in-cs": 1,  # the migration's ID write, then the section is checked (and aborted)
     "preempt-in-cs-fault": 2,  # the fast path cleared, then the slow path's ID write

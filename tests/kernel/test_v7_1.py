@@ -76,6 +76,8 @@ LEGACY = {
     "irq-no-resched": NOTHING,
     # As 6.19: the child's first write hits the COW page with faults disabled; the slow path writes.
     "fork-child-cow": rewrite({"fastpath": 1, "slowpath": 1, "ids": 1}, faults={"cpu_id_start": 1}),
+    # glibc's fork: schedule_tail() made the page private; the fast path writes the IDs.
+    "fork-child-settid": rewrite(),
     "thread-create": NOTHING,
     "preempt-in-cs": rewrite({"fastpath": 1, "ids": 1, "cs": 1, "fixup": 1}, fix=1,
                              reads={"rseq_cs": 1, **DESC, "abort_sig": 1}, writes={**IDS, "rseq_cs": 1},

@@ -229,3 +229,52 @@ def test_signal_storm_with_two_instances_runs_on_every_kernel():
     results = compare(w, list(PERSONALITIES), seed=0)
     for r in results.values():
         assert r.counters["signal"] > 0
+
+
+def _fork_child_first_return(kernel: str, runtime):
+    """A registered process forks once; the child's stats, COW-break count and TID word."""
+    from rseqlab.userprog.libc import GLIBC_TID_OFFSET, librseq_register_current_thread
+
+    m = make_machine(kernel, cpus=2, seed=0)
+    out = {}
+
+    def child(th):
+        out["stats"] = th.kt.stats.as_dict()
+        out["cow_breaks"] = th.mm.faults.cow_breaks
+        out["tid_word"] = th.mm.peek(th.st.tls + GLIBC_TID_OFFSET, 4)
+        out["pid"] = th.kt.pid
+
+    def main(th):
+        if runtime is None:
+            assert librseq_register_current_thread(th) == 0
+        th.join(th.fork(child))
+
+    m.spawn(main, runtime=runtime)
+    m.run()
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["6.19", "7.0", "7.1"])
+def test_glibc_fork_child_stores_its_tid_before_the_first_exit(kernel):
+    """schedule_tail() (kernel/sched/core.c) stores the TID at set_child_tid with faults enabled;
+    glibc's fork passes CLONE_CHILD_SETTID with &THREAD_SELF->tid, on the rseq area's page, so
+    the child's first exit finds that page private: the fast path writes the IDs."""
+    out = _fork_child_first_return(kernel, Glibc())
+    assert out["tid_word"] == out["pid"]
+    assert out["cow_breaks"] == 1  # the TID store, before anything in user space ran
+    assert out["stats"]["slowpath"] == 0 and out["stats"]["fastpath"] >= 1 and out["stats"]["ids"] >= 1
+
+
+@pytest.mark.parametrize("kernel", ["6.19", "7.0", "7.1"])
+def test_raw_fork_child_without_settid_faults_into_the_slow_path(kernel):
+    """A raw clone() without CLONE_CHILD_SETTID (librseq's own registration, no libc runtime):
+    the page is still copy-on-write at the first exit, whose rseq store faults with page faults
+    disabled, so the slow path writes the IDs (explain fork-child-cow)."""
+    out = _fork_child_first_return(kernel, None)
+    assert out["tid_word"] == 0
+    assert out["stats"]["slowpath"] == 1
+
+
+def test_glibc_fork_child_on_6_18_stores_its_tid():
+    out = _fork_child_first_return("6.18", Glibc())
+    assert out["tid_word"] == out["pid"] and out["cow_breaks"] == 1

@@ -69,17 +69,23 @@ def _random_trace(seed: int, n: int = 1500):
         elif r < 0.48:
             b.ev(Kind.SYS_EXIT, pid, rng.choice((0, 39)), 0, dt=dt, cpu=cpu)
         elif r < 0.62:
-            b.ev(Kind.SWITCH_OUT, pid, rng.choice((0, 0, 1, 2)), dt=dt, cpu=cpu)
+            b.ev(Kind.SWITCH_OUT, pid, rng.choice((0, 0, 1, 2, 0x100)), dt=dt, cpu=cpu)
             b.ev(Kind.SWITCH_IN, pid, dt=rng.choice((500, 50_000)), cpu=rng.choice((cpu, cpu, 1 - cpu)))
         elif r < 0.74:
-            b.ev(Kind.IRQ, pid, rng.choice((0, 0, 1, 5)), dt=dt, cpu=cpu)
+            b.ev(Kind.IRQ, pid, rng.choice((0, 0, 1, 5, 6)), dt=dt, cpu=cpu)
         elif r < 0.80:
             b.ev(Kind.SIGNAL, pid, rng.choice((10, 12, 17)), rng.choice((0, 1, 0x401000)), dt=dt, cpu=cpu)
         elif r < 0.84 and len(alive) < 8:
             child = next_pid if rng.random() < 0.8 or len(alive) < 2 else rng.choice(alive)
             next_pid += 1
             flags = rng.choice((0x3D0F00, 0x1200011, 0x4111, -1))
-            b.ev(Kind.SYS_ENTER, pid, 56, -1, dt=dt).ev(Kind.FORK, pid, child, flags)
+            # clone()'s child TID pointer: none, on the forking task's rseq page, or elsewhere
+            tid = rng.choice((None, AREA + (pid % 64) * 0x10000 + 0x200, 0x5000_0000))
+            row = -1
+            if tid is not None:
+                row = len(b.args)
+                b.args.append((len(b.rows), flags & 0xFFFF_FFFF, 0, 0, tid, 0, 0))
+            b.ev(Kind.SYS_ENTER, pid, 56, row, dt=dt).ev(Kind.FORK, pid, child, flags)
             b.ev(Kind.SYS_EXIT, pid, 56, child)
             if child not in alive:
                 alive.append(child)

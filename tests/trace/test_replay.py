@@ -168,6 +168,122 @@ def test_thread_registers_itself_and_fork_child_inherits():
     assert {pid: t["rseq_update"] for pid, t in new.per_task.items()} == {ROOT: 1, 101: 1, 102: 1}
 
 
+def test_user_page_faults_are_exception_returns():
+    """exceptions:page_fault_user (IrqKind.PAGE_FAULT) is an entry from user mode and one return
+    (one ``exit`` each); one inside a syscall cannot be from user mode and adds nothing."""
+    from rseqlab.trace.format import IrqKind
+
+    def exits(faults_in_user: int, faults_in_syscall: int):
+        b = started()
+        b.syscall(39)
+        for _ in range(faults_in_user):
+            b.ev(Kind.IRQ, ROOT, int(IrqKind.PAGE_FAULT), 0x7000_0000, 0x40_1000)
+        b.ev(Kind.SYS_ENTER, ROOT, 0, -1)
+        for _ in range(faults_in_syscall):
+            b.ev(Kind.IRQ, ROOT, int(IrqKind.PAGE_FAULT), 0x7000_0000, 0x40_1000)
+        b.ev(Kind.SYS_EXIT, ROOT, 0, 0)
+        res = replay(b.trace(), ["6.18", "6.19", "7.1"])
+        return {k: r.counters["exit"] for k, r in res.items()}
+
+    base = exits(0, 0)
+    assert exits(3, 0) == {k: v + 3 for k, v in base.items()}
+    assert exits(0, 2) == base
+
+
+def _irq_exits(*events, untimed: bool = True) -> dict[str, int]:
+    """Returns to user (``exit``) after one plain syscall followed by ``events`` (kind, a, b)."""
+    b = started()
+    b.syscall(39)
+    for kind, a, bb in events:
+        b.ev(kind, ROOT, a, bb, dt=20_000)
+        if kind == Kind.SWITCH_OUT:
+            b.ev(Kind.SWITCH_IN, ROOT, dt=20_000)
+    b.syscall(39)
+    trace = b.trace()
+    if untimed:
+        trace.meta["replay"] = {"syscall_exit_window_ns": 1 << 50, "irq_exit_window_ns": 1 << 50}
+    return {k: r.counters["exit"] for k, r in replay(trace, ["6.19", "7.1"]).items()}
+
+
+def test_interrupt_after_a_syscall_return_is_from_user_unless_the_kernel_shows():
+    """After sys_exit the exit path runs with interrupts off unless it has work, so an interrupt
+    next is taken from user mode (one more return), unless the task's next event shows it was in
+    the kernel: a preemption there (prev_state TASK_REPORT_MAX) or the exit's own rseq_update."""
+    from rseqlab.trace.format import IrqKind
+
+    base = _irq_exits()
+    timer = (Kind.IRQ, int(IrqKind.TIMER), 0)
+    assert _irq_exits(timer) == {k: v + 1 for k, v in base.items()}
+    assert _irq_exits(timer, (Kind.SWITCH_OUT, 0x100, 0)) == base  # preempted in the kernel
+    assert _irq_exits(timer, (Kind.RSEQ_UPDATE, 0, 0)) == base  # the syscall's exit wrote the IDs after it
+    assert _irq_exits(timer, (Kind.SWITCH_OUT, 0, 0)) == {k: v + 1 for k, v in base.items()}
+
+
+def test_tick_before_a_signal_on_a_syscalls_way_out_is_in_the_kernel():
+    """kill() to itself: the signal is pending at sys_exit and is delivered in that exit loop, so a
+    tick between sys_exit and signal_deliver hit the kernel. 6.19 counts `signal` only after a
+    user-mode interrupt (rseq_signal_deliver: has_rseq & user_irq): 0, as the kernel counts."""
+    from rseqlab.trace.format import IrqKind
+
+    def run(with_tick: bool):
+        b = started()
+        b.syscall(39)
+        b.syscall(62)
+        if with_tick:
+            b.ev(Kind.IRQ, ROOT, int(IrqKind.TIMER), dt=20_000)
+        b.ev(Kind.SIGNAL, ROOT, 10, 0x40_1000, dt=20_000)
+        b.syscall(15, ret=0)
+        b.syscall(39)
+        r = replay(b.trace(), ["6.19"])["6.19"]
+        return r.counters["signal"], r.counters["exit"]
+
+    assert run(True) == run(False) == (0, run(False)[1])
+
+
+def test_interrupt_during_a_page_fault_or_signal_frame_is_in_the_kernel():
+    """The fault handler and the signal frame's setup run with interrupts on: an interrupt with
+    nothing else since (within the exit window; untimed under TCG) hit the kernel there."""
+    from rseqlab.trace.format import IrqKind
+
+    base = _irq_exits()
+    fault, timer = (Kind.IRQ, int(IrqKind.PAGE_FAULT), 0), (Kind.IRQ, int(IrqKind.TIMER), 0)
+    assert _irq_exits(fault) == {k: v + 1 for k, v in base.items()}
+    assert _irq_exits(fault, timer) == {k: v + 1 for k, v in base.items()}
+    # a handler does not run a whole tick without a switch: the second tick is from user mode
+    assert _irq_exits(fault, timer, timer) == {k: v + 2 for k, v in base.items()}
+    assert _irq_exits(fault, timer, untimed=False) == {k: v + 2 for k, v in base.items()}  # 20 us > 5 us
+    sig = (Kind.SIGNAL, 10, 0x40_1000)
+    assert _irq_exits(sig, timer) == _irq_exits(sig)
+
+
+def _forked_child(flags: int, child_tid: int):
+    """A registered root forks through clone() with ``child_tid``; the child returns once."""
+    b = started()
+    b.syscall(39)
+    b.args.append((len(b.rows), flags, 0, 0, child_tid, 0, 0))
+    b.ev(Kind.SYS_ENTER, ROOT, 56, len(b.args) - 1).ev(Kind.FORK, ROOT, 101, flags)
+    b.ev(Kind.SYS_EXIT, ROOT, 56, 101)
+    b.ev(Kind.SWITCH_IN, 101, cpu=0).ev(Kind.SYS_EXIT, 101, 56, 0)
+    b.syscall(39, pid=101)
+    res = replay(b.trace(), ["6.19", "7.1"])
+    return {k: r.per_task[101]["counters"] for k, r in res.items()}
+
+
+def test_glibc_fork_child_tid_store_makes_the_rseq_page_private():
+    """glibc's fork: CLONE_CHILD_SETTID with a pointer on the rseq area's page. The child's
+    schedule_tail() stores its TID there first, so its first exit's fast path writes the IDs."""
+    got = _forked_child(0x1200011, (AREA & ~0xFFF) + 0x2D0)
+    assert got["6.19"]["slowpath"] == 0 and got["6.19"]["ids"] == 1
+    assert got["7.1"]["slowpath"] == 0 and got["7.1"]["ids"] == 1
+
+
+def test_fork_child_tid_elsewhere_or_without_settid_faults_into_the_slow_path():
+    for flags, tid in ((0x1200011, 0x5000_0000), (0x11, (AREA & ~0xFFF) + 0x2D0)):
+        got = _forked_child(flags, tid)
+        assert got["6.19"]["slowpath"] == 1 and got["6.19"]["ids"] == 1, (hex(flags), hex(tid))
+        assert got["7.1"]["slowpath"] == 1, (hex(flags), hex(tid))
+
+
 def test_replay_output_is_byte_identical(run_cli, tmp_path):
     b = started()
     for i in range(20):

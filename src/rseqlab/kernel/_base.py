@@ -31,6 +31,7 @@ from ..abi import ORIG_RSEQ_SIZE, TASK_SIZE, U32_MASK, Field, KernelAbi, RseqFla
 from ._ftrace import Ftrace, attach, models
 from .arch import DEFAULT_ARCH, Arch
 from ._task import (
+    CLONE_CHILD_SETTID,
     CLONE_THREAD,
     COUNTERS,
     CLONE_VM,
@@ -437,6 +438,18 @@ class Kernel:
         no raw value (the bench, the replay), then the user-visible cid is compared."""
         self.mm_cid_switch_in(t, mm_cid, raw_changed)
         self.rseq_sched_switch_event(t)
+        if t.ret_from_fork:
+            t.ret_from_fork = False
+            self.schedule_tail(t)
+
+    @models("schedule_tail", "kernel/sched/core.c")
+    def schedule_tail(self, t: Task) -> None:
+        """A new task's first switch-in goes on (after ``finish_task_switch()``) to store its
+        TID at ``set_child_tid`` with page faults enabled; the result is not checked. The store
+        breaks copy-on-write on that page: for glibc's fork it is the page of ``struct pthread``'s
+        ``tid``, which also holds the rseq area, so the first exit's rseq writes find it private."""
+        if t.set_child_tid:
+            self.put_user(t, t.set_child_tid, 4, t.pid, "set_child_tid")
 
     def mm_cid_switch_in(self, t: Task, mm_cid: int, raw_changed: bool | None = None) -> None:
         """The mm_cid a task gets at schedule-in; 6.19 also notes a change for rseq."""
@@ -606,13 +619,16 @@ class Kernel:
     # Process lifetime (kernel/fork.c, fs/exec.c, kernel/exit.c)
     # ==================================================================
     @models("copy_process", "kernel/fork.c")
-    def copy_process(self, parent: Task, child_pid: int, clone_flags: int = 0) -> Task:
-        """fork/clone: the child starts on the parent's CPU, about to return from the syscall."""
+    def copy_process(self, parent: Task, child_pid: int, clone_flags: int = 0, child_tid: int = 0) -> Task:
+        """fork/clone: the child starts on the parent's CPU, about to return from the syscall.
+        ``child_tid``: clone()'s child TID pointer, kept as ``set_child_tid`` with CLONE_CHILD_SETTID."""
         mm = parent.mm if clone_flags & CLONE_VM else parent.mm.fork()
         child = Task(child_pid, mm, tgid=parent.tgid if clone_flags & CLONE_THREAD else child_pid,
                      cpu=parent.cpu, mm_cid=parent.mm_cid, comm=parent.comm)
         child.regs.ip = parent.regs.ip
         child.in_user = False
+        child.set_child_tid = child_tid if clone_flags & CLONE_CHILD_SETTID else 0
+        child.ret_from_fork = True  # its first switch-in ends in schedule_tail()
         if clone_flags & CLONE_THREAD:  # CLONE_SIGHAND: one action table for the thread group
             child.handlers, child.sa_flags, child.sa_mask = parent.handlers, parent.sa_flags, parent.sa_mask
         else:

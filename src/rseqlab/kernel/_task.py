@@ -38,6 +38,8 @@ SA_RESETHAND = 0x8000_0000
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 CLONE_THREAD = 0x10000
+#: glibc's fork() passes it with the address of its ``struct pthread::tid`` (``_Fork``).
+CLONE_CHILD_SETTID = 0x0100_0000
 
 
 class Tif:
@@ -198,6 +200,10 @@ class Task:
         self.sa_mask: dict[int, frozenset[int]] = {}
         self.sigframes: list[SignalFrame] = []
         self.pagefault_disabled = 0
+        #: ``set_child_tid`` (CLONE_CHILD_SETTID's user address; 0: none), written by
+        #: ``schedule_tail()`` when the new task first runs (``ret_from_fork`` still ahead: True).
+        self.set_child_tid = 0
+        self.ret_from_fork = False
         self.rseq: Any = None  # the personality's per-task rseq state
         self.stats = RseqStats()
         self.trace = TraceCounts()

@@ -40,6 +40,9 @@ class Layout:
     segv_handler_ip: int = 0x40_1500  # a SIGSEGV handler (crash reporter), installed on demand
     rodata: int = 0x60_0000  # r--: the rseq_cs descriptor
     tls: int = 0x7F00_0000_0000  # rw-: the registered struct rseq (the "TLS" area)
+    #: glibc's ``struct pthread::tid``, which its fork() hands to clone() as the child TID
+    #: pointer: on the page of the rseq area (as measured, ``userprog.libc.GLIBC_TID_OFFSET``).
+    tid: int = 0x7F00_0000_02D0
 
     @property
     def area(self) -> int:
@@ -284,14 +287,16 @@ class Bench:
             self.sched.plan.append(resched)
         return self.syscall(t, work=lambda k, task: k.sys_rseq_slice_yield(task), nr=NR_RSEQ_SLICE_YIELD)
 
-    def spawn_child(self, *, clone_flags: int = 0, child_place: Placement | None = None) -> Task:
-        """The parent forks (one syscall); the child is switched in and ready to return."""
+    def spawn_child(self, *, clone_flags: int = 0, child_place: Placement | None = None,
+                    child_tid: int = 0) -> Task:
+        """The parent forks (one syscall); the child is switched in (``schedule_tail()``
+        included) and ready to return."""
         parent = self.task
         k = self.kernel
         children: list[Task] = []
 
         def do_fork(kk: Kernel, p: Task) -> int:
-            children.append(kk.copy_process(p, self._pid(), clone_flags))
+            children.append(kk.copy_process(p, self._pid(), clone_flags, child_tid))
             return children[0].pid
 
         self.syscall(parent, work=do_fork)

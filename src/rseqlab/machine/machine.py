@@ -32,7 +32,7 @@ from greenlet import greenlet
 
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
-from ..kernel._task import CLONE_THREAD, CLONE_VFORK, CLONE_VM, EXIT_TO_USER_MODE_WORK, SIGCHLD
+from ..kernel._task import CLONE_CHILD_SETTID, CLONE_THREAD, CLONE_VFORK, CLONE_VM, EXIT_TO_USER_MODE_WORK, SIGCHLD
 from ..usermem import PAGE_SIZE, AddressSpace
 from .mmcid import MmCid
 from .sim import Prio, Sim
@@ -272,14 +272,17 @@ class Machine:
         return st
 
     def clone(self, parent: SimTask, program, *, thread: bool, vfork: bool = False,
-              affinity=None) -> SimTask:
+              affinity=None, child_tid: int = 0) -> SimTask:
         """A new thread (``thread``: CLONE_VM|CLONE_THREAD), a vfork child (CLONE_VM|CLONE_VFORK:
         a new process borrowing the parent's memory until it execs), or a fork child (the
-        memory copy-on-write). Called inside the parent's syscall."""
+        memory copy-on-write). ``child_tid``: CLONE_CHILD_SETTID with that address (glibc's
+        fork), stored by the child's ``schedule_tail()``. Called inside the parent's syscall."""
         k = self.kernel
         pid = self._pid()
         flags = CLONE_VM | CLONE_THREAD if thread else CLONE_VM | CLONE_VFORK if vfork else 0
-        kt = k.copy_process(parent.kt, pid, flags)
+        if child_tid:
+            flags |= CLONE_CHILD_SETTID
+        kt = k.copy_process(parent.kt, pid, flags, child_tid)
         if thread:
             proc = parent.proc
         else:

@@ -45,7 +45,7 @@ import numpy as np
 from ..kernel import Entry, Tif, make_kernel
 from ..kernel._task import RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
-from .format import Kind, Trace
+from .format import IrqKind, Kind, Trace
 from .replay import unmap_range
 
 import os as _os
@@ -134,6 +134,7 @@ F_OPEN, F_CLOSE, F_MMAP, F_MUNMAP, F_FORKCOPY, F_EMPTY = 1, 2, 3, 4, 5, 6
 _K_SWITCH_OUT, _K_SWITCH_IN, _K_MIGRATE, _K_FORK, _K_EXEC, _K_EXIT = 0, 1, 2, 3, 4, 5
 _K_SYS_ENTER, _K_SYS_EXIT, _K_SIGNAL, _K_RSEQ_UPDATE, _K_RSEQ_IP_FIXUP, _K_IRQ, _K_LOST = 6, 7, 8, 9, 10, 11, 12
 assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT) == (0, 11, 12, 7)
+assert IrqKind.PAGE_FAULT == 6
 
 
 @njit(cache=True, inline="always")
@@ -204,6 +205,9 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     i_argrow = np.full(ninst_max, -1, np.int64)
     i_pending = np.zeros(ninst_max, np.int64)  # 0 none, 1 syscall, 2 irq, 3 exception
     i_pts = np.zeros(ninst_max, np.int64)
+    i_short = np.zeros(ninst_max, np.int64)  # Replay's short_exit
+    i_irqts = np.full(ninst_max, -1, np.int64)  # Replay's irq_ts / irq_timer
+    i_irqtimer = np.zeros(ninst_max, np.int64)
     i_cidwork = np.zeros(ninst_max, np.int64)
     i_dead = np.zeros(ninst_max, np.int64)
     i_exits = np.zeros(ninst_max, np.int64)
@@ -213,6 +217,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     i_cpu = np.zeros(ninst_max, np.int64)
     i_cid = np.zeros(ninst_max, np.int64)
     i_attached = np.zeros(ninst_max, np.int64)
+    i_clonerow = np.full(ninst_max, -1, np.int64)  # a fork child: its parent's clone() sysargs row
     order = np.empty(ninst_max, np.int64)  # creation order (pid slots, duplicates kept)
     norder = 0
     ninst = 0
@@ -253,6 +258,12 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                 i_cpu[t] = root_cpu
         if i_dead[t] == 1 and k != _K_RSEQ_UPDATE:
             continue
+        if i_irqts[t] >= 0:
+            from_user = not ((k == _K_SWITCH_OUT and a[i] == 0x100) or k == _K_RSEQ_UPDATE
+                             or (k == _K_SIGNAL and i_irqtimer[t] == 1 and i_pending[t] == 1))
+            nops = _irq_from_user(t, from_user, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead,
+                                  i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
+                                  nops, scan_delay, tick_ns)
         if k == _K_SYS_ENTER:
             nr = a[i]
             # _enter(SYSCALL)
@@ -301,16 +312,18 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             i_syscall[t] = -1
             i_pending[t] = 1
             i_pts[t] = now
+            i_short[t] = 1
         elif k == _K_SWITCH_OUT:
             if i_syscall[t] == -1:
                 window = syscall_window if i_pending[t] == 1 else irq_window
-                if i_pending[t] != 0 and now - i_pts[t] > window:
+                if i_pending[t] != 0 and now - i_pts[t] > window and a[i] != 0x100:
                     nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
                                    op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
                 if i_pending[t] == 0:
                     nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ if a[i] == 0 else OP_ENTER_EXC)
                     i_pending[t] = 2 if a[i] == 0 else 3
                     i_pts[t] = now
+                    i_short[t] = 1 if a[i] == 0 else 0
             nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_OUT)
         elif k == _K_SWITCH_IN:
             c = cpu[i]
@@ -322,19 +335,25 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SWITCH_IN, cid)
             if i_pending[t] != 0:
                 i_pts[t] = now
+                i_short[t] = 1
         elif k == _K_IRQ:
             if i_syscall[t] == -1:
-                if i_pending[t] != 0:
-                    nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
-                                   op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
-                nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
-                i_pending[t] = 2
-                i_pts[t] = now
+                if a[i] == 6:  # IrqKind.PAGE_FAULT: an exception entry from user mode
+                    if i_pending[t] != 0:
+                        nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst,
+                                       op_code, op_a, op_b, op_c, nops, scan_delay, tick_ns)
+                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_EXC)
+                    i_pending[t] = 3
+                    i_short[t] = 0
+                    i_pts[t] = now
+                elif i_pending[t] == 0 or i_short[t] == 1 or now - i_pts[t] > syscall_window:
+                    i_irqts[t] = now  # decided at the task's next event
+                    i_irqtimer[t] = 1 if a[i] == 0 else 0
+                    continue
+                else:
+                    i_short[t] = 1  # in the kernel; the next one is from user
             if a[i] == 0:
-                # _tick(): exiting tasks are dead here (a kernel kill makes the caller fall back).
-                if i_cidwork[t] == 0 and now >= mm_next[i_mm[t]]:
-                    i_cidwork[t] = 1
-                    nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK)
+                nops = _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops)
         elif k == _K_SIGNAL:
             handler = b[i]
             if handler > 1:
@@ -347,6 +366,7 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
                     i_pending[t] = 2
                     i_pts[t] = now
                 nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_SIGNAL, a[i], handler)
+                i_short[t] = 0
         elif k == _K_FORK:
             flags = b[i]
             if flags < 0:
@@ -357,6 +377,8 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
             i_slot[ch] = cs_
             i_syscall[ch] = i_syscall[t]
             i_argrow[ch] = -1
+            if i_syscall[t] == 56:
+                i_clonerow[ch] = i_argrow[t]
             i_cpu[ch] = i_cpu[t]
             if flags & 0x100:
                 i_mm[ch] = i_mm[t]
@@ -404,12 +426,46 @@ def _drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, n
     end = ts[n - 1] if n else 0
     for j in range(norder):
         t = pid_cur[order[j]]
+        if i_irqts[t] >= 0 and i_dead[t] == 0:
+            nops = _irq_from_user(t, True, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead,
+                                  i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
+                                  nops, scan_delay, tick_ns)
         if i_pending[t] != 0:
             nops = _finish(t, end, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c,
                            nops, scan_delay, tick_ns)
     return (op_inst[:nops], op_code[:nops], op_a[:nops], op_b[:nops], op_c[:nops],
             f_kind[:nf], f_mm[:nf], f_ev[:nf], f_op[:nf], f_other[:nf], f_args[:nf],
-            i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur)
+            i_slot[:ninst], i_exits[:ninst], i_upd[:ninst], i_fix[:ninst], order[:norder], pid_cur,
+            i_clonerow[:ninst])
+
+
+@njit(cache=True, inline="always")
+def _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops):  # pragma: no cover
+    # Replay._tick(): exiting tasks are dead here (a kernel kill makes the caller fall back).
+    if i_cidwork[t] == 0 and now >= mm_next[i_mm[t]]:
+        i_cidwork[t] = 1
+        nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_TASK_WORK)
+    return nops
+
+
+@njit(cache=True, inline="always")
+def _irq_from_user(t, from_user, i_irqts, i_irqtimer, i_pending, i_pts, i_short, i_dead, i_cidwork, i_mm,
+                   mm_next, i_exits, op_inst, op_code, op_a, op_b, op_c, nops, scan_delay,
+                   tick_ns):  # pragma: no cover - compiled
+    """Replay._irq_from_user()."""
+    now = i_irqts[t]
+    i_irqts[t] = -1
+    if from_user:
+        if i_pending[t] != 0:
+            nops = _finish(t, now, i_pending, i_dead, i_cidwork, i_mm, mm_next, i_exits, op_inst, op_code,
+                           op_a, op_b, op_c, nops, scan_delay, tick_ns)
+        nops = _emit(op_inst, op_code, op_a, op_b, op_c, nops, t, OP_ENTER_IRQ)
+        i_pending[t] = 2
+        i_pts[t] = now
+        i_short[t] = 1
+    if i_irqtimer[t] == 1:
+        nops = _tick(t, now, i_cidwork, i_mm, mm_next, op_inst, op_code, op_a, op_b, op_c, nops)
+    return nops
 
 
 @njit(cache=True, inline="always")
@@ -688,7 +744,7 @@ class Plan:
                      MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64),
                      root_start_cpu(trace, self.root))
         (op_inst, op_code, op_a, op_b, op_c, *flog) = out[:11]
-        i_slot, i_exits, i_upd, i_fix, order, pid_cur = out[11:]
+        i_slot, i_exits, i_upd, i_fix, order, pid_cur, self.inst_clonerow = out[11:]
         _resolve_files(trace, flog, op_code)  # placeholders become TASK_WORK or NOP (kept: ignored)
         self.op_inst, self.op_code, self.op_a, self.op_b, self.op_c = op_inst, op_code, op_a, op_b, op_c
         self.pids = pids
@@ -782,7 +838,7 @@ class _Executor:
                 return None  # unmapped area or an armed rseq_cs: never memoized
         return (t.tif, t.in_user, t.exiting, t.killed_by, tuple(t.pending), tuple(sorted(t.blocked)),
                 tuple(sorted(t.handlers.items())), tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in t.sigframes),
-                t.pagefault_disabled, t.regs.ip, t.cpu, t.mm_cid, id(t.mm),
+                t.pagefault_disabled, t.regs.ip, t.cpu, t.mm_cid, id(t.mm), t.set_child_tid, t.ret_from_fork,
                 tuple(getattr(r, f) for f in names), mem)
 
     def _snap(self, t):
@@ -919,7 +975,9 @@ class _Executor:
                 t.mm = AddressSpace()
                 t.mm_cid = a
             elif code == OP_FORK:
-                child = k.copy_process(t, int(self.plan.inst_pid[a]), b)
+                row = int(self.plan.inst_clonerow[a])
+                child = k.copy_process(t, int(self.plan.inst_pid[a]), b,
+                                       int(self.args_cols[3][row]) if row >= 0 else 0)
                 child.mm_cid = c
                 tasks[a] = child
             elif code == OP_DO_EXIT:

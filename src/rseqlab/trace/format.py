@@ -65,7 +65,7 @@ class Kind(IntEnum):
     SIGNAL = 8  # signal_deliver: a=sig, b=sa_handler (0 SIG_DFL, 1 SIG_IGN), c=si_code
     RSEQ_UPDATE = 9  # a=cpu_id, b=node_id, c=mm_cid
     RSEQ_IP_FIXUP = 10  # a=regs_ip, b=start_ip, c=post_commit_offset, d=abort_ip
-    IRQ = 11  # an interrupt taken while the task ran; a=IrqKind
+    IRQ = 11  # an interrupt taken while the task ran, or a user page fault; a=IrqKind
     LOST = 12  # pid=-1; a=events lost on this CPU before this point (-1: unknown count)
 
 
@@ -76,6 +76,9 @@ class IrqKind(IntEnum):
     CALL_FUNCTION_SINGLE = 3
     IRQ_WORK = 4
     DEVICE = 5
+    #: ``exceptions:page_fault_user`` (x86): a page fault from user mode, an exception entry
+    #: (``irqentry_enter()``) and return like an interrupt's; b=fault address, c=user IP.
+    PAGE_FAULT = 6
 
 
 #: x86_64 syscall numbers whose arguments the trace keeps (the replay needs them).

@@ -71,6 +71,7 @@ EVENTS = {
     ("irq_vectors", "call_function_single_entry"): False,
     ("irq_vectors", "irq_work_entry"): False,
     ("irq", "irq_handler_entry"): False,
+    ("exceptions", "page_fault_user"): False,
 }
 MIGRATION_EVENT = ("sched", "sched_migrate_task")
 _IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
@@ -883,6 +884,12 @@ def build_trace(raw_main: dict[int, bytes], raw_mig: dict[int, bytes],
             continue
         sel = in_tree(r[0]["common_pid"])
         add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], np.full(int(sel.sum()), int(kind)))
+    pf = get(("exceptions", "page_fault_user"))
+    if pf is not None:
+        sel = in_tree(pf[0]["common_pid"])
+        add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
+            np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
+            pf[0]["ip"][sel].astype(np.int64))
 
     # Migrations from the system-wide instance, filtered to the tree.
     mg = parse.records_of(rec_mig, formats[MIGRATION_EVENT])

@@ -21,7 +21,18 @@ When a return to user mode happens is inferred:
   interrupt, or a switch-out that must have come from user mode), its exit, or
   the end of the trace.
 * An interrupt that hits a task outside a syscall came from user mode; its
-  return is pending the same way.
+  return is pending the same way. Except: with nothing recorded since a page
+  fault's entry or a signal delivery (both handled with interrupts on), within
+  the syscall window, it hit the kernel there; and one whose task next shows
+  the kernel (a switch-out with ``prev_state`` ``TASK_REPORT_MAX``, i.e.
+  preempted in the kernel; the pending exit's own ``rseq_update``; after a tick,
+  a signal delivery on a syscall's way out) hit the kernel on the way out. After ``sys_exit`` or a switch-in the rest of the exit
+  runs with interrupts off unless it has work, so an interrupt then is from user.
+* ``exceptions:page_fault_user`` (x86) is an exception entry from user mode and
+  its return (one ``exit``).
+* A forked child's first switch-in runs ``schedule_tail()``, whose
+  ``set_child_tid`` store (``CLONE_CHILD_SETTID``, the recorded clone()'s
+  ``child_tid``) breaks copy-on-write on that page before the first exit.
 
 Sources of ``TIF_NOTIFY_RESUME`` that are neither switches nor signals
 (measured on Linux 6.18), and how the replay models them:
@@ -52,14 +63,20 @@ from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
-from .format import Kind, Trace
+from .format import IrqKind, Kind, Trace
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
+NR_CLONE = 56
 NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
 NR_EXECVE, NR_EXECVEAT, NR_RSEQ = 59, 322, 334
 NR_EXIT, NR_EXIT_GROUP = 60, 231
 MAP_ANONYMOUS = 0x20
+#: ``sched_switch`` ``prev_state`` of a preempted task (``TASK_REPORT_MAX``, include/linux/sched.h:
+#: ``__trace_sched_switch_state()`` reports it for ``__schedule(SM_PREEMPT)``): preempted in the
+#: kernel (an interrupt's return to kernel mode, ``preempt_enable()``); the exit to user mode
+#: calls ``schedule()``, which reports the task's state (0 when runnable).
+PREEMPTED = 0x100
 #: execve errors returned before ``bprm_execve`` (file lookup), which do not raise rseq work.
 _EXEC_LOOKUP_ERRORS = {-2, -13, -20, -36, -40, -14, -7}
 
@@ -87,6 +104,12 @@ def root_start_cpu(trace: Trace, root: int) -> int:
     return cpu if 0 <= cpu < ncpus else 0
 
 
+def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
+    """clone()'s child TID pointer (x86_64: ``clone(flags, newsp, parent_tid, child_tid, tls)``);
+    0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
+    return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
+
+
 def exit_windows(meta: dict) -> tuple[int, int]:
     """The two windows for one trace: the constants above, unless the trace says otherwise
     (``meta["replay"]``: a recording made in an emulated guest runs many times slower, see
@@ -96,8 +119,8 @@ def exit_windows(meta: dict) -> tuple[int, int]:
             int(r.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
 
 RESIDUAL_SOURCES = (
-    "page faults and interrupts not recorded (only local timer, IPIs and device IRQs are), "
-    "so an exception that ends in a switch-out right after a return is folded into that return",
+    "exceptions other than user page faults are not recorded (interrupts and exceptions:page_fault_user "
+    "are), and whether an interrupt right after a return hit user mode or that exit path is inferred",
     "TIF_NOTIFY_RESUME raised by sources not in the trace (memcg/blkcg throttling, "
     "task_work of other subsystems, deferred fput of files the trace did not see opened)",
     "the mm_cid compaction task_work is modelled from the tick and a 100 ms per-mm period, "
@@ -143,6 +166,9 @@ class _Rt:
     args: tuple[int, ...] = ()
     pending: str | None = None  # a return to user mode is due
     pending_ts: int = 0
+    short_exit: bool = False  # what is left of the pending return's exit path is short
+    irq_ts: int = -1  # an interrupt whose mode the task's next event decides
+    irq_timer: bool = False
     cid_work: bool = False  # the mm_cid task_work is queued
     on_cpu: bool = True
     dead: bool = False
@@ -299,6 +325,7 @@ class Replay:
         if entry is not Entry.SYSCALL:
             rt.pending = entry
             rt.pending_ts = ts
+            rt.short_exit = entry is Entry.IRQ
 
     # ------------------------------------------------------------------
     # The event loop
@@ -322,6 +349,14 @@ class Replay:
             if rt.dead and kind != Kind.RSEQ_UPDATE:
                 continue
             t = rt.task
+            if rt.irq_ts >= 0:
+                # In the kernel if next comes a kernel preemption, the pending exit's own ID
+                # write, or (after a tick) a signal delivery on a syscall's way out: a signal
+                # pending at sys_exit is delivered before that return.
+                self._irq_from_user(rt, not (kind == SWITCH_OUT and a_l[i] == PREEMPTED
+                                             or kind == Kind.RSEQ_UPDATE
+                                             or kind == Kind.SIGNAL and rt.irq_timer
+                                             and rt.pending is Entry.SYSCALL))
             if kind == SYS_ENTER:
                 nr = a_l[i]
                 self._enter(rt, Entry.SYSCALL, ts)
@@ -343,11 +378,12 @@ class Replay:
                 rt.syscall = None
                 rt.pending = Entry.SYSCALL
                 rt.pending_ts = ts
+                rt.short_exit = True  # interrupts are off from here unless the exit loop has work
             elif kind == SWITCH_OUT:
                 if rt.syscall is None:
                     state = a_l[i]
                     window = sys_window if rt.pending is Entry.SYSCALL else irq_window
-                    if rt.pending is not None and ts - rt.pending_ts > window:
+                    if rt.pending is not None and ts - rt.pending_ts > window and state != PREEMPTED:
                         self._finish(rt, ts)  # it did return; this switch-out is a new entry
                     if rt.pending is None:
                         self._enter(rt, Entry.IRQ if state == 0 else Entry.EXCEPTION, ts)
@@ -361,10 +397,22 @@ class Replay:
                 rt.on_cpu = True
                 if rt.pending is not None:
                     rt.pending_ts = ts  # the exit loop resumes now
+                    rt.short_exit = True  # what is left of it after schedule() is short
             elif kind == Kind.IRQ:
                 if rt.syscall is None:
-                    self._enter(rt, Entry.IRQ, ts)
-                if a_l[i] == 0:
+                    if a_l[i] == IrqKind.PAGE_FAULT:
+                        self._enter(rt, Entry.EXCEPTION, ts)  # page_fault_user: from user mode
+                    elif rt.pending is None or rt.short_exit or ts - rt.pending_ts > sys_window:
+                        # From user mode, unless the task's next event shows the kernel
+                        # (decided there, with the tick that came with it).
+                        rt.irq_ts, rt.irq_timer = ts, a_l[i] == IrqKind.TIMER
+                        continue
+                    else:
+                        # It hit the kernel on the way out of the pending entry: no entry. A
+                        # second tick there would mean a fault or frame set-up of a whole tick
+                        # without a switch: the next one is taken from user mode.
+                        rt.short_exit = True
+                if a_l[i] == IrqKind.TIMER:
                     self._tick(rt, ts)
             elif kind == Kind.SIGNAL:
                 handler = b_l[i]
@@ -378,6 +426,7 @@ class Replay:
                     sig = a_l[i]
                     t.handlers[sig] = handler
                     k.send_signal(t, sig)
+                    rt.short_exit = False  # the frame is set up after signal_deliver
             elif kind == Kind.FORK:
                 self._fork(rt, a_l[i], b_l[i], ts)
             elif kind == Kind.EXEC:
@@ -399,9 +448,20 @@ class Replay:
         end = int(ts_l[-1]) if ts_l else 0
         for pid in self.order:
             rt = self.tasks[pid]
+            if rt.irq_ts >= 0 and not rt.dead:
+                self._irq_from_user(rt, True)
             if rt.pending is not None:
                 self._finish(rt, end)
         return self._result()
+
+    def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
+        """Settle the interrupt held back at ``rt.irq_ts``: an entry from user mode, or one that
+        hit the kernel on the way out of the pending entry (its tick is played either way)."""
+        ts, rt.irq_ts = rt.irq_ts, -1
+        if from_user:
+            self._enter(rt, Entry.IRQ, ts)
+        if rt.irq_timer:
+            self._tick(rt, ts)
 
     def _sys_exit(self, rt: _Rt, nr: int, ret: int, ts: int) -> None:
         k, t = self.kernel, rt.task
@@ -440,7 +500,7 @@ class Replay:
         k = self.kernel
         if flags < 0:
             flags = 0  # unknown: a process
-        child = k.copy_process(parent.task, child_pid, flags)
+        child = k.copy_process(parent.task, child_pid, flags, clone_child_tid(parent.syscall, parent.args))
         if flags & CLONE_VM:
             mm = parent.mm
         else:

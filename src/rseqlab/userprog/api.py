@@ -488,13 +488,17 @@ class Thread:
         return self.syscall(lambda: self.m.clone(self.st, start, thread=True, affinity=affinity))
 
     def fork(self, program: Callable[[Thread], Any]):
-        """fork(): the child continues with ``program`` (its registration is inherited)."""
+        """fork(): the child continues with ``program`` (its registration is inherited). Under
+        glibc it is ``_Fork()``: clone(CLONE_CHILD_SETTID, child_tid=&THREAD_SELF->tid); without a
+        libc runtime, a raw clone() with no TID pointer."""
+        from .libc import GLIBC_TID_OFFSET, Glibc
 
         def start(th: Thread) -> Any:
             th.area = self.area
             return program(th)
 
-        return self.syscall(lambda: self.m.clone(self.st, start, thread=False))
+        tid = self.st.tls + GLIBC_TID_OFFSET if isinstance(self.st.proc.runtime, Glibc) else 0
+        return self.syscall(lambda: self.m.clone(self.st, start, thread=False, child_tid=tid))
 
     def vfork(self, program: Callable[[Thread], Any]):
         """vfork()/posix_spawn(): the child borrows this memory (no rseq: CLONE_VM resets it)

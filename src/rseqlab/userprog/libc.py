@@ -21,6 +21,9 @@ from ..errors import BadInput
 GLIBC_VERSIONS = ("2.35", "2.36", "2.37", "2.38", "2.39", "2.40", "2.41", "2.42")
 GLIBC_AREA_OFFSET = 0x100  # glibc's area within the thread's TLS page (32-byte aligned)
 LIBRSEQ_AREA_OFFSET = 0x400  # librseq's own 1024-byte aligned TLS union
+#: ``struct pthread::tid``, the child TID pointer of glibc's fork(): on the same page as the rseq
+#: area (measured: 0x650 bytes apart in the guest's static forkloop, glibc 2.36).
+GLIBC_TID_OFFSET = 0x2D0
 
 
 @dataclass

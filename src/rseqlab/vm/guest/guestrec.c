@@ -87,6 +87,7 @@ static struct event events[] = {
 	{"irq_vectors", "call_function_single_entry", 0, 0},
 	{"irq_vectors", "irq_work_entry", 0, 0},
 	{"irq", "irq_handler_entry", 0, 0},
+	{"exceptions", "page_fault_user", 0, 0},
 	{"sched", "sched_migrate_task", 1, 0}, /* the migration instance's only event */
 };
 #define NEVENTS ((int)(sizeof(events) / sizeof(events[0])))
