@@ -34,10 +34,11 @@ test: $(STAMP)
 stress: $(STAMP)
 	$(BIN)/python -m pytest -q -m stress --hypothesis-profile=stress
 
-# A longer fuzz campaign over every input format (tests/test_fuzz.py, 25x the examples, new ones each run).
-## fuzz: a longer fuzz campaign over every input format
+# A longer fuzz campaign over every input format and the CLI's arguments (tests/test_fuzz.py,
+# tests/test_fuzz_cli.py; 25x the examples, new ones each run).
+## fuzz: a longer fuzz campaign over every input format and the CLI's arguments
 fuzz: $(STAMP)
-	RSEQLAB_FUZZ_SCALE=25 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-profile=fuzz --hypothesis-show-statistics
+	RSEQLAB_FUZZ_SCALE=25 $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_fuzz_cli.py --hypothesis-profile=fuzz --hypothesis-show-statistics
 
 # The whole run_param_test.sh matrix (2048 runs per kernel) on the simulated machine, plus the
 # rest of the ported suite, under every release (6.18, 6.19, 7.1); estimated at an hour or more. `rseqlab selftest` alone runs the reduced matrix.

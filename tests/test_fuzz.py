@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 from contextlib import contextmanager
 from importlib import resources
@@ -27,6 +28,9 @@ from rseqlab.errors import BadInput
 ROOT = Path(__file__).resolve().parents[1]
 #: A parse (or a tiny run of what was accepted) that takes longer than this is a hang.
 TIME_BOUND_S = 10
+#: A case whose peak resident memory grows by more than this (MiB) is unbounded work: one
+#: ``compute ns`` of 1e15 grew ~8 MB/s until the OOM killer came.
+MEMORY_BOUND_MB = 512
 #: ``make fuzz`` sets this (many more examples, with the random ``fuzz`` profile).
 SCALE = int(os.environ.get("RSEQLAB_FUZZ_SCALE", "1"))
 
@@ -37,13 +41,45 @@ EXTREMES = ["0", "-1", "1e309", "nan", "inf", "-inf", "9" * 40, "184467440737095
             "true", "[]", "{}", '""', "[[[[[[[[[[", "]]]]", "\"\\u0000\"", "1e-400", "0x7fffffff"]
 
 
-class Hang(Exception):
+class Hang(Exception):  # an Exception, so that Hypothesis reports (and shrinks) the case
     pass
+
+
+def _vm_data_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def memory_bound(mb: int = MEMORY_BOUND_MB):
+    """A hard bound: the process's data segment may grow by ``mb`` MiB while the block runs
+    (``RLIMIT_DATA``; beyond it allocations fail with MemoryError), so a case that would grow
+    without limit fails here instead of inviting the OOM killer to end the whole run."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = int((_vm_data_mb() + mb) * 1024 * 1024)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (``ru_maxrss``, KiB on Linux), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextmanager
 def time_bound(seconds: int = TIME_BOUND_S):
+    fired = []
+
     def fire(signum, frame):
+        fired.append(signum)
         raise Hang(f"took longer than {seconds} s")
 
     old = signal.signal(signal.SIGALRM, fire)
@@ -53,6 +89,8 @@ def time_bound(seconds: int = TIME_BOUND_S):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+    if fired:  # the code caught the Hang (an ``except Exception``) and went on: still a hang
+        raise Hang(f"took longer than {seconds} s")
 
 
 @st.composite
@@ -97,14 +135,21 @@ def mutated_text(draw, seed: str, tokens: list[str]):
 
 
 def _accepted_or_bad_input(call):
-    """The property: returns, or raises BadInput with one line; anything else fails the test."""
-    with time_bound():
+    """The property: returns, or raises BadInput with one line, within the time and memory bounds;
+    anything else fails the test. (The peak only grows, so a case is measured by how far it
+    pushed the process's peak: more than the bound is a case that needed that much.)"""
+    before = peak_rss_mb()
+    with time_bound(), memory_bound():
         try:
             value = call()
         except BadInput as exc:
             assert "\n" not in str(exc).strip(), f"a multi-line error: {exc}"
-            event("refused with one line")
-            return None
+            value = exc
+    grown = peak_rss_mb() - before
+    assert grown <= MEMORY_BOUND_MB, f"peak memory grew by {grown:.0f} MiB (bound {MEMORY_BOUND_MB})"
+    if isinstance(value, BadInput):
+        event("refused with one line")
+        return None
     event("accepted")
     return value
 
@@ -222,3 +267,15 @@ def test_the_seeds_themselves_are_accepted(seed_name, tmp_path):
         (tmp_path / "c.json").write_text(_COST.replace('"rseqlab-cost"', json.dumps(COST_FORMAT))
                                          .replace('"version": 1', f'"version": {COST_VERSION}'))
         assert load_model(tmp_path / "c.json")["ns_per_user_access"] == 26.8
+
+
+def test_the_bounds_can_fail():
+    """The memory and time bounds of the property really stop a case (a bound that cannot fire
+    would make every fuzz figure meaningless)."""
+    with pytest.raises(MemoryError):
+        with memory_bound(64):
+            bytearray(256 << 20)
+    with pytest.raises(Hang):
+        with time_bound(1):
+            while True:
+                pass

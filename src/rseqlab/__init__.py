@@ -6,18 +6,16 @@ Layers, bottom up: ``abi`` (struct layouts and constants), ``usermem``
 ``report`` (tables and JSON), ``cli`` (the command).
 """
 
-from __future__ import annotations
+from . import _startup  # first: the start-up signal guard (no `from __future__`, it imports a module)
 
-from . import _startup
-
-_previous_sigint = _startup.guard()
+_previous_handlers = _startup.guard()
 
 from .errors import BadInput, ExitStatus, RseqlabError  # noqa: E402 - after the start-up guard
 from .kernel import COUNTERS, PERSONALITIES, TRACEPOINTS, Kernel, Topology, make_kernel  # noqa: E402
 from .machine.bench import Bench, Placement  # noqa: E402
 from .scenarios import SCENARIOS, Explanation, explain  # noqa: E402
 
-_startup.release(_previous_sigint)
+_startup.release(_previous_handlers)
 
 __all__ = [
     "COUNTERS",

@@ -1,31 +1,98 @@
-"""Ctrl-C while rseqlab is still importing: one line and exit status 130, not a traceback.
+"""Signals while rseqlab starts and runs: one line and the conventional status, never a traceback.
 
-Importing rseqlab (numpy, click, rich, the kernel models) takes a noticeable fraction of a
-second, before ``cli.main()`` can catch anything. During it, SIGINT ends the process quietly.
-Only Python's *default* handler is replaced, so a program that imports rseqlab with a handler of
-its own (pytest, a notebook) keeps it, and the default comes back when the imports are done.
+*During the imports* (numpy, click, rich, the kernel models take a noticeable fraction of a
+second, before ``cli.main()`` can catch anything) SIGINT, SIGTERM and SIGHUP end the process
+quietly with one line and 128 + the signal's number: nothing has been done yet that needs
+cleaning up. Only a signal still at Python's *default* is taken (``SIGINT``'s
+``default_int_handler``, ``SIG_DFL`` for the others), so a program that imports rseqlab with a
+handler of its own (pytest, a notebook, ``nohup``'s ignored SIGHUP) keeps it, and the default
+comes back when the imports are done.
+
+*While a command runs* (:func:`terminate_cleanly`, entered by ``cli.main``) SIGTERM and SIGHUP
+raise :class:`~rseqlab.errors.Terminated` in the main thread, as Ctrl-C raises
+``KeyboardInterrupt``: every ``finally`` and context manager on the way out runs (temporary
+directories, QEMU, the recorder's tracefs state), and ``main()`` returns 128 + the signal's
+number. Only the first signal raises; later ones are ignored so that they cannot cut the
+clean-up short.
+
+What remains unguarded is Python's own start-up before rseqlab's first line: interpreter
+initialisation, ``site`` (the ``.pth`` files) and, for the console script, its ``import re``.
+A Ctrl-C there gets Python's own handling (a ``KeyboardInterrupt`` traceback); SIGTERM and SIGHUP
+their default action. Nothing of rseqlab has run then.
 """
 
-from __future__ import annotations
-
+# Only modules the interpreter has loaded before any user code: importing anything more would
+# itself lengthen the unguarded window the guard is here to close. ``signal`` (the Python module)
+# alone costs ~30 ms here (it imports enum, functools, collections), so this uses its C core
+# ``_signal``; no ``from __future__`` either (it imports a module).
+import _signal as signal
 import os
-import signal
 import sys
 
+#: The signals a command turns into a clean exit (SIGINT is Python's KeyboardInterrupt).
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
-def _interrupted(signum, frame) -> None:  # pragma: no cover - ends the process
-    sys.stderr.write("rseqlab: error: interrupted\n")
+
+def signal_name(signum: int) -> str:
+    return _NAMES.get(signum, f"signal {signum}")
+
+
+def _quiet_exit(signum, frame) -> None:  # pragma: no cover - ends the process
+    word = "interrupted" if signum == signal.SIGINT else f"terminated by {signal_name(signum)}"
+    sys.stderr.write(f"rseqlab: error: {word}\n")
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(128 + signum)
 
 
-def guard():
-    """Install the quiet handler if SIGINT still has Python's default; returns what to restore."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        return signal.signal(signal.SIGINT, _interrupted)
-    return None
+def _at_default(signum: int) -> bool:
+    if signum == signal.SIGINT:
+        return signal.getsignal(signum) is signal.default_int_handler
+    return signal.getsignal(signum) == signal.SIG_DFL
 
 
-def release(previous) -> None:
-    if previous is not None and signal.getsignal(signal.SIGINT) is _interrupted:
-        signal.signal(signal.SIGINT, previous)
+def guard() -> dict:
+    """Install the quiet handler on every signal still at its default; returns what to restore."""
+    previous = {}
+    for s in (signal.SIGINT, *TERMINATING):
+        if _at_default(s):
+            try:
+                previous[s] = signal.signal(s, _quiet_exit)
+            except ValueError:  # imported outside the main thread: handlers cannot be set there
+                break
+    return previous
+
+
+def release(previous: dict | None) -> None:
+    for s, handler in (previous or {}).items():
+        if signal.getsignal(s) is _quiet_exit:
+            signal.signal(s, handler)
+
+
+class terminate_cleanly:  # noqa: N801 - used as a context manager, like contextlib's
+    """SIGTERM and SIGHUP raise :class:`Terminated` (once) while the block runs; restored after.
+
+    A class rather than a ``contextlib`` generator, so that this module imports nothing new."""
+
+    def __enter__(self) -> "terminate_cleanly":
+        self.fired: list[int] = []
+        self.old = {}
+        for s in TERMINATING:
+            if signal.getsignal(s) == signal.SIG_DFL:
+                try:
+                    self.old[s] = signal.signal(s, self._handle)
+                except ValueError:  # not the main thread: signals stay as they are
+                    break
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        from .errors import Terminated
+
+        if self.fired:
+            return  # the first one is already unwinding the command; let its clean-up finish
+        self.fired.append(signum)
+        raise Terminated(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)

@@ -2,8 +2,9 @@
 
 ``main()`` is the only place that turns errors into exit codes: a
 :class:`~rseqlab.errors.RseqlabError` or a usage error becomes one line on
-stderr and its status; anything else is an rseqlab bug and keeps its
-traceback.
+stderr and its status, as does an ``OSError`` about a named file (a path the
+system refuses) and SIGTERM/SIGHUP (128 + the signal's number); anything else
+is an rseqlab bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import sys
 
 from . import _startup
 
-_previous_sigint = _startup.guard()  # released at the end of this module
+_previous_handlers = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
 from . import extras, scenarios
-from .errors import BadInput, ExitStatus, RseqlabError, command_status
+from .cli_conflicts import alone, exclusive, given
+from .errors import BadInput, ExitStatus, RseqlabError, Terminated, command_status
 from .kernel import PERSONALITIES, kernel_names
 from .report import ascii_fallback, console, json_document
 from .report import explain as explain_report
@@ -137,6 +139,8 @@ def cli() -> None:
 
 
 @cli.command()
+@exclusive("scenario", "list_only", "run_all")
+@alone("list_only", but=("as_json", "arch"))  # --arch is still checked (tests/test_arch_cli.py)
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant; several give a side-by-side view "
                 "(default: the releases).")
@@ -187,6 +191,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 
 @cli.command()
+@exclusive("full", "tests")
 @_kernel_option("Kernel (what-if variants accepted; default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
@@ -237,6 +242,7 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
 
 
 @cli.command()
+@alone("list_only", but=("as_json",))
 @click.option("--workload", "-w", default="kernel-build", show_default=True,
               help="A built-in workload name or a workload TOML file.")
 @_kernel_option("Kernel (what-if variants accepted; default: 6.18 and 6.19).")
@@ -372,6 +378,7 @@ def _replayable(trace) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@exclusive("vm_version", "buffer_mb")  # the guest recorder sizes its own buffers
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_kernel_option("Kernel to predict with besides the live one (default: 6.18 and 6.19).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also keep the trace file.")
@@ -407,10 +414,10 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     """
     import os
     import platform
-    import tempfile
 
     from .kernel import arch_by_name
     from .report import live as live_report
+    from .tmpdirs import owned_tempdir
     from .trace.format import file_version
     from .trace.record import record as do_record
     from .trace.replay import replay as do_replay
@@ -424,14 +431,22 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
     if arch is not None and arch_by_name(arch).machine != here:
         raise BadInput(f"validate --arch {arch}: the live kernel runs on {here}; validation compares "
                        "the live kernel with its own architecture's personality")
+    ctx = click.get_current_context()
     if vm_version is not None:
         return _validate_vm(vm_version, list(command), output, cpus, names, as_json, max_error, slack, plot)
+    if given(ctx, "cpus"):
+        raise BadInput("--cpus applies only with --vm (the guest's CPUs)")
     if len(command) == 1 and file_version(command[0]) is not None:
+        for name, option in (("output", "-o"), ("buffer_mb", "--buffer-mb")):
+            if given(ctx, name):
+                raise BadInput(f"{option} cannot be used when validating a trace FILE (nothing is recorded)")
         return _validate_file(command[0], names, as_json, max_error, slack, plot)
+    if given(ctx, "slack"):
+        raise BadInput("--slack applies only to a trace FILE or --vm (a live validation compares rseq_update)")
     live = live_report.live_personality()
     if live not in names:
         names.insert(0, live)
-    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-") as tmp:
+    with owned_tempdir("rseqlab-validate-live-") as tmp:
         res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
                         stdout_to_stderr=as_json)
     results = do_replay(res.trace, names)
@@ -457,11 +472,10 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
 def _validate_vm(version: str, command: list[str], output: str | None, cpus: int, names: list[str],
                  as_json: bool, max_error: float | None, slack: int, plot: str | None = None) -> int:
     """``validate --vm VERSION -- COMMAND``: record in the guest (docs/real-kernels.md), validate the file."""
-    import tempfile
-
+    from .tmpdirs import owned_tempdir
     from .vm import vmrun
 
-    with tempfile.TemporaryDirectory(prefix="rseqlab-validate-vm-") as tmp:
+    with owned_tempdir("rseqlab-validate-vm-") as tmp:
         path = output or f"{tmp}/vm.trace"
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
@@ -515,9 +529,12 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, warmup: int, save:
       rseqlab cost
       rseqlab cost --reps 31 --save cost.json
     """
+    from .files import check_writable
     from .live import cost as live_cost
     from .report import live as live_report
 
+    if save is not None:
+        check_writable(save, "--save", "cost model")  # before the measurement, not after it
     model = live_cost.measure(reps=reps, rounds=rounds, signals=signals, warmup=warmup)
     if as_json:
         click.echo(json_document("cost", model))
@@ -552,6 +569,7 @@ def rseq_area(as_json: bool) -> None:
 
 
 @cli.command()
+@alone("list_only")
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--list, or the built path).")
@@ -576,6 +594,9 @@ def workload(name: str | None, list_only: bool, as_json: bool) -> None:
 
 
 @cli.command("check")
+@exclusive("scenario", "list_only", "list_kernels")
+@alone("list_only", but=("as_json", "arch"))
+@alone("list_kernels", but=("as_json", "arch"))
 @click.argument("scenario", required=False)
 @_kernel_option("Kernel personality or what-if variant (see --list-kernels); several are checked in turn.")
 @click.option("--preemptions", type=int, default=2, show_default=True, help="At most this many preemptions.")
@@ -675,8 +696,16 @@ for _name, _text in SHORT_HELP.items():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status instead of raising."""
+    """Run the CLI; returns the exit status instead of raising.
+
+    SIGTERM and SIGHUP end every command as Ctrl-C does (``_startup.terminate_cleanly``): its
+    clean-ups run, one line goes to stderr, and the status is 128 + the signal's number."""
     ascii_fallback()
+    with _startup.terminate_cleanly():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -693,6 +722,15 @@ def main(argv: list[str] | None = None) -> int:
     except RseqlabError as exc:
         _error(str(exc))
         return exc.status
+    except Terminated as exc:
+        _error(str(exc))
+        return 128 + exc.signum
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a file the user named: an rseqlab bug, with its traceback
+        # A path the user gave that the system refuses (too long, a loop, not a directory, ...).
+        _error(f"{exc.filename}: {exc.strerror or exc}")
+        return ExitStatus.BAD_INPUT
     except (KeyboardInterrupt, click.Abort) as exc:
         # click turns a KeyboardInterrupt into Abort; the recorder's says what it kept.
         cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
@@ -702,10 +740,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    print(f"rseqlab: error: {message}", file=sys.stderr)
+    # One line whatever the message quotes: a file name or argument may hold a line break.
+    one_line = message.strip().replace("\r", "\\r").replace("\n", "\\n")
+    print(f"rseqlab: error: {one_line}", file=sys.stderr)
 
 
-_startup.release(_previous_sigint)
+_startup.release(_previous_handlers)
 
 if __name__ == "__main__":
     sys.exit(main())

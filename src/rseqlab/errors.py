@@ -40,3 +40,21 @@ class Unavailable(RseqlabError):
     """The machine cannot do it: not root, no tracefs, no rseq tracepoints, no compiler."""
 
     status = ExitStatus.ENVIRONMENT
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP while a command ran (``_startup.terminate_cleanly``).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it; the
+    clean-ups on the way out run, and the CLI exits with 128 + ``signum``. ``message`` may say what
+    was kept (the recorder's interrupted trace)."""
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        from ._startup import signal_name
+
+        super().__init__(signum, message)
+        self.signum = int(signum)
+        self.message = message or f"terminated by {signal_name(signum)}"
+
+    def __str__(self) -> str:
+        return self.message

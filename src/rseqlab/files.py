@@ -1,4 +1,5 @@
-"""Reading input files safely: regular files only, and JSON without NaN or Infinity.
+"""Reading input files safely: regular files only, and JSON without NaN or Infinity; and output
+paths checked before the work that fills them.
 
 Shared by the loaders of trace files, step files and cost models, so that each refuses the same
 hostile inputs the same way: a FIFO must not block the ``open()``, a device (``/dev/zero``) or a
@@ -39,3 +40,26 @@ def loads_finite(text: str | bytes) -> Any:
     """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (ValueError), which
     Python's parser accepts and the JSON standard does not."""
     return json.loads(text, parse_constant=_reject_constant)
+
+
+def check_writable(output: str | Path, option: str, what: str) -> Path:
+    """Refuse an output path that cannot be written, before anything runs (not after a recording
+    or a measurement). ``option`` names the option in the message (``"-o"``), ``what`` the file."""
+    if str(output) == "":
+        raise BadInput(f"{option}: an empty path; name the {what} to write")
+    path = Path(output)
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+        parent = path.parent if str(path.parent) else Path(".")
+        parent_ok = parent.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise BadInput(f"{option} {path}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise BadInput(f"{option} {path}: is a directory")
+    if exists and not path.is_file():
+        raise BadInput(f"{option} {path}: not a regular file (a {what} is written as a file)")
+    if not parent_ok:
+        raise BadInput(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (exists and not os.access(path, os.W_OK)):
+        raise BadInput(f"{option} {path}: not writable")
+    return path

@@ -97,3 +97,22 @@ def test_tcmalloc_workload_reports_its_allocator_oracle():
     r = compare("tcmalloc", ["6.18"], seed=0)["6.18"]
     assert r.extra["tcmalloc_allocations"] > 10_000
     assert r.extra["tcmalloc_double_handouts"] == 0
+
+
+def test_tcmalloc_under_glibcs_registration_falls_back_to_slow_mode():
+    """Issue 17: TCMalloc's own registration is refused when glibc registered the thread's area;
+    like TCMalloc (InitFastPerCpu) the process then allocates without per-CPU caches: the same
+    allocations, no rseq section of its own, never a double hand-out, and no drain fence."""
+    from importlib import resources
+
+    text = resources.files("rseqlab.workloads").joinpath("builtin", "tcmalloc.toml").read_text()
+    glibc_on = parse_workload(text.replace("rseq = false", "rseq = true"), "glibc-rseq.toml")
+    own = compare("tcmalloc", ["6.19"], seed=0)["6.19"]
+    shared = compare(glibc_on, ["6.19"], seed=0)["6.19"]
+    assert shared.extra["tcmalloc_slow_mode_threads"] == 5  # main and the 4 workers (the background thread only drains)
+    assert own.extra["tcmalloc_slow_mode_threads"] == 0
+    assert shared.extra["tcmalloc_allocations"] == own.extra["tcmalloc_allocations"] > 10_000
+    assert shared.extra["tcmalloc_double_handouts"] == 0
+    # 6.19 checks a section only when rseq_cs is armed: TCMalloc's sections armed it, slow mode never does
+    assert own.counters["cs"] > 0 and shared.counters["cs"] == 0
+    assert shared.counters["exit"] < own.counters["exit"]  # no FenceCpu IPIs either

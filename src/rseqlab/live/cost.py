@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import BadInput, RseqlabError
-from ..files import loads_finite
+from ..files import loads_finite, open_regular
 from .rseq_area import glibc_version
 from .workloads import build
 
@@ -57,13 +57,22 @@ def _run(exe: Path, args: list[str], rseq: bool) -> float:
     return float(res.stdout.split()[1])
 
 
+#: Work limits of ``measure``: at most about 4 * 1001 benchmark runs; one run of 10,000,000 round
+#: trips takes ~50 s here, so the largest accepted measurement is already a matter of days.
+MAX_REPS = 1001
+MAX_OPS = 10_000_000
+
+
 def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000, warmup: int = 1) -> dict:
     """Run both benchmarks A/B, ``reps`` interleaved repetitions each after ``warmup`` discarded
     ones (page cache, frequency, the first exec of each binary); returns the cost model."""
-    if reps < 1 or rounds < 1 or signals < 1:
-        raise BadInput("--reps, --rounds and --signals must be positive")
-    if warmup < 0:
-        raise BadInput(f"--warmup: expected a number of repetitions >= 0, got {warmup}")
+    if not (1 <= reps <= MAX_REPS):
+        raise BadInput(f"--reps must be in 1..{MAX_REPS} (got {reps})")
+    for option, value in (("--rounds", rounds), ("--signals", signals)):
+        if not (1 <= value <= MAX_OPS):
+            raise BadInput(f"{option} must be in 1..{MAX_OPS:,} (got {value})")
+    if not (0 <= warmup <= MAX_REPS):
+        raise BadInput(f"--warmup must be in 0..{MAX_REPS} (got {warmup})")
     benches = {"pingpong": (build("pingpong"), [str(rounds), "same"]),
                "sigstorm": (build("sigstorm"), [str(signals)])}
     samples = {b: {"on": [], "off": []} for b in benches}
@@ -133,9 +142,14 @@ def refuse_meaningless(model: dict) -> None:
 
 
 def save_model(model: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+    try:
+        Path(path).write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:  # e.g. /dev/full, or the disk filled during the measurement
+        raise BadInput(f"--save {path}: cannot write: {exc.strerror or exc}") from None
 
 
+#: A saved model is about 1.5 KiB.
+MAX_MODEL_BYTES = 1 << 20
 #: A cost per access or per pass beyond this (one millisecond) is not a measurement of RSEQ work.
 MAX_COST_NS = 1_000_000.0
 
@@ -145,10 +159,12 @@ def load_model(path: str | Path) -> dict:
 
     Every cost must be a finite number in 0..``MAX_COST_NS``: a NaN or an infinity would
     otherwise reach the ``--json`` output as text JSON does not allow."""
+    with open_regular(path, "cost model") as f:  # /dev/zero, /dev/full or a FIFO: refused, not read
+        data = f.read(MAX_MODEL_BYTES + 1)
+    if len(data) > MAX_MODEL_BYTES:
+        raise BadInput(f"{path}: more than {MAX_MODEL_BYTES >> 10} KiB; not a cost model")
     try:
-        model = loads_finite(Path(path).read_text())
-    except OSError as exc:
-        raise BadInput(f"cannot read cost model {path}: {exc.strerror or exc}") from None
+        model = loads_finite(data)
     except (ValueError, RecursionError):
         raise BadInput(f"{path}: not a cost model (invalid JSON)") from None
     if not isinstance(model, dict) or model.get("format") != COST_FORMAT:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, RseqlabError, Unavailable
+from ..errors import BadInput, RseqlabError, Terminated, Unavailable
 from ..live.rseq_area import glibc_version, read_rseq_area
 from . import parse
 from .format import EVENT_COLUMNS, SYSARGS_FOR, IrqKind, Kind, Trace
@@ -429,19 +429,9 @@ def _available_mb() -> int | None:
 
 def check_output(output: str | Path) -> Path:
     """Refuse an output path that cannot be written, before anything runs (not after)."""
-    if str(output) == "":
-        raise BadInput("-o: an empty path; name the trace file to write")
-    path = Path(output)
-    if path.is_dir():
-        raise BadInput(f"-o {path}: is a directory")
-    if path.exists() and not path.is_file():
-        raise BadInput(f"-o {path}: not a regular file (a trace is written as a file)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"-o {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BadInput(f"-o {path}: not writable")
-    return path
+    from ..files import check_writable
+
+    return check_writable(output, "-o", "trace file")
 
 
 def record(command: list[str], output: str | Path | None = None, *, buffer_mb: int = 32,
@@ -450,7 +440,8 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
 
     ``stdout_to_stderr`` sends the command's output to stderr (when our stdout carries JSON).
     Interrupted by SIGINT, SIGTERM or SIGHUP, it stops the command's whole tree, saves what was
-    recorded (``meta["incomplete"]``) and raises :class:`Interrupted`.
+    recorded (``meta["incomplete"]``) and raises :class:`Interrupted` (SIGINT) or
+    :class:`~rseqlab.errors.Terminated` (SIGTERM, SIGHUP).
     """
     from .format import save
 
@@ -483,7 +474,10 @@ def record(command: list[str], output: str | Path | None = None, *, buffer_mb: i
                 if trace is not None and path is not None:
                     save(trace, path)
                     kept = f"; kept what was recorded in {path} (marked incomplete)"
-            raise Interrupted(f"interrupted by {guard.name}{kept}")
+            message = f"interrupted by {guard.name}{kept}"
+            if guard.received == signal.SIGINT:
+                raise Interrupted(message)
+            raise Terminated(guard.received, message)  # the CLI's SIGTERM/SIGHUP policy: 128 + signo
     result = RecordResult(trace, path)
     if path is not None:
         try:

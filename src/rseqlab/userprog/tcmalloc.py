@@ -82,19 +82,23 @@ class Oracle:
 class SlabCache:
     """The allocator's shared state: slabs, ``stopped[]``, the central free list."""
 
-    def __init__(self, th, cpus: int, *, capacity: int = 32, prefill: int = 8) -> None:
+    def __init__(self, th, cpus: int, *, capacity: int = 32, prefill: int = 8, fence: bool = True) -> None:
+        """``fence=False`` leaves the membarrier registration to :meth:`init_fast_per_cpu`."""
         self.cpus = cpus
         self.capacity = capacity
         self.oracle = Oracle()
+        #: None until the first thread tried to register (TCMalloc's ``init_status``), then
+        #: True (per-CPU mode) or False (slow mode: no rseq at all for this process).
+        self.per_cpu: bool | None = None
+        self.slow_mode_threads = 0
         img, mm = th.image, th.mm
         self.slabs = img.alloc(SLAB_STRIDE * cpus, SLAB_STRIDE)
         self.stopped = img.alloc(8 * cpus, 64)
         self.central_lock = img.alloc(8, 64)
         self.central_head = img.alloc(8, 64)
         self.objects: list[int] = []
-        # FenceCpu needs the process registered for the RSEQ membarrier.
-        if th.membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ):
-            raise RuntimeError("membarrier REGISTER_PRIVATE_EXPEDITED_RSEQ failed")
+        if fence:
+            self._register_fence(th)
         for cpu in range(cpus):
             slab = self.slab_for(cpu)
             mm.poke(self.slot(slab, 0), 8, (self.slot(slab, 0)) | 1)  # underflow marker
@@ -134,6 +138,40 @@ class SlabCache:
         if ret == 0:
             th.area = self.abi(th)
         return ret
+
+    @staticmethod
+    def _register_fence(th) -> None:
+        # FenceCpu needs the process registered for the RSEQ membarrier.
+        if th.membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ):
+            raise RuntimeError("membarrier REGISTER_PRIVATE_EXPEDITED_RSEQ failed")
+
+    def init_fast_per_cpu(self, th) -> bool:
+        """TCMalloc's ``InitFastPerCpu`` (tcmalloc/internal/percpu.cc): may this thread use the slabs?
+
+        The first thread decides for the whole process: its own registration (``InitThreadPerCpu``)
+        either succeeds (per-CPU mode, then the RSEQ membarrier is registered for ``FenceCpu``) or
+        fails, and the process stays in slow mode. When glibc already registered the thread's
+        area the kernel refuses a second one (``sys_rseq``: -EINVAL for another address, -EBUSY
+        for the same), so under glibc >= 2.35 without ``glibc.pthread.rseq=0`` TCMalloc runs
+        without per-CPU caches. Later threads of a per-CPU process must register too (TCMalloc
+        checks it; all threads of a process share glibc's setting, so it holds here)."""
+        if th.local.get("tcmalloc_per_cpu") is not None:
+            return th.local["tcmalloc_per_cpu"]
+        if self.per_cpu is None:
+            self.per_cpu = self.register(th) == 0
+            if self.per_cpu:
+                self._register_fence(th)
+            fast = self.per_cpu
+        elif self.per_cpu:
+            if self.register(th) != 0:
+                raise RuntimeError("TCMalloc: a thread of a per-CPU process could not register rseq")
+            fast = True
+        else:
+            fast = False
+        if not fast:
+            self.slow_mode_threads += 1
+        th.local["tcmalloc_per_cpu"] = fast
+        return fast
 
     # -- the rseq sections ------------------------------------------------------
     def _arm(self, th, site) -> None:
@@ -216,6 +254,12 @@ class SlabCache:
 
     # -- the API -------------------------------------------------------------------
     def malloc(self, th, window_ns: int = 0) -> int:
+        if th.local.get("tcmalloc_per_cpu") is False:
+            # Slow mode: TCMalloc's per-thread caches, which involve no rseq; the central list
+            # (plain, locked code) stands in for them.
+            obj = self.central_pop(th)
+            self.oracle.handed_out(obj, th.tid)
+            return obj
         while True:
             got = self.pop(th, window_ns)
             if got == UNCACHED:
@@ -231,6 +275,9 @@ class SlabCache:
 
     def free(self, th, obj: int) -> None:
         self.oracle.returned(obj)
+        if th.local.get("tcmalloc_per_cpu") is False:
+            self.central_push(th, obj)
+            return
         while True:
             got = self.push(th, obj)
             if got is True:
@@ -241,7 +288,11 @@ class SlabCache:
             return
 
     def drain(self, th, cpu: int) -> int:
-        """The background thread empties ``cpu``'s slab; returns how many objects it moved."""
+        """The background thread empties ``cpu``'s slab; returns how many objects it moved.
+
+        In slow mode no thread caches anything per CPU, so there is nothing to fence or move."""
+        if self.per_cpu is False:
+            return 0
         th.store(self.stopped + 8 * cpu, 1)
         ret = th.membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)
         if ret not in (0, -6):  # ENXIO: no such CPU

@@ -27,6 +27,12 @@ def kernels_group(ctx: click.Context, as_json: bool, offline: bool) -> None:
       rseqlab kernels get 6.19.10 --stats
     """
     if ctx.invoked_subcommand is not None:
+        from ..cli_conflicts import given
+        from ..errors import BadInput
+
+        for name, option in (("as_json", "--json"), ("offline", "--offline")):
+            if given(ctx, name):  # the listing's options; 'get' takes its own --json
+                raise BadInput(f"kernels {option} applies to the listing, not to '{ctx.invoked_subcommand}'")
         return
     from . import listing
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import channel, initramfs, qemu
 from .kernels import Cached, cache_root
+from ..tmpdirs import owned_tempdir
 
 
 @dataclass
@@ -48,7 +48,7 @@ def run(kernel: Cached, payload: str, outdir: Path, *, programs: dict[str, Path]
     The serial console is always kept at ``serial_log``; a failed guest raises
     :class:`rseqlab.vm.qemu.GuestError` whose message names the log."""
     serial_log = serial_log or default_serial_log(kernel)
-    with tempfile.TemporaryDirectory(prefix="rseqlab-vm-") as tmp:
+    with owned_tempdir("rseqlab-vm-") as tmp:
         work = Path(tmp)
         ramfs = initramfs.build(payload, programs=programs, files=files)
         ramfs.write(work / "init.cpio.gz")

@@ -317,9 +317,19 @@ def make(tree: Path, log_path: Path, log=_stderr_log) -> None:
         raise Unavailable(f"make vmlinux failed (exit {rc}): {' | '.join(tail)}")
 
 
+#: A config fragment is a few CONFIG_X=y lines; a kernel's whole .config is ~300 KiB.
+MAX_FRAGMENT_BYTES = 1 << 20
+
+
 def parse_fragment_file(path: str) -> dict[str, str]:
+    from ..files import open_regular
+
+    with open_regular(path, "config fragment") as f:  # /dev/zero or a FIFO: refused, not read
+        data = f.read(MAX_FRAGMENT_BYTES + 1)
+    if len(data) > MAX_FRAGMENT_BYTES:
+        raise BadInput(f"{path}: more than {MAX_FRAGMENT_BYTES >> 20} MiB; not a config fragment")
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read config fragment {path}: {exc.strerror}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text; not a config fragment") from None
     return kconfig.parse_fragment(text, origin=path)

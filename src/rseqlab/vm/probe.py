@@ -9,7 +9,6 @@ whether registration writes bytes 28..31 (7.0's ``slice_ctrl``) of a 32-byte are
 
 from __future__ import annotations
 
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rich.table import Table
 from ..report import print_table
 from . import guest_run, guestcc
 from .kernels import KernelStore
+from ..tmpdirs import owned_tempdir
 
 TAIL = 0xA5A5A5A5
 
@@ -58,7 +58,7 @@ def rseq32(version: str, *, store: KernelStore | None = None) -> dict:
     k = store.get(version)
     src = resources.files("rseqlab.vm").joinpath("probes", "rseq32.c").read_text()
     exe = guestcc.static_program("rseq32", src)
-    with tempfile.TemporaryDirectory(prefix="rseqlab-probe-") as tmp:
+    with owned_tempdir("rseqlab-probe-") as tmp:
         r = guest_run.run(k, "/work/rseq32 > /tmp/out/rseq32.txt 2>&1\n", Path(tmp) / "out",
                           programs={"work/rseq32": exe}, timeout=300)
         raw = parse(r.read("rseq32.txt"))

@@ -30,6 +30,7 @@ from . import guest_run, host, releases
 from .archive import matches
 from .kernels import KernelStore, cache_root, check_version
 from .vmrun import select_kernel
+from ..tmpdirs import owned_tempdir
 
 #: test -> (source file, extra -D flags); param_test builds follow run_param_test.sh's names.
 PROGRAMS = {
@@ -158,7 +159,7 @@ def run(version: str, *, cpus: int = 2, timeout: float = 1200, log=None) -> dict
     if not runs:
         raise Unavailable(f"no selftest of {k.version} could be built: {meta['failed']}")
     programs = {f"work/st/{n}": bindir / n for n in meta["built"]}
-    with tempfile.TemporaryDirectory(prefix="rseqlab-vmst-") as tmp:
+    with owned_tempdir("rseqlab-vmst-") as tmp:
         g = guest_run.run(k, payload(runs), Path(tmp) / "out", programs=programs, cpus=cpus,
                           timeout=timeout, log=log)
         results = []

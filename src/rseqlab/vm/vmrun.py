@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rich.console import Console
 
 from ..errors import BadInput, RseqlabError
 from ..live.workloads import WORKLOADS
+from ..tmpdirs import owned_tempdir
 from ..trace.format import Trace
 from . import guest_run, guestbuild, initramfs
 from .kernels import Cached, KernelStore, check_version, find_cached
@@ -89,7 +89,8 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
     serial = serial_log or (Path(f"{outputs[0]}.serial.log") if outputs and outputs[0]
                             else guest_run.default_serial_log(k))
     runs = []
-    with tempfile.TemporaryDirectory(prefix="rseqlab-vmrun-") as tmp:
+    # Removed on every exit but SIGKILL; a SIGKILL leftover goes at the next run (rseqlab/tmpdirs.py).
+    with owned_tempdir("rseqlab-vmrun-") as tmp:
         out = Path(tmp) / "out"
         files = {"work/kconfig": (k.path / "config").read_bytes()} if (k.path / "config").is_file() else {}
         g = guest_run.run(k, payload(argvs, buffer_kb=buffer_kb), out, programs=programs, files=files,

@@ -69,7 +69,7 @@ class WorkloadRunner:
     def __init__(self, workload: Workload, kernel: str, seed: int, *, bulk: bool = True) -> None:
         self.w = workload
         self.bulk = bulk
-        self.oracles: list = []  # TCMalloc hand-out oracles, one per cache
+        self.caches: list = []  # TCMalloc slab caches (with their hand-out oracles), one per process
         self.locks: list = []  # the slicelock steps' locks, one per process instance
         self.selftest_runs: list = []  # (args, build, exit status, output) of param_test steps
         spec = workload.machine
@@ -118,9 +118,11 @@ class WorkloadRunner:
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if self.oracles:
-            extra["tcmalloc_allocations"] = sum(o.allocations for o in self.oracles)
-            extra["tcmalloc_double_handouts"] = sum(len(o.double) for o in self.oracles)
+        if self.caches:
+            extra["tcmalloc_allocations"] = sum(c.oracle.allocations for c in self.caches)
+            extra["tcmalloc_double_handouts"] = sum(len(c.oracle.double) for c in self.caches)
+            # Threads whose TCMalloc found rseq taken (glibc's registration): no per-CPU caches.
+            extra["tcmalloc_slow_mode_threads"] = sum(c.slow_mode_threads for c in self.caches)
         for lock in self.locks:
             # "asking" locks request slice extensions (where the kernel allows), "plain" ones never.
             prefix = "asking" if lock.slices else "plain"
@@ -269,17 +271,17 @@ class WorkloadRunner:
         self.selftest_runs.append((step.params["args"], build, status, out.lines))
 
     def op_tcmalloc(self, th: Thread, run: _ProcessRun, step: Step) -> None:
-        """malloc/free pairs through the per-CPU slab cache (its own 32-byte registration)."""
+        """malloc/free pairs through the per-CPU slab cache (its own 32-byte registration).
+
+        In a process where glibc registered rseq, TCMalloc's registration is refused and it
+        runs in slow mode (:meth:`SlabCache.init_fast_per_cpu`): the same allocations, no rseq."""
         from ..userprog.tcmalloc import SlabCache
 
         cache = run.extra.get("tcmalloc")
         if cache is None:
-            cache = run.extra["tcmalloc"] = SlabCache(th, self.m.config.cpus)
-            self.oracles.append(cache.oracle)
-        if not th.local.get("tcmalloc_registered"):
-            if cache.register(th) != 0:
-                return
-            th.local["tcmalloc_registered"] = True
+            cache = run.extra["tcmalloc"] = SlabCache(th, self.m.config.cpus, fence=False)
+            self.caches.append(cache)
+        cache.init_fast_per_cpu(th)
         hold = step.params.get("hold", 4)
         ns = step.params.get("ns", 0)
         live: list[int] = []
