@@ -192,6 +192,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 
 @cli.command()
 @exclusive("full", "tests")
+@alone("list_only", but=("as_json", "arch"))
 @_kernel_option("Kernel (what-if variants accepted; default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
@@ -569,7 +570,7 @@ def rseq_area(as_json: bool) -> None:
 
 
 @cli.command()
-@alone("list_only")
+@alone("list_only", but=("as_json",))
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--list, or the built path).")
