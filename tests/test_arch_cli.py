@@ -40,7 +40,7 @@ def test_invalid_arch_is_one_line(run_cli, args):
 def test_explain_on_arm64(run_cli):
     r = run_cli("explain", "preempt-in-cs", "-k", "6.19", "-k", "7.1", "--arch", "arm64", "--json")
     assert r.status == 0, r.stderr
-    by = {d["kernel"]: d for d in r.json}
+    by = {d["kernel"]: d for d in r.json["results"]}
     assert set(by) == {"6.19@arm64", "7.1@arm64"}
     assert by["6.19@arm64"]["ip_is_abort"] is False and by["7.1@arm64"]["ip_is_abort"] is True
     assert "arm64_enter_from_user_mode()" in by["7.1@arm64"]["work"]
@@ -80,7 +80,7 @@ def test_selftest_shows_the_regression(run_cli):
     cmd = "param_test -T l -r 200 -t 12 -4 10000"
     r = run_cli("selftest", "-t", cmd, "-k", "6.19", "-k", "7.1", "--arch", "arm64", "--json")
     assert r.status == 0, r.stderr  # the regression kernel is reported, not judged
-    by = {d["kernel"]: d for d in r.json}
+    by = {d["kernel"]: d for d in r.json["results"]}
     assert by["6.19@arm64"]["passed"] is False and "sum" in by["6.19@arm64"]["detail"]
     assert by["6.19@arm64"]["counters"]["nr_abort"] == 0
     assert by["7.1@arm64"]["passed"] is True and by["7.1@arm64"]["counters"]["fixup"] > 0
@@ -88,7 +88,7 @@ def test_selftest_shows_the_regression(run_cli):
     assert "FAIL (regression)" in text.stdout and "6.19@arm64: 1 run(s) failed" in text.stdout
     # Same seed on x86_64 6.19: the section is aborted and the list is intact.
     x86 = run_cli("selftest", "-t", cmd, "-k", "6.19", "--json")
-    assert x86.json[0]["passed"] is True and x86.json[0]["counters"]["fixup"] > 0
+    assert x86.json["results"][0]["passed"] is True and x86.json["results"][0]["counters"]["fixup"] > 0
 
 
 def test_arm64_default_suite_adds_the_injection_runs():

@@ -16,7 +16,7 @@ from rseqlab.scenarios import SCENARIOS
 def test_explain_spellings_name_the_same_kernels(run_cli, args):
     r = run_cli("explain", "preempt-in-cs", *args, "--json")
     assert r.status == 0, r.stderr
-    assert [d["kernel"] for d in r.json] == ["6.18", "6.19"]
+    assert [d["kernel"] for d in r.json["results"]] == ["6.18", "6.19"]
 
 
 def test_compare_repeated_and_comma_kernels(run_cli):
@@ -32,7 +32,9 @@ def test_check_runs_every_kernel_it_is_given(run_cli):
     one = {k: run_cli("check", "percpu-counter", "-k", k, "--json").json for k in ("6.18", "6.19")}
     both = run_cli("check", "percpu-counter", "-k", "6.18", "-k", "6.19", "--json")
     assert both.status == 0, both.stderr
-    assert both.json == [one["6.18"], one["6.19"]]
+    assert both.json["results"] == [{k: v for k, v in one[n].items() if k not in ("format", "version")}
+                                   for n in ("6.18", "6.19")]
+    assert both.json["format"] == "rseqlab-check" and both.json["version"] == 1
     text = run_cli("check", "percpu-counter", "-k", "6.18,6.19")
     assert text.stdout.count("percpu-counter") >= 2 and "6.18" in text.stdout and "6.19" in text.stdout
 
@@ -43,7 +45,7 @@ def test_check_exit_status_counts_every_kernel(run_cli):
     bad = run_cli("check", "percpu-counter", "-k", "6.19:no-cs-check", *bounds)
     assert bad.status == 1
     mixed = run_cli("check", "percpu-counter", "-k", "6.19,6.19:no-cs-check", *bounds)
-    assert mixed.status == 1 and [d["violations"] > 0 for d in mixed.json] == [False, True]
+    assert mixed.status == 1 and [d["violations"] > 0 for d in mixed.json["results"]] == [False, True]
 
 
 def test_check_without_kernel_is_one_line(run_cli):

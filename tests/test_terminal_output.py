@@ -118,7 +118,7 @@ def test_explain_tables_fit_80_columns(run_cli, at80):
     r = run_cli("explain", "fork-child-cow")
     assert r.status == 0
     _fits(r.stdout)
-    data = run_cli("explain", "fork-child-cow", "--json").json
+    data = run_cli("explain", "fork-child-cow", "--json").json["results"]
     for one in data:
         assert _numbers(one["counters"]) <= _printed(r.stdout)
     r = run_cli("explain", "--all")
@@ -133,7 +133,7 @@ def test_selftest_table_fits_80_columns(run_cli, at80):
     assert r.status == 0, r.stderr
     _fits(r.stdout)
     assert "basic_percpu_ops_mm_cid_test" in r.stdout and "7.1+slice" in r.stdout
-    data = run_cli("selftest", "-t", "basic_percpu_ops_mm_cid_test", "-k", "7.1+slice", "-k", "6.18", "--json").json
+    data = run_cli("selftest", "-t", "basic_percpu_ops_mm_cid_test", "-k", "7.1+slice", "-k", "6.18", "--json").json["results"]
     from rseqlab.report.selftest import COLUMNS
 
     assert {row["counters"][c] for row in data for c in COLUMNS} <= _printed(r.stdout)

@@ -9,6 +9,7 @@ is an rseqlab bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from . import _startup
@@ -17,12 +18,12 @@ _previous_handlers = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
-from . import fanout, scenarios
+from . import extras, fanout, scenarios
 from .cli_conflicts import alone, exclusive, given
-from .errors import BadInput, ExitStatus, RseqlabError, Terminated
+from .errors import BadInput, ExitStatus, RseqlabError, Terminated, command_status
 from .fanout import Fanout, parse_seeds
 from .kernel import PERSONALITIES, kernel_names
-from .report import ascii_fallback, console, dump_json
+from .report import ascii_fallback, console, json_document
 from .report import explain as explain_report
 from .report.formats import format_option as _format_option
 
@@ -48,6 +49,7 @@ def _plot_option(help_text: str):
     """``--plot FILE``: the chart's path is checked when the command line is read, before a long run."""
     def check(_ctx, _param, value: str | None) -> str | None:
         if value is not None:
+            extras.require("plot", "--plot")  # one line naming the extra, before a long run
             from .report.plot import check_plot_path
 
             check_plot_path(value)  # BadInput: wrong suffix or no such directory
@@ -74,20 +76,46 @@ DEFAULT_PAIR = ("6.18", "6.19")
 _LEGACY_KERNELS = "rseqlab.legacy_kernels"
 
 
+_LIST_KERNELS = "rseqlab.list_kernels"
+
+
 def _kernel_option(help_text: str):
-    """``-k/--kernel``: one way to name kernels on every command, repeatable and accepting comma lists.
+    """``-k/--kernel``: one way to name kernels on every command, repeatable and accepting comma lists,
+    with ``--list-kernels`` beside it.
 
     ``--kernels`` (the old comma-list option of compare, replay and validate) stays as a hidden alias.
     """
-    def keep_legacy(ctx: click.Context, _param, value: tuple[str, ...]) -> None:
-        ctx.meta[_LEGACY_KERNELS] = value
+    def keep(key: str):
+        def callback(ctx: click.Context, _param, value) -> None:
+            ctx.meta[key] = value
+        return callback
 
     def decorate(fn):
-        fn = click.option("--kernels", multiple=True, hidden=True, expose_value=False, callback=keep_legacy,
-                          help="Deprecated alias of -k/--kernel.")(fn)
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            ctx = click.get_current_context()
+            if ctx.meta.get(_LIST_KERNELS):
+                _on_arch([], kwargs.get("arch"))  # BadInput naming the accepted architectures
+                return _print_kernels(bool(kwargs.get("as_json")))
+            return fn(*args, **kwargs)
+
+        command = click.option("--list-kernels", is_flag=True, expose_value=False, callback=keep(_LIST_KERNELS),
+                               help="List the kernels and what-if variants and exit.")(command)
+        command = click.option("--kernels", multiple=True, hidden=True, expose_value=False,
+                               callback=keep(_LEGACY_KERNELS), help="Deprecated alias of -k/--kernel.")(command)
         return click.option("--kernel", "-k", "kernels", multiple=True, metavar="KERNEL[,KERNEL...]",
-                            help=help_text + " Repeat -k or give a comma list.")(fn)
+                            help=help_text + " Repeat -k or give a comma list.")(command)
     return decorate
+
+
+def _print_kernels(as_json: bool) -> int:
+    """``--list-kernels``: every accepted kernel name with its one-line summary."""
+    from .kernel import kernel_summary
+    from .report.check import render_kernels
+
+    rows = [(name, kernel_summary(name)) for name in kernel_names()]
+    click.echo(json_document("kernel-list", dict(rows), key="kernels") if as_json else render_kernels(rows))
+    return ExitStatus.SUCCESS
 
 
 def _kernel_list(values: tuple[str, ...], arch: str | None, default: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -144,7 +172,18 @@ def _write_timeline(title: str, runs: dict, perfetto_out: str | None, chrome_out
             click.echo(f"wrote {out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rseqlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="rseqlab",
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 def cli() -> None:
     """rseqlab: what each Linux kernel does for restartable sequences (RSEQ)."""
 
@@ -164,7 +203,7 @@ def cli() -> None:
 @_arch_option
 def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json: bool,
             list_only: bool, run_all: bool, arch: str) -> None:
-    """Run one scenario of the spec's §4 table on a one-task machine.
+    """Run one scenario (--list names them) on a one-task machine, under each kernel.
 
     \b
     Examples:
@@ -178,15 +217,15 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
     chosen = _kernel_list(kernels, arch, KERNELS)
     if list_only:
         if as_json:
-            click.echo(dump_json([{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
-                                  for s in scenarios.SCENARIOS.values()]))
+            click.echo(json_document("explain-list", [{"scenario": s.name, "spec_row": s.row, "summary": s.summary}
+                                                      for s in scenarios.SCENARIOS.values()], key="scenarios"))
         else:
             explain_report.render_list(con)
         return
     if run_all:
         rows = [[scenarios.explain(n, k, debug=debug) for k in chosen] for n in names]
         if as_json:
-            click.echo(dump_json([r.as_json() for row in rows for r in row]))
+            click.echo(json_document("explain", [r.as_json() for row in rows for r in row], key="results"))
         else:
             explain_report.render_matrix(con, rows)
         return
@@ -194,8 +233,10 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(names)}")
     results = [scenarios.explain(scenario, k, debug=debug) for k in chosen]
     if as_json:
-        payload = results[0].as_json() if len(results) == 1 else [r.as_json() for r in results]
-        click.echo(dump_json(payload))
+        if len(results) == 1:
+            click.echo(json_document("explain", results[0].as_json()))
+        else:
+            click.echo(json_document("explain", [r.as_json() for r in results], key="results"))
     else:
         explain_report.render(con, results)
 
@@ -203,6 +244,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @cli.command()
 @_format_option
 @exclusive("full", "tests")
+@alone("list_only", but=("as_json", "arch"))
 @_kernel_option("Kernel (what-if variants accepted; default: every personality).")
 @click.option("--test", "-t", "tests", multiple=True,
               help="A suite test, run_param_test.sh, or a param_test command line (default: the whole suite).")
@@ -210,18 +252,20 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated machine.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of the simulated machine.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list", "list_only", is_flag=True, help="List the suite's tests and exit.")
 @_plot_option("Also write the pass/fail matrix (.png or .svg).")
 @_timeline_options
 @_fanout_options
 @_arch_option
 def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed: int, cpus: int,
-             as_json: bool, plot: str | None, jobs: int | None, scheduler: str | None, arch: str,
+             as_json: bool, list_only: bool, plot: str | None, jobs: int | None, scheduler: str | None, arch: str,
              perfetto_out: str | None, chrome_out: str | None) -> int:
     """Run the ported kernel rseq selftests (and the TCMalloc scenario) on the simulated machine.
 
     \b
     Examples:
       rseqlab selftest                                   # reduced matrix, every personality
+      rseqlab selftest --list
       rseqlab selftest -t tcmalloc-slab-cache -k 6.18 -k 6.19 --json
       rseqlab selftest -t "param_test -T l -4 10000 -r 100 -t 12" -k 6.19:no-cs-check
       rseqlab selftest --full                            # all 2048 run_param_test.sh runs
@@ -229,6 +273,12 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     from .report import selftest as selftest_report
     from .selftests import param_test, runner
 
+    if list_only:
+        rows = {name: runner.summary(name) for name in runner.SUITE}
+        width = max(map(len, rows))
+        click.echo(json_document("selftest-list", rows, key="tests") if as_json
+                   else "\n".join(f"{n:<{width}}  {t}" for n, t in rows.items()))
+        return ExitStatus.SUCCESS
     chosen = _kernel_list(kernels, arch, KERNELS)
     arm64 = any(k.endswith("@arm64") for k in chosen)
     fan = Fanout.from_options(jobs, scheduler)
@@ -258,7 +308,7 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     if plot:
         selftest_report.plot(plot, results, seed=seed, cpus=cpus)
     if as_json:
-        click.echo(dump_json([r.as_json() for r in results]))
+        click.echo(json_document("selftest", [r.as_json() for r in results], key="results"))
     else:
         selftest_report.render(console(), results, len(results))
     return ExitStatus.SUCCESS if all(r.as_expected for r in results) else ExitStatus.FAILURE
@@ -305,12 +355,9 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
 
     con = console()
     if list_only:
-        found = [load_workload(name) for name in builtin_names()]
-        if as_json:  # --json was accepted here and ignored (issue 17's CLI fuzz)
-            click.echo(dump_json([{"workload": w.name, "description": w.description} for w in found]))
-            return
-        for w in found:
-            click.echo(f"{w.name:16} {w.description}")
+        rows = {name: load_workload(name).description for name in builtin_names()}
+        click.echo(json_document("workload-list", rows, key="workloads") if as_json
+                   else "\n".join(f"{n:16} {d}" for n, d in rows.items()))
         return
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     w = load_workload(workload)
@@ -335,7 +382,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
 
         plot_compare(plot, data)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("compare", data))
         return
     render_compare(con, f"{w.name} (seed {seed}, {data['simulated_ns'] / 1e6:,.1f} ms simulated): "
                         f"{w.description}", data["kernels"],
@@ -365,7 +412,7 @@ def sweep(sweep_file: str, jobs: int | None, scheduler: str | None, as_json: boo
     total = len(sw.workloads) * len(sw.kernels) * len(sw.seeds)
     data = _fan_progress(lambda cb: run_sweep(sw, fan, on_result=cb), total, "sweep", quiet=as_json)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("sweep", data))
         return
     for name, block in data["workloads"].items():
         render_distribution(console(), f"{name}: {len(sw.seeds)} seeds ({_seed_text(sw.seeds)})", block)
@@ -391,7 +438,7 @@ def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) ->
         status = ExitStatus.INTERRUPTED
     data = cmp.seeds_json(w, seeds, results)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("compare-seeds", data))
     else:
         render_distribution(console(), f"{w.name}: {len(seeds)} seeds ({_seed_text(seeds)}): {w.description}", data)
     return status
@@ -436,8 +483,10 @@ def _fan_progress(run, total: int | None, label: str, *, quiet: bool = False):
 @click.option("--print-command", "print_command", type=click.Choice(["trace-cmd", "perf"]),
               help="Print the trace-cmd or perf command line that records the same events, and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None, command: tuple[str, ...]) -> None:
+def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None, command: tuple[str, ...]) -> int:
     """Record COMMAND's whole process tree on the live kernel (root; mounts tracefs if needed).
+
+    Exits with COMMAND's own status (128+N if a signal N ended it), as perf record does.
 
     \b
     Examples:
@@ -453,14 +502,15 @@ def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None
         return
     res = do_record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
     if as_json:
-        click.echo(dump_json(res.summary))
+        click.echo(json_document("record", res.summary))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path)
+    return command_status(res.summary.get("exit_status"))
 
 
 @cli.command()
 @_format_option
-@click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("trace_files", nargs=-1, type=click.Path(dir_okay=False))
 @_kernel_option("Kernel (default: 6.18 and 6.19).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--per-process", is_flag=True, help="Add observed and predicted counts per process.")
@@ -474,11 +524,13 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
            arch: str) -> None:
     """Drive every recorded task through each kernel personality; same table as compare.
 
-    Several recordings: each is replayed (in parallel, see --jobs/--scheduler) and every
-    counter is reported as a distribution over the recordings (docs/scale.md).
+    TRACE_FILE defaults to rseqlab.trace, what 'rseqlab record' writes by default. Several
+    recordings: each is replayed (in parallel, see --jobs/--scheduler) and every counter is
+    reported as a distribution over the recordings (docs/scale.md).
 
     \b
     Examples:
+      rseqlab replay                                # rseqlab.trace
       rseqlab replay make.trace
       rseqlab replay make.trace -k 6.18,6.19 --json --per-process
       rseqlab replay fleet/*.trace --json
@@ -494,7 +546,7 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
         if plot or per_process or cost_model:
             raise BadInput("--plot, --per-process and --cost-model take one recording")
         return _replay_many(list(trace_files), names, reference, fan, as_json)
-    trace_file = trace_files[0]
+    trace_file = trace_files[0] if trace_files else "rseqlab.trace"
     jobs = fan.jobs
     model = load_model(cost_model) if cost_model else None
     trace = load(trace_file)
@@ -504,7 +556,7 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
     if plot:
         live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Replay of {trace_file}")
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("replay", data))
     else:
         live_report.render_replay(console(), data, title=f"Replay of {trace_file}: "
                                   f"{' '.join(trace.meta.get('command', []))}")
@@ -530,7 +582,7 @@ def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_js
     data["observed"] = aggregate({"observed": [part["observed"] for part in parts]}, paths)["kernels"]["observed"]
     data["traces"] = [part["trace"] for part in parts]
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("replay-recordings", data))
     else:
         render_distribution(console(), f"Replay of {len(paths)} recordings", data)
 
@@ -564,6 +616,9 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
              slack: int, vm_version: str | None, cpus: int, plot: str | None, arch: str,
              command: tuple[str, ...]) -> int:
     """Record COMMAND, replay it, compare the live kernel's tracepoints with the prediction.
+
+    Exits with COMMAND's own status when that is not 0 (as record does), else 1 when --max-error
+    is exceeded, else 0.
 
     With a single argument that is an rseqlab trace FILE (e.g. a guest recording, see
     docs/guest-recording.md), validate that recording instead: replay it through the personality
@@ -620,10 +675,13 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
         live_report.plot_observed_vs_predicted(plot, data, res.trace, results,
                                                title=f"Validation of {' '.join(command)} on the live kernel")
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("validate", data))
     else:
         live_report.render_record(console(sys.stderr), res.summary, res.path if output else None)
         live_report.render_validation(console(), data)
+    own = command_status(res.summary.get("exit_status"))
+    if own != ExitStatus.SUCCESS:
+        return own
     err = data["validation"]["relative_error"]
     if max_error is not None and (err is None or abs(err) * 100.0 > max_error):
         return ExitStatus.FAILURE
@@ -651,7 +709,8 @@ def _validate_vm(version: str, command: list[str], output: str | None, cpus: int
         res = vmrun.vm_run(version, command, path, cpus=cpus, serial_beside_output=output is not None)
         if not as_json:
             vmrun.render_summary(console(sys.stderr), res.summary)
-        return _validate_file(path, names, as_json, max_error, slack, plot)
+        status = _validate_file(path, names, as_json, max_error, slack, plot)
+        return command_status(res.summary.get("exit_status")) or status
 
 
 def _validate_file(path: str, names: list[str], as_json: bool, max_error: float | None, slack: int,
@@ -672,7 +731,7 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
     if plot:
         live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Validation of {path}")
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("validate", data))
     else:
         live_report.render_file_validation(console(), data, path)
     return ExitStatus.FAILURE if data["validation"]["failed"] else ExitStatus.SUCCESS
@@ -684,9 +743,16 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
 @click.option("--reps", type=int, default=21, show_default=True, help="Interleaved A/B repetitions.")
 @click.option("--rounds", type=int, default=20000, show_default=True, help="Ping-pong round trips per run.")
 @click.option("--signals", type=int, default=20000, show_default=True, help="Self-signals per run.")
-@click.option("--save", type=click.Path(dir_okay=False), help="Save the cost model (JSON) for compare/replay.")
-def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) -> None:
+@click.option("--warmup", type=int, default=1, show_default=True,
+              help="Discarded A/B repetitions before the measured ones.")
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="Save the cost model (JSON) for compare/replay; refused when the noise hides the effect.")
+def cost(as_json: bool, reps: int, rounds: int, signals: int, warmup: int, save: str | None) -> int:
     """Measure what a legacy RSEQ pass costs here: A/B with GLIBC_TUNABLES=glibc.pthread.rseq=0.
+
+    Each side reports median, interquartile range and minimum; a benchmark whose noise (the larger
+    IQR) is at least its effect (the difference of the medians) gets a warning on stderr, and
+    --save refuses (exit 1) when that is the ping-pong, the model's source.
 
     \b
     Examples:
@@ -699,13 +765,17 @@ def cost(as_json: bool, reps: int, rounds: int, signals: int, save: str | None) 
 
     if save is not None:
         check_writable(save, "--save", "cost model")  # before the measurement, not after it
-    model = live_cost.measure(reps=reps, rounds=rounds, signals=signals)
-    if save:
-        live_cost.save_model(model, save)
+    model = live_cost.measure(reps=reps, rounds=rounds, signals=signals, warmup=warmup)
     if as_json:
-        click.echo(dump_json(model))
+        click.echo(json_document("cost", model))
     else:
         live_report.render_cost(console(), model)
+    for line in live_cost.noise_warnings(model):
+        click.echo(f"rseqlab: WARNING: {line}", err=True)
+    if save:
+        live_cost.refuse_meaningless(model)  # after the figures are shown, so the user sees why
+        live_cost.save_model(model, save)
+    return ExitStatus.SUCCESS
 
 
 @cli.command("rseq-area")
@@ -724,16 +794,17 @@ def rseq_area(as_json: bool) -> None:
 
     area = read_rseq_area()
     if as_json:
-        click.echo(dump_json(area.as_json()))
+        click.echo(json_document("rseq-area", area.as_json()))
     else:
         live_report.render_rseq_area(console(), area)
 
 
 @cli.command()
-@alone("list_only")
+@alone("list_only", but=("as_json",))
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the shipped workloads.")
-def workload(name: str | None, list_only: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--list, or the built path).")
+def workload(name: str | None, list_only: bool, as_json: bool) -> None:
     """Build a shipped workload (C source, machine's gcc) and print its path.
 
     \b
@@ -744,12 +815,13 @@ def workload(name: str | None, list_only: bool) -> None:
     from .live.workloads import WORKLOADS, build
 
     if list_only or name is None:
-        for n, summary in WORKLOADS.items():
-            click.echo(f"{n:12} {summary}")
         if name is None and not list_only:
-            raise BadInput(f"missing NAME; accepted: {', '.join(WORKLOADS)}")
+            raise BadInput(f"missing NAME; accepted: {', '.join(WORKLOADS)} (or --list)")
+        click.echo(json_document("workload-list", dict(WORKLOADS), key="workloads") if as_json
+                   else "\n".join(f"{n:12} {t}" for n, t in WORKLOADS.items()))
         return
-    click.echo(str(build(name)))
+    path = str(build(name))
+    click.echo(json_document("workload", {"workload": name, "path": path}) if as_json else path)
 
 
 @cli.command("check")
@@ -774,7 +846,6 @@ def workload(name: str | None, list_only: bool) -> None:
 @click.option("--debug", is_flag=True, help="6.18: CONFIG_DEBUG_RSEQ=y; 6.19: the rseq_debug static key on.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios with their invariants.")
-@click.option("--list-kernels", is_flag=True, help="List the kernels and what-if variants.")
 @click.option("--reduction", type=click.Choice(["sleep", "local", "none"]), default="sleep", show_default=True,
               help="Partial-order reduction: sleep sets + thread-local persistent sets, the latter only, or "
                    "none (state hashing only).")
@@ -793,13 +864,14 @@ def workload(name: str | None, list_only: bool) -> None:
 @_timeline_options
 @_arch_option
 def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, migrations: int, signals: int,
-              debug: bool, as_json: bool, list_only: bool, list_kernels: bool, reduction: str,
+              debug: bool, as_json: bool, list_only: bool, reduction: str,
               measure_reduction: bool, subtrees: int, jobs: int | None, scheduler: str | None, estimate: bool,
               probes: int, seed: int, save_to: str | None, replay_file: str | None, plot: str | None,
               arch: str, perfetto_out: str | None, chrome_out: str | None) -> int:
     """Explore every placement of preemptions, migrations and signals in SCENARIO's critical sections.
 
-    SCENARIO is a built-in name (--list) or a step file (see examples/*.rseq).
+    SCENARIO is a built-in name (--list) or a step file: a path, or the name of one shipped
+    with rseqlab (percpu-counter.rseq, syscall-in-cs.rseq; --list names them).
     Exits 1 if some execution breaks the invariant (under any of the kernels).
 
     \b
@@ -807,32 +879,31 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
       rseqlab check --list
       rseqlab check percpu-list --kernel 6.19
       rseqlab check tcmalloc-slab-cache --kernel 6.19 --preemptions 1 --json
-      rseqlab check examples/percpu-counter.rseq --kernel 6.19:no-cs-check
+      rseqlab check percpu-counter.rseq --kernel 6.19:no-cs-check
       rseqlab check percpu-counter --kernel 6.19 --arch arm64
     """
     from . import check as checker
-    from .kernel import kernel_summary
+    from .check.stepfile import shipped_examples
     from .report import check as check_report
 
     _on_arch([], arch)  # BadInput naming the accepted architectures
     if list_only:
         found = [factory() for factory in checker.SCENARIOS.values()]
+        examples = shipped_examples()
         if as_json:
-            click.echo(dump_json([{"scenario": s.name, "summary": s.summary, "invariant": s.invariant}
-                                  for s in found]))
+            click.echo(json_document("check-list", {
+                "scenarios": [{"scenario": s.name, "summary": s.summary, "invariant": s.invariant} for s in found],
+                "step_files": list(examples)}))
         else:
             click.echo(check_report.render_list(found))
-        return ExitStatus.SUCCESS
-    if list_kernels:
-        rows = [(name, kernel_summary(name)) for name in kernel_names()]
-        click.echo(dump_json(dict(rows)) if as_json else check_report.render_kernels(rows))
+            click.echo(f"\nshipped step files (check NAME.rseq): {', '.join(examples)}")
         return ExitStatus.SUCCESS
     if replay_file is not None:
         from .check import parallel
 
         job, choices, _ = parallel.load_counterexample(replay_file)
         result = parallel.replay_counterexample(job, choices)
-        click.echo(dump_json(check_report.as_json(result)) if as_json else check_report.render(result))
+        click.echo(json_document("check", check_report.as_json(result)) if as_json else check_report.render(result))
         return ExitStatus.FAILURE if result.violations else ExitStatus.SUCCESS
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(checker.SCENARIOS)}, or a step file")
@@ -848,7 +919,7 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     if estimate:
         estimates = [parallel.estimate(job, probes=probes, seed=seed) for job in jobs_]
         if as_json:
-            click.echo(dump_json(estimates[0] if len(estimates) == 1 else estimates))
+            click.echo(json_document("check-estimate", estimates[0]) if len(estimates) == 1 else json_document("check-estimate", estimates, key="results"))
         else:
             click.echo("\n\n".join(check_report.render_estimate(j, e) for j, e in zip(jobs_, estimates)))
         return ExitStatus.SUCCESS
@@ -885,7 +956,7 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
                 click.echo(f"wrote {out} ({write(tl, out):,} bytes, {len(tl.tracks)} tracks)", err=True)
     if as_json:
         docs = [check_report.as_json(r, u) for r, u in zip(results, unreduced)]
-        click.echo(dump_json(docs[0] if len(docs) == 1 else docs))
+        click.echo(json_document("check", docs[0]) if len(docs) == 1 else json_document("check", docs, key="results"))
     else:
         click.echo("\n\n".join(check_report.render(r, u) for r, u in zip(results, unreduced)))
     return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
@@ -951,7 +1022,7 @@ def trace_cmd(trace_file: str, events: bool, fmt: str | None) -> None:
                "tasks": len(m.get("tasks", {})), "cpus": m.get("cpus"),
                "kernel": (m.get("kernel") or {}).get("release"), "duration_ns": m.get("duration_ns")}
         if fmt == "json":
-            click.echo(dump_json(doc))
+            click.echo(json_document("trace", doc))
         elif fmt in ("csv", "markdown", "parquet"):
             formats.emit(doc, fmt)
         else:
@@ -971,7 +1042,7 @@ def trace_cmd(trace_file: str, events: bool, fmt: str | None) -> None:
     else:
         rows = table.to_pylist()
         if fmt == "json":
-            click.echo(dump_json(rows))
+            click.echo(json_document("trace-events", rows, key="events"))
         else:
             click.echo(tables.to_markdown(rows), nl=False)
 
@@ -984,6 +1055,24 @@ def _register_vm() -> None:
 
 
 _register_vm()
+
+#: One line per command for ``rseqlab --help`` (click would cut each docstring's first sentence).
+SHORT_HELP = {
+    "explain": "One scenario on a one-task machine, under each kernel.",
+    "compare": "A simulated workload under each kernel (the 6.19 commit's table).",
+    "selftest": "The kernel's rseq selftests on the simulated machine.",
+    "check": "Every interleaving of a critical section: is the invariant kept?",
+    "record": "Record a command's process tree on the live kernel.",
+    "replay": "Replay a recording through each kernel.",
+    "validate": "Predicted against observed, live or from a recording.",
+    "cost": "What a legacy RSEQ pass costs on this machine.",
+    "rseq-area": "The calling thread's real struct rseq.",
+    "workload": "Build a shipped C workload and print its path.",
+    "kernels": "Real kernels: offered, cached, and their personalities.",
+    "vm": "Boot real kernels under QEMU; run, record, probe there.",
+}
+for _name, _text in SHORT_HELP.items():
+    cli.commands[_name].short_help = _text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -999,6 +1088,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     try:
         status = cli.main(args=argv, prog_name="rseqlab", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # A bare ``rseqlab`` (or ``rseqlab vm``) is a request for the help, printed as --help prints it.
+        click.echo(exc.ctx.get_help())
+        return ExitStatus.SUCCESS
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _error(exc.format_message().replace("\n", " ") + hint)

@@ -17,6 +17,15 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130
 
 
+def command_status(code: int | None) -> int:
+    """A recorded command's exit code as a shell reports it, for ``record``/``validate``/``vm run``
+    to exit with (as ``perf record`` does): the code, or 128+N for a command killed by signal N
+    (recorded as -N); 0 when nothing was recorded."""
+    if code is None:
+        return ExitStatus.SUCCESS
+    return code if code >= 0 else 128 - code
+
+
 class RseqlabError(Exception):
     """An error the CLI reports as one line; ``status`` is the exit code."""
 

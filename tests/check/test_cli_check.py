@@ -30,8 +30,8 @@ def test_json_is_sorted_and_byte_identical(run_cli):
     assert a.status == b.status == 1  # a violation is a failed check
     assert a.stdout == b.stdout
     d = a.json
-    assert list(d) == sorted(d) == ["counterexample", "distinct_states", "explored", "kernel", "reduction",
-                                    "scenario", "subtrees", "violations"]
+    assert list(d) == sorted(d) == ["counterexample", "distinct_states", "explored", "format", "kernel", "reduction",
+                                    "scenario", "subtrees", "version", "violations"]
     assert d["scenario"] == "percpu-counter" and d["kernel"] == "6.19:no-cs-check" and d["violations"] > 0
     assert d["counterexample"]["steps"][0]["thread"] == "T0"
 

@@ -103,8 +103,8 @@ def test_registry_names():
 def test_list_kernels_shows_the_alias(run_cli):
     res = run_cli("check", "--list-kernels", "--json")
     assert res.status == 0
-    assert res.json["7.0.10"].startswith("alias of 7.1: ")
-    assert set(res.json) == set(kernel_names())
+    assert res.json["kernels"]["7.0.10"].startswith("alias of 7.1: ")
+    assert set(res.json["kernels"]) == set(kernel_names())
 
 
 # ----------------------------------------------------------------------

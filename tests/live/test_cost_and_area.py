@@ -16,8 +16,12 @@ from rseqlab.errors import BadInput
 def test_cost_measures_and_saves_a_loadable_model(run_cli, tmp_path):
     path = tmp_path / "cost.json"
     res = run_cli("cost", "--json", "--reps", "3", "--rounds", "3000", "--signals", "3000", "--save", str(path))
-    assert res.status == 0, res.stderr
     model = res.json
+    if model["benchmarks"]["pingpong"]["noisy"]:  # a loaded machine: refused, and says why
+        assert res.status == 1 and not path.exists()
+        assert "WARNING: pingpong: the noise" in res.stderr and "not saving the cost model" in res.stderr
+        return  # the refusal is what this run could check
+    assert res.status == 0, res.stderr
     assert model == load_model(path)
     for bench in ("pingpong", "sigstorm"):
         b = model["benchmarks"][bench]
@@ -88,3 +92,23 @@ def test_hostile_cost_models_are_one_line_errors(tmp_path, text, message):
     p.write_text(text.replace('"rseqlab-cost"', json.dumps(COST_FORMAT)).replace('"version": 1', f'"version": {COST_VERSION}'))
     with pytest.raises(BadInput, match=message):
         load_model(p)
+
+
+def test_cost_spread_and_the_noise_verdict():
+    from rseqlab.live.cost import noise_warnings, refuse_meaningless, summarize
+    from rseqlab.errors import RseqlabError
+
+    clear = summarize("pingpong", [1100.0, 1110, 1105, 1120, 1101], [900.0, 905, 910, 902, 899], warmup=1)
+    assert clear["ns_rseq_on"] == {"median": 1105.0, "iqr": 9.0, "min": 1100.0}  # quartiles 1101, 1110
+    assert clear["effect_ns"] == 203.0 and clear["noise_ns"] == 9.0 and not clear["noisy"]  # 1105 - 902
+    assert clear["ns_per_pass_median"] == 101.5 and clear["warmup"] == 1
+    hidden = summarize("pingpong", [1000.0, 1400, 900, 1300, 1010], [980.0, 1350, 950, 1200, 990])
+    assert hidden["effect_ns"] == 20.0 and hidden["noise_ns"] > 20 and hidden["noisy"]
+    backwards = summarize("sigstorm", [1.0, 1, 1], [2.0, 2, 2])  # rseq on faster: noise, whatever the IQR
+    assert backwards["noisy"] and backwards["noise_ns"] == 0
+    model = {"benchmarks": {"pingpong": hidden, "sigstorm": clear}}
+    (line,) = noise_warnings(model)
+    assert line.startswith("pingpong: the noise (IQR") and "+20.0 ns" in line
+    with pytest.raises(RseqlabError, match="not saving the cost model"):
+        refuse_meaningless(model)
+    refuse_meaningless({"benchmarks": {"pingpong": clear, "sigstorm": hidden}})  # the model's source is clear

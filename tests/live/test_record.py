@@ -152,3 +152,28 @@ def test_parallel_compile_loses_nothing_and_reports_its_cost(live_tracefs, run_c
           f"error {100 * v['relative_error']:+.2f}%")
     assert v["relative_error"] is not None and abs(v["relative_error"]) < 0.10
     assert any("mm_cid" in s for s in v["residual_sources"])
+
+
+@pytest.mark.parametrize(("script", "status", "says"), [
+    ("exit 3", 3, "command exited with status 3"),
+    ("kill -TERM $$", 143, "command was killed by SIGTERM (exit status 143)"),
+])
+def test_record_and_validate_exit_with_the_commands_status(live_tracefs, run_cli, tmp_path, script, status, says):
+    """As ``perf record`` does: the recording is kept, and the exit status is the command's."""
+    rec = run_cli("record", "-o", str(tmp_path / "r.trace"), "--", "sh", "-c", script)
+    assert rec.status == status and says in rec.stderr
+    assert load(tmp_path / "r.trace").meta["exit_status"] in (3, -15)
+    val = run_cli("validate", "--json", "--", "sh", "-c", script)
+    assert val.status == status and val.json["record"]["exit_status"] in (3, -15)
+    assert run_cli("record", "-o", str(tmp_path / "ok.trace"), "--", "true").status == 0
+
+
+def test_per_process_view_names_each_process_after_its_exec(live_tracefs, run_cli, tmp_path):
+    """A child of sh runs cat: its row says cat, not the sh it was forked from (issue 15)."""
+    out = tmp_path / "sh.trace"
+    assert run_cli("record", "-o", str(out), "--", "sh", "-c", "cat /dev/null; cat /dev/null; true").status == 0
+    for extra in ((), ("--reference",)):
+        res = run_cli("replay", str(out), "-k", "6.18", "--per-process", "--json", *extra)
+        assert res.status == 0, res.stderr
+        comms = sorted(p["comm"] for p in res.json["processes"])
+        assert comms.count("cat") == 2 and "sh" in comms, comms

@@ -148,7 +148,7 @@ def test_missing_cs_check_loses_or_duplicates_updates(test, point, build):
 
 @pytest.mark.parametrize("test", ["s", "i"])
 def test_missing_cs_check_caught_by_compare_twice_for_spinlock_and_counter(test):
-    """On x86 the spinlock and counter commits cannot go stale on one CPU (README): their
+    """On x86 the spinlock and counter commits cannot go stale on one CPU (docs/selftests.md): their
     compare-twice builds catch the missing abort as rseq_bug()."""
     cmd = f"-T {test} -r 400 -t 12 -3 10000"
     assert run(cmd, "6.19", "param_test_compare_twice", seed=3).passed

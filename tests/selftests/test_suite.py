@@ -81,7 +81,7 @@ def test_cli_selftest_json(run_cli):
     res = run_cli("selftest", "-t", "syscall_errors_test", "-t", "param_test -T i -r 20 -t 4",
                   "-k", "6.18", "-k", "6.19", "--json")
     assert res.status == 0, res.stderr
-    data = res.json
+    data = res.json["results"]
     assert [(d["test"], d["kernel"]) for d in data] == [
         ("syscall_errors_test", "6.18"), ("syscall_errors_test", "6.19"),
         ("param_test -T i -r 20 -t 4", "6.18"), ("param_test -T i -r 20 -t 4", "6.19")]
@@ -96,7 +96,7 @@ def test_cli_selftest_json(run_cli):
 def test_cli_selftest_tcmalloc_exit_status_follows_expectations(run_cli):
     res = run_cli("selftest", "-t", "tcmalloc-slab-cache", "--json")
     assert res.status == 0
-    assert [(d["kernel"], d["passed"]) for d in res.json] == [
+    assert [(d["kernel"], d["passed"]) for d in res.json["results"]] == [
         ("6.18", True), ("6.19", False), ("7.0", False), ("7.0.7", False), ("7.1", True)]
     what_if = run_cli("selftest", "-t", "param_test -T l -r 200 -t 12 -4 10000", "-k", "6.19:no-cs-check")
     assert what_if.status == 0  # what-if kernels have no expectation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -415,3 +416,15 @@ def test_replay_and_validate_say_how_much_was_lost(run_cli, tmp_path):
     assert "warning: the recording is incomplete (interrupted by SIGINT)" in res.stdout
     data = run_cli("replay", str(path), "-k", "6.19", "--json").json
     assert data["trace"]["lost"] == 1234 and data["trace"]["incomplete"] == "interrupted by SIGINT"
+
+
+def test_replay_without_a_file_reads_rseqlab_trace(run_cli, tmp_path, monkeypatch):
+    """``rseqlab record`` writes rseqlab.trace by default; ``rseqlab replay`` reads it by default."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[1] / "data" / "guest-7.1.8-stats-sigstorm.trace"
+    monkeypatch.chdir(tmp_path)
+    missing = run_cli("replay", "-k", "7.1")
+    assert missing.status == 2 and "rseqlab.trace" in missing.stderr
+    shutil.copy(src, tmp_path / "rseqlab.trace")
+    assert run_cli("replay", "-k", "7.1", "--json").stdout == run_cli("replay", str(src), "-k", "7.1", "--json").stdout

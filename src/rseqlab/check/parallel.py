@@ -38,14 +38,16 @@ MAX_SUBTREES = 4096
 def scenario_spec(name_or_path: str) -> tuple[str, ...]:
     """What a worker needs to rebuild a scenario: a built-in's name, or a step file's text."""
     from . import SCENARIOS
-    from .stepfile import load_step_file
+    from ..files import open_regular
+    from .stepfile import find_step_file, load_step_file
 
     if name_or_path in SCENARIOS:
         return ("builtin", name_or_path)
     if name_or_path.endswith(".rseq") or "/" in name_or_path:
-        load_step_file(name_or_path)  # its errors, before anything is sent anywhere
-        with open(name_or_path, encoding="utf-8") as f:
-            return ("file", name_or_path, f.read())
+        path = find_step_file(name_or_path)  # a shipped example by its file name, too
+        load_step_file(path)  # its errors, before anything is sent anywhere
+        with open_regular(path, "step file") as f:
+            return ("file", path, f.read().decode("utf-8"))
     raise BadInput(f"unknown scenario {name_or_path!r}; accepted: {', '.join(SCENARIOS)}, or a step file (*.rseq)")
 
 

@@ -536,6 +536,24 @@ def _build(p: _Parser, name: str, summary: str, cpus: int, memory: dict[str, lis
                     cpus=cpus, source=path)
 
 
+def shipped_examples() -> dict[str, str]:
+    """The step files installed with rseqlab (``rseqlab/examples/*.rseq``): file name -> path."""
+    from importlib.resources import files
+
+    root = files("rseqlab") / "examples"
+    return {p.name: str(p) for p in sorted(root.iterdir(), key=lambda p: p.name) if p.name.endswith(".rseq")}
+
+
+def find_step_file(name: str) -> str:
+    """``name`` as given when it exists (or names a directory), else the shipped example of that
+    file name (``percpu-counter.rseq``), else ``name`` (whose loading then says it is missing)."""
+    from pathlib import Path
+
+    if "/" in name or Path(name).exists():
+        return name
+    return shipped_examples().get(name, name)
+
+
 def load_step_file(path: str) -> Scenario:
     """Parse a step file; any mistake is a :class:`StepFileError` naming the line."""
     from ..files import open_regular

@@ -2,7 +2,8 @@
 
 A/B measurement with glibc's own switch: the same program runs with rseq
 registered (default) and with ``GLIBC_TUNABLES=glibc.pthread.rseq=0``, in
-interleaved repetitions (the order alternates), reporting median and minimum.
+interleaved repetitions (the order alternates) after a discarded warm-up, reporting
+median, interquartile range and minimum, and whether the noise hides the effect.
 
 * ``pingpong`` (both threads pinned on CPU 0): every round trip is two
   blocking reads, so two switch-outs and two ``__rseq_handle_notify_resume``
@@ -11,7 +12,7 @@ interleaved repetitions (the order alternates), reporting median and minimum.
 * ``sigstorm``: every ``kill()`` delivers one handler frame, one immediate pass.
 
 The derived ``ns_per_rseq_update`` (from the ping-pong) is saved as the cost
-model ``compare`` and ``replay`` use (file format in README.md, "cost model
+model ``compare`` and ``replay`` use (file format in docs/live-kernel.md, "cost model
 file"): estimated RSEQ kernel time = user accesses x ``ns_per_user_access``,
 calibrated so a legacy pass (1 read + 5 writes in the glibc case) costs
 ``ns_per_rseq_update``.
@@ -62,33 +63,26 @@ MAX_REPS = 1001
 MAX_OPS = 10_000_000
 
 
-def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000) -> dict:
-    """Run both benchmarks A/B, ``reps`` interleaved repetitions each; returns the cost model."""
+def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000, warmup: int = 1) -> dict:
+    """Run both benchmarks A/B, ``reps`` interleaved repetitions each after ``warmup`` discarded
+    ones (page cache, frequency, the first exec of each binary); returns the cost model."""
     if not (1 <= reps <= MAX_REPS):
         raise BadInput(f"--reps must be in 1..{MAX_REPS} (got {reps})")
     for option, value in (("--rounds", rounds), ("--signals", signals)):
         if not (1 <= value <= MAX_OPS):
             raise BadInput(f"{option} must be in 1..{MAX_OPS:,} (got {value})")
+    if not (0 <= warmup <= MAX_REPS):
+        raise BadInput(f"--warmup must be in 0..{MAX_REPS} (got {warmup})")
     benches = {"pingpong": (build("pingpong"), [str(rounds), "same"]),
                "sigstorm": (build("sigstorm"), [str(signals)])}
     samples = {b: {"on": [], "off": []} for b in benches}
-    for rep in range(reps):
+    for rep in range(-warmup, reps):
         for name, (exe, args) in benches.items():
             for rseq in ((True, False) if rep % 2 == 0 else (False, True)):
-                samples[name]["on" if rseq else "off"].append(_run(exe, args, rseq))
-    out = {}
-    for name, s in samples.items():
-        med_on, med_off = statistics.median(s["on"]), statistics.median(s["off"])
-        min_on, min_off = min(s["on"]), min(s["off"])
-        per = PASSES_PER_OP[name]
-        out[name] = {"unit": "round trip" if name == "pingpong" else "signal",
-                     "ns_rseq_on": {"median": round(med_on, 1), "min": round(min_on, 1)},
-                     "ns_rseq_off": {"median": round(med_off, 1), "min": round(min_off, 1)},
-                     "overhead_pct_median": round(100.0 * (med_on - med_off) / med_off, 2),
-                     "passes_per_op": per,
-                     "ns_per_pass_median": round((med_on - med_off) / per, 1),
-                     "ns_per_pass_min": round((min_on - min_off) / per, 1),
-                     "samples": reps}
+                ns = _run(exe, args, rseq)
+                if rep >= 0:
+                    samples[name]["on" if rseq else "off"].append(ns)
+    out = {name: summarize(name, s["on"], s["off"], warmup=warmup) for name, s in samples.items()}
     # A difference below zero is noise winning over the effect: the model keeps 0, the
     # benchmark rows keep the raw figures.
     per_update = max(0.0, out["pingpong"]["ns_per_pass_median"])
@@ -100,6 +94,51 @@ def measure(*, reps: int = 21, rounds: int = 20000, signals: int = 20000) -> dic
             "ns_per_signal_pass": max(0.0, out["sigstorm"]["ns_per_pass_median"]),
             "ns_per_user_access": round(per_update / LEGACY_PASS_ACCESSES, 2),
             "benchmarks": out}
+
+
+def _spread(xs: list[float]) -> dict:
+    """Median, interquartile range and minimum of one side's samples (ns per unit of work)."""
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else (xs[0], 0, xs[0])
+    return {"median": round(statistics.median(xs), 1), "iqr": round(q3 - q1, 1), "min": round(min(xs), 1)}
+
+
+def summarize(name: str, on: list[float], off: list[float], *, warmup: int = 0) -> dict:
+    """One benchmark's row: both sides' spread, the effect, and whether the noise hides it.
+
+    The effect is the difference of the medians; the noise is the larger of the two sides'
+    interquartile ranges. Where the noise is at least the effect (or the effect is not
+    positive), the per-pass figure says nothing about RSEQ: ``noisy``.
+    """
+    a, b = _spread(on), _spread(off)
+    per = PASSES_PER_OP[name]
+    effect = statistics.median(on) - statistics.median(off)
+    noise = max(a["iqr"], b["iqr"])
+    return {"unit": "round trip" if name == "pingpong" else "signal",
+            "ns_rseq_on": a, "ns_rseq_off": b,
+            "overhead_pct_median": round(100.0 * effect / statistics.median(off), 2),
+            "passes_per_op": per,
+            "ns_per_pass_median": round(effect / per, 1),
+            "ns_per_pass_min": round((a["min"] - b["min"]) / per, 1),
+            "effect_ns": round(effect, 1), "noise_ns": round(noise, 1),
+            "noisy": bool(effect <= 0 or noise >= effect),
+            "samples": len(on), "warmup": warmup}
+
+
+def noise_warnings(model: dict) -> list[str]:
+    """One line per benchmark whose noise is at least its effect (empty when the figures hold)."""
+    return [f"{name}: the noise (IQR {b['noise_ns']:,.1f} ns per {b['unit']}) is at least the effect "
+            f"({b['effect_ns']:+,.1f} ns): its per-pass cost is not a measurement; raise --reps or "
+            "--rounds/--signals, or run on a quieter machine"
+            for name, b in model["benchmarks"].items() if b.get("noisy")]
+
+
+def refuse_meaningless(model: dict) -> None:
+    """``--save`` keeps only a model whose ping-pong (its source) stood out of the noise."""
+    b = model["benchmarks"]["pingpong"]
+    if b.get("noisy"):
+        raise RseqlabError(f"not saving the cost model: the ping-pong noise (IQR {b['noise_ns']:,.1f} ns per "
+                           f"round trip) is at least the effect ({b['effect_ns']:+,.1f} ns), so "
+                           "ns_per_user_access would be noise; raise --reps or --rounds")
 
 
 def save_model(model: dict, path: str | Path) -> None:

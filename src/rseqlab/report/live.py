@@ -60,8 +60,17 @@ def render_record(con: Console, summary: dict, path) -> None:
         con.print(f"  overhead: {share} "
                   f"(tracepoints ~{ov['tracing_cpu_s']:.3f} s, reader {ov['reader_cpu_s']:.3f} s, "
                   f"workload {ov['workload_cpu_s']:.3f} s CPU, {ov['wall_s']:.3f} s wall)", markup=False)
-    if summary.get("exit_status"):
-        con.print(f"  command exited with status {summary['exit_status']}")
+    code = summary.get("exit_status")
+    if code and code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        con.print(f"  command was killed by {name} (exit status {128 - code})")
+    elif code:
+        con.print(f"  command exited with status {code}")
 
 
 # ----------------------------------------------------------------------
@@ -229,14 +238,18 @@ def render_validation(con: Console, data: dict, *, max_tasks: int = 40) -> None:
 def render_cost(con: Console, model: dict) -> None:
     table = Table(title=f"Legacy RSEQ cost on {model['kernel']} ({model['glibc']}), A/B with "
                         "GLIBC_TUNABLES=glibc.pthread.rseq=0", title_justify="left")
-    for col in ("benchmark", "unit", "rseq on (median / min)", "rseq off (median / min)", "overhead",
-                "passes/op", "ns per pass (median / min)", "reps"):
+    for col in ("benchmark", "unit", "rseq on (median / IQR / min)", "rseq off (median / IQR / min)",
+                "overhead", "passes/op", "ns per pass (median / min)", "reps"):
         table.add_column(col, justify="left" if col in ("benchmark", "unit") else "right")
+
+    def side(d: dict) -> str:
+        return f"{d['median']:,.1f} / {d.get('iqr', 0):,.1f} / {d['min']:,.1f} ns"
+
     for name, b in model["benchmarks"].items():
-        table.add_row(name, b["unit"], f"{b['ns_rseq_on']['median']:,.1f} / {b['ns_rseq_on']['min']:,.1f} ns",
-                      f"{b['ns_rseq_off']['median']:,.1f} / {b['ns_rseq_off']['min']:,.1f} ns",
+        per_pass = f"{b['ns_per_pass_median']:,.1f} / {b['ns_per_pass_min']:,.1f}"
+        table.add_row(name, b["unit"], side(b["ns_rseq_on"]), side(b["ns_rseq_off"]),
                       f"{b['overhead_pct_median']:+.2f}%", str(b["passes_per_op"]),
-                      f"{b['ns_per_pass_median']:,.1f} / {b['ns_per_pass_min']:,.1f}", str(b["samples"]))
+                      per_pass + (" (noise)" if b.get("noisy") else ""), str(b["samples"]))
     print_table(con, table)
     con.print(f"ns per rseq_update (legacy pass): {model['ns_per_rseq_update']:.1f}; per signal pass: "
               f"{model['ns_per_signal_pass']:.1f}; cost model: {model['ns_per_user_access']:.2f} ns per "

@@ -43,6 +43,24 @@ from .harness import MachineSpec, RunResult
 SUITE = ["syscall_errors_test", "basic_test", "basic_percpu_ops_test", "basic_percpu_ops_mm_cid_test",
          "run_param_test.sh", "tcmalloc-slab-cache", *slice_test.NAMES]
 TCMALLOC = "tcmalloc-slab-cache"
+
+
+def summary(name: str) -> str:
+    """One line on what a suite test (``selftest --list``) runs."""
+    if name in slice_test.NAMES:
+        v = slice_test.VARIANTS[name.split(".")[1]]
+        return (f"slice_test.c variant: {v.slice_ns // 1000} us slice, {v.noise_ns // 1000} us noise, "
+                f"{v.sleep_ns // 1000} us sleep{', no yield' if v.no_yield else ''}")
+    return {
+        "syscall_errors_test": "syscall_errors_test.c: nine rseq() calls and their errno",
+        "basic_test": "basic_test.c: the IDs follow the thread from CPU to CPU",
+        "basic_percpu_ops_test": "basic_percpu_ops_test.c: per-CPU spinlock and list, indexed by cpu_id",
+        "basic_percpu_ops_mm_cid_test": "basic_percpu_ops_test.c built for mm_cid indexing",
+        "run_param_test.sh": "run_param_test.sh: the param_test matrix (reduced; --full for all 2048 runs)",
+        TCMALLOC: "TCMalloc-style per-CPU slab cache and its background drain thread",
+    }[name]
+
+
 #: Tests that run no critical section: they must pass on every personality.
 NO_SECTIONS = ("syscall_errors_test", "basic_test")
 

@@ -55,13 +55,50 @@ if "NUMBA_CACHE_DIR" not in _os.environ:  # before numba reads its configuration
 
     _os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
 
-try:  # numba compiles the driver; without it the same function runs as Python (slow, same result)
+try:  # numba compiles the driver; without it (no rseqlab[fast]) replay() takes the reference loop
     from numba import njit
-except ImportError:  # pragma: no cover - numba is a pinned dependency
+
+    HAVE_NUMBA = True
+except ImportError:
+    HAVE_NUMBA = False
+
     def njit(*args, **kwargs):
         if args and callable(args[0]):
             return args[0]
         return lambda f: f
+
+
+def _compiled_stamp():
+    """A file in numba's cache dir that says this very source was compiled there before (numba's
+    own cache files do not say whether they are still valid for it)."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    import numba
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + numba.__version__.encode() + sys.version.encode())
+    return Path(_os.environ["NUMBA_CACHE_DIR"]) / f"rseqlab-fastreplay-{key.hexdigest()[:16]}.compiled"
+
+
+def _announce_compile() -> None:
+    """Say so on stderr before numba compiles the replay (12-19 s once; then its cache loads it)."""
+    if not HAVE_NUMBA or _drive.signatures:
+        return
+    import sys
+
+    if not _compiled_stamp().exists():
+        print("rseqlab: compiling the replay driver with numba (first run only, about 15 s)...",
+              file=sys.stderr, flush=True)
+
+
+def mark_compiled() -> None:
+    """After a fast replay: the next process loads numba's cache and says nothing."""
+    if HAVE_NUMBA:
+        try:
+            _compiled_stamp().touch()
+        except OSError:
+            pass  # an unwritable cache only costs the note next time
 
 
 class Fallback(Exception):
@@ -701,6 +738,7 @@ class Plan:
         pids = np.nonzero(seen)[0].astype(np.int64) + lo
         table = (np.cumsum(seen) - 1).astype(np.int32)
         root_slot = int(table[self.root - lo])
+        _announce_compile()
         out = _drive(ev["ts"].astype(np.int64, copy=False), ev["cpu"], kind, pid, table, lo, a, b, pids,
                      len(pids), root_slot, ncpus, tick_ns, *exit_windows(meta),
                      MM_CID_SCAN_DELAY_NS, np.array(sorted(_EXEC_LOOKUP_ERRORS), np.int64),
@@ -992,12 +1030,14 @@ class _Executor:
         tps = k.trace_totals.as_dict()
         reads = writes = 0
         per_task = {}
+        names = self.comms  # the name after exec, not the parent's (see replay.py)
         for pid in plan.order_pids.tolist():
             inst = plan.current[pid]
             t = self.tasks[inst]
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": t.comm, "tgid": t.tgid, "exits": int(plan.inst_exits[inst]),
+            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid,
+                             "exits": int(plan.inst_exits[inst]),
                              "counters": t.stats.as_dict(), "rseq_update": t.trace.rseq_update,
                              "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": int(plan.inst_upd[inst]),

@@ -23,7 +23,7 @@ loading is faster; every value round-trips exactly. Two tables:
 * ``sysargs``: the six arguments of selected syscalls (``SYSARGS_FOR``):
   ``event`` (u4, row in ``events``) and ``arg0`` .. ``arg5`` (u8).
 
-``meta`` is documented in README.md ("trace format"); readers reject unknown
+``meta`` is documented in docs/live-kernel.md ("Trace file format"); readers reject unknown
 versions, and any truncation or corruption fails with one line.
 """
 

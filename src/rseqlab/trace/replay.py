@@ -532,12 +532,16 @@ class Replay:
         tps = k.trace_totals.as_dict()
         reads = writes = 0
         per_task = {}
+        # A forked task starts with its parent's comm (copy_process); the recorder kept the name each
+        # task last ran under, i.e. the one begin_new_exec (fs/exec.c) set after an exec.
+        names = self.trace.meta.get("tasks", {})
         for pid in self.order:
             rt = self.tasks[pid]
             t = rt.task
             reads += sum(t.uaccess.reads.values())
             writes += sum(t.uaccess.writes.values())
-            per_task[pid] = {"comm": t.comm, "tgid": t.tgid, "exits": rt.exits, "counters": t.stats.as_dict(),
+            per_task[pid] = {"comm": names.get(str(pid), t.comm), "tgid": t.tgid, "exits": rt.exits,
+                             "counters": t.stats.as_dict(),
                              "rseq_update": t.trace.rseq_update, "rseq_ip_fixup": t.trace.rseq_ip_fixup,
                              "observed_rseq_update": rt.observed_update,
                              "observed_rseq_ip_fixup": rt.observed_fixup}
@@ -574,7 +578,16 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
         raise BadInput(f"--jobs: expected a positive number, got {jobs}")
     plan = None
     if not reference:
-        from .fastreplay import Fallback, Plan
+        from .. import extras
+
+        if not extras.have("fast"):
+            import sys
+
+            print(extras.missing_note("fast", "replaying with the reference loop (same results, slower)"),
+                  file=sys.stderr)
+            reference = True
+    if not reference:
+        from .fastreplay import Fallback, Plan, mark_compiled
 
         try:
             plan = Plan(trace)
@@ -583,13 +596,17 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
     _SHARED.update(trace=trace, plan=plan)
     try:
         if jobs == 1 or len(kernels) == 1:
-            return {rel: _replay_one(rel) for rel in kernels}
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+            results = {rel: _replay_one(rel) for rel in kernels}
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(kernels)), mp_context=ctx) as pool:
-            return dict(zip(kernels, pool.map(_replay_one, kernels)))
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(kernels)), mp_context=ctx) as pool:
+                results = dict(zip(kernels, pool.map(_replay_one, kernels)))
+        if plan is not None:
+            mark_compiled()
+        return results
     finally:
         _SHARED.clear()
 

@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from ..errors import ExitStatus
-from ..report import console, dump_json
+from ..errors import ExitStatus, command_status
+from ..report import console, json_document
 from ..report.formats import format_option
 
 
@@ -40,7 +40,7 @@ def kernels_group(ctx: click.Context, as_json: bool, offline: bool) -> None:
 
     data = listing.listing(offline=offline)
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("kernels", data))
     else:
         listing.render(console(), data)
 
@@ -59,7 +59,7 @@ def kernels_get(version: str, stats: bool, fragment: str | None, as_json: bool) 
     extra = parse_fragment_file(fragment) if fragment else None
     k = KernelStore().get(version, stats=stats or extra is not None, fragment=extra)
     if as_json:
-        click.echo(dump_json(k.as_json()))
+        click.echo(json_document("kernels-get", k.as_json(), key="kernel"))
     else:
         kind = "statistics build" + (" with the slice extension" if k.slice else "") if k.stats else "binary"
         click.echo(f"{k.version} ({kind}): {k.image}")
@@ -82,8 +82,10 @@ def vm_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeout: float, as_json: bool,
-           command: tuple[str, ...]) -> None:
+           command: tuple[str, ...]) -> int:
     """Boot VERSION, record COMMAND there as `rseqlab record` does, write an ordinary trace.
+
+    Exits with COMMAND's own status (128+N if signal N ended it), as record does.
 
     A shipped workload name (pingpong, sigstorm, munmaploop, threadmix) runs its static
     build; any other COMMAND is copied in with its shared libraries and loader.
@@ -98,9 +100,10 @@ def vm_run(version: str, cpus: int, mem_mb: int, output: str, stats: bool, timeo
     res = vmrun.vm_run(version, list(command), output, cpus=cpus, mem_mb=mem_mb, stats=stats, timeout=timeout,
                        log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
-        click.echo(dump_json(res.summary))
+        click.echo(json_document("vm-run", res.summary))
     else:
         vmrun.render_summary(console(sys.stderr), res.summary)
+    return command_status(res.summary.get("exit_status"))
 
 
 @vm_group.command("selftest")
@@ -116,7 +119,7 @@ def vm_selftest(version: str, cpus: int, timeout: float, as_json: bool) -> int:
     data = vm_st.run(version, cpus=cpus, timeout=timeout,
                      log=lambda m: click.echo(f"rseqlab: {m}", err=True))
     if as_json:
-        click.echo(dump_json(data))
+        click.echo(json_document("vm-selftest", data, key="selftest"))
     else:
         vm_st.render(console(), data)
     return ExitStatus.SUCCESS if data["passed"] else ExitStatus.FAILURE
@@ -132,6 +135,6 @@ def vm_probe(versions: tuple[str, ...], as_json: bool) -> None:
 
     rows = [probe.rseq32(v) for v in versions]
     if as_json:
-        click.echo(dump_json(rows))
+        click.echo(json_document("vm-probe", rows, key="kernels"))
     else:
         probe.render(console(), rows)

@@ -172,9 +172,30 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+#: Where ``make fidelity`` puts the table in the documentation, between these two lines.
+TABLE_START = ("<!-- fidelity-table: written by make fidelity (rseqlab.vm.fidelity); "
+               "edit the text around it, not the table -->")
+TABLE_END = "<!-- fidelity-table: end -->"
+
+
+def update_doc(path: Path, table: str) -> None:
+    """Replace the table between :data:`TABLE_START` and :data:`TABLE_END` in ``path``."""
+    text = path.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no fidelity table markers")
+    path.write_text(text[:start + len(TABLE_START)] + "\n" + table.rstrip("\n") + "\n" + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rseqlab.vm.fidelity [OUTDIR]``: the table for every kernel, JSON beside it."""
-    argv = sys.argv[1:] if argv is None else argv
+    """``python -m rseqlab.vm.fidelity [OUTDIR] [--doc FILE]``: the table for every kernel, JSON
+    beside it; ``--doc`` also rewrites the table in FILE (``make fidelity``: docs/fidelity.md)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    doc = None
+    if "--doc" in argv:
+        at = argv.index("--doc")
+        doc = Path(argv[at + 1])
+        del argv[at:at + 2]
     outdir = Path(argv[0] if argv else "build/fidelity")
     rows: list[dict] = []
     for version, stats in kernels_from_env():
@@ -185,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     (outdir / "fidelity.json").write_text(json.dumps(rows, indent=1, sort_keys=True, default=str) + "\n")
     table = markdown(rows)
     (outdir / "fidelity.md").write_text(table)
+    if doc is not None:
+        update_doc(doc, table)
     print(table)
     miss = [(r["kernel"], r["workload"], exact(r)) for r in rows if exact(r)]
     for k, w, f in miss:
