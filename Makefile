@@ -59,6 +59,7 @@ bench: $(STAMP)
 
 # The scale rows of make bench (issue 16) over the whole selftest --full matrix instead of its
 # sample: hours on one core; build/bench-scale.json.
+## bench-scale-full: the scale ratios over the whole selftest --full matrix (hours)
 bench-scale-full: $(STAMP)
 	$(BIN)/python -m rseqlab.scalebench --full
 

@@ -190,7 +190,7 @@ def test_selftest_perfetto_is_one_run_per_kernel(tmp_path, run_cli):
     res = run_cli("selftest", "-t", "basic_test", "-k", "6.18,6.19", "--json", "--perfetto", str(pf))
     assert res.status == 0, res.stderr
     got = _perfetto_exits(pf)
-    for r in res.json:
+    for r in res.json["results"]:
         assert got[r["kernel"]]["exit"] == r["counters"]["exit"] > 0
 
 

@@ -41,7 +41,7 @@ def test_markdown_is_the_commit_message_table_aligned_without_box_drawing(run_cl
 
 
 def test_csv_rows_match_the_json_document(run_cli):
-    doc = run_cli("selftest", "-t", "basic_test", "-k", "6.18,6.19", "--json").json
+    doc = run_cli("selftest", "-t", "basic_test", "-k", "6.18,6.19", "--json").json["results"]
     res = run_cli("selftest", "-t", "basic_test", "-k", "6.18,6.19", "--format", "csv")
     assert res.status == 0, res.stderr
     rows = list(csv.DictReader(io.StringIO(res.stdout)))

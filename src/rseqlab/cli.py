@@ -142,6 +142,8 @@ def _timeline_options(fn):
 
 
 def _check_timeline_outputs(perfetto_out: str | None, chrome_out: str | None) -> None:
+    if perfetto_out is None and chrome_out is None:
+        return  # nothing to check, and the recorder's module (numba) stays unimported
     from .trace.record import check_output
 
     for option, path in (("--perfetto", perfetto_out), ("--chrome", chrome_out)):
@@ -1070,6 +1072,9 @@ SHORT_HELP = {
     "workload": "Build a shipped C workload and print its path.",
     "kernels": "Real kernels: offered, cached, and their personalities.",
     "vm": "Boot real kernels under QEMU; run, record, probe there.",
+    "export": "A recording's timeline for Perfetto, with each kernel's exits.",
+    "trace": "A recording's summary, or its events as one table (csv, parquet).",
+    "sweep": "Workloads x kernels x variants x seeds, as distributions.",
 }
 for _name, _text in SHORT_HELP.items():
     cli.commands[_name].short_help = _text

@@ -51,6 +51,11 @@ def _flatten(value, prefix: str = "") -> dict:
 
 def rows_of(doc) -> list[dict]:
     """The rows of a command's JSON document (see the module docstring)."""
+    if isinstance(doc, dict) and "format" in doc and "version" in doc:
+        # report.json_document's envelope: a list under its one key is the table itself
+        rest = {k: v for k, v in doc.items() if k not in ("format", "version")}
+        if len(rest) == 1 and isinstance(next(iter(rest.values())), list):
+            doc = next(iter(rest.values()))
     if isinstance(doc, dict) and isinstance(doc.get("kernels"), dict) and doc["kernels"] and \
             all(isinstance(v, dict) for v in doc["kernels"].values()):
         kernels = doc["kernels"]

@@ -84,7 +84,7 @@ class RawRecords:
 
 try:  # compiled page walk and row gathers; without numba, the numpy lockstep walk (same result)
     from numba import njit as _njit
-except ImportError:  # pragma: no cover - numba is a dependency
+except ImportError:  # without the `fast` extra (numba)
     _njit = None
 
 

@@ -44,7 +44,7 @@ FEAT_TRACING_DATA, FEAT_OSRELEASE, FEAT_VERSION, FEAT_ARCH, FEAT_NRCPUS = 1, 4, 
 
 try:
     from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency; same result, slower
+except ImportError:  # without the `fast` extra (numba): same result, slower
     def njit(*a, **k):
         return (lambda f: f) if not (a and callable(a[0])) else a[0]
 
@@ -300,12 +300,7 @@ def _tracing_data(data, off: int, size: int, pd: PerfData, name: str) -> None:
 
 def load(path: str | Path) -> Trace:
     """A perf.data as a replayable :class:`Trace`; any damage is one :class:`BadInput`."""
-    try:
-        return _load(path)
-    except (ValueError, IndexError, KeyError, OverflowError) as exc:
-        if isinstance(exc, BadInput):
-            raise
-        raise BadInput(f"{path}: corrupt perf.data ({exc})") from None
+    return tracedat.damage_is_bad_input(_load, path, "perf.data")
 
 
 def _load(path: str | Path) -> Trace:

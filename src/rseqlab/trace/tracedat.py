@@ -430,12 +430,18 @@ def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
 
 def load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace`; any damage is one :class:`BadInput`."""
+    return damage_is_bad_input(_load, path, "trace.dat")
+
+
+def damage_is_bad_input(loader, path: str | Path, kind: str) -> Trace:
+    """``loader(path)``, with a decoding error from a damaged file (an offset past the end, an
+    unknown id) turned into one :class:`BadInput` line naming the file and its ``kind``."""
     try:
-        return _load(path)
+        return loader(path)
     except (ValueError, IndexError, KeyError, OverflowError) as exc:
         if isinstance(exc, BadInput):
             raise
-        raise BadInput(f"{path}: corrupt trace.dat ({exc})") from None
+        raise BadInput(f"{path}: corrupt {kind} ({exc})") from None
 
 
 def _load(path: str | Path) -> Trace:
