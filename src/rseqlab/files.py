@@ -63,3 +63,16 @@ def check_writable(output: str | Path, option: str, what: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK) or (exists and not os.access(path, os.W_OK)):
         raise BadInput(f"{option} {path}: not writable")
     return path
+
+
+def map_regular(path: str | Path, what: str):
+    """The whole of regular file ``path``, memory-mapped read-only (``b""`` when empty); a file that
+    cannot be read or mapped is one :class:`BadInput` line naming ``what``."""
+    import mmap
+
+    with open_regular(path, what) as f:
+        try:
+            size = f.seek(0, 2)
+            return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot read {what} {path}: {exc}") from None

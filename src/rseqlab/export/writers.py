@@ -75,26 +75,26 @@ def perfetto_bytes(tl: Timeline) -> bytes:
         te.track_uuid = track
         if kind == "B":
             te.type = pb.TrackEvent.TYPE_SLICE_BEGIN
-            te.name = item.name
-            te.categories.append(item.cat)
-            for key, value in sorted(item.args.items()):
-                a = te.debug_annotations.add()
-                a.name = key
-                _annotate(a, value)
+            _describe(te, item)
         elif kind == "E":
             te.type = pb.TrackEvent.TYPE_SLICE_END
         elif kind == "I":
             te.type = pb.TrackEvent.TYPE_INSTANT
-            te.name = item.name
-            te.categories.append(item.cat)
-            for key, value in sorted(item.args.items()):
-                a = te.debug_annotations.add()
-                a.name = key
-                _annotate(a, value)
+            _describe(te, item)
         else:
             te.type = pb.TrackEvent.TYPE_COUNTER
             te.double_counter_value = float(item.value)
     return trace.SerializeToString(deterministic=True)
+
+
+def _describe(te, item) -> None:
+    """A slice's begin or an instant: its name, category and arguments (sorted, so bytes repeat)."""
+    te.name = item.name
+    te.categories.append(item.cat)
+    for key, value in sorted(item.args.items()):
+        a = te.debug_annotations.add()
+        a.name = key
+        _annotate(a, value)
 
 
 def _annotate(a, value) -> None:

@@ -18,7 +18,6 @@ The walk over the records is compiled with numba (two passes: count, then fill).
 
 from __future__ import annotations
 
-import mmap
 import platform
 import struct
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..files import open_regular
+from ..files import map_regular
 from . import parse, tracedat
 from .format import Trace
 
@@ -146,12 +145,7 @@ def _string_feature(data, off: int, size: int) -> str:
 def read(path: str | Path) -> PerfData:
     path = Path(path)
     name = str(path)
-    with open_regular(path, "trace file") as f:
-        try:
-            size = f.seek(0, 2)
-            data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read trace file {path}: {exc}") from None
+    data = map_regular(path, "trace file")
     try:
         return _parse(data, name)
     except (struct.error, IndexError, ValueError, tracedat._Truncated):

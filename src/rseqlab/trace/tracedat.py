@@ -22,7 +22,6 @@ from the fork events, as in a native recording.
 
 from __future__ import annotations
 
-import mmap
 import platform
 import re
 import struct
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..files import open_regular
+from ..files import map_regular
 from . import parse
 from .format import Trace
 
@@ -133,12 +132,7 @@ def read(path: str | Path) -> TraceDat:
     """Parse a trace.dat: formats, command lines, system facts and every instance's pages."""
     path = Path(path)
     name = str(path)
-    with open_regular(path, "trace file") as f:
-        try:
-            size = f.seek(0, 2)
-            data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read trace file {path}: {exc}") from None
+    data = map_regular(path, "trace file")
     try:
         return _parse(_Reader(data, name))
     except _Truncated:
