@@ -706,7 +706,7 @@ class Plan:
     """The op stream of one trace, cut into segments and runs; what the executor needs."""
 
     def __init__(self, trace: Trace) -> None:
-        from .replay import _EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, exit_windows, root_start_cpu
+        from .replay import _EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, exit_windows, root_start_cpu, tracks_user_mode
 
         ev = trace.events
         meta = trace.meta
@@ -721,6 +721,9 @@ class Plan:
         self.root_addr = int(root.get("rseq_addr") or 0x7F00_0000_0100)
         self.root_len = int(root.get("rseq_len") or 32)
         kind = ev["kind"]
+        if tracks_user_mode(trace):
+            # The returns are recorded: the reference loop reads them (Replay._run_tracked).
+            raise Fallback("context-tracking events")
         pid = ev["pid"]
         a = ev["a"].astype(np.int64, copy=False)
         b = ev["b"].astype(np.int64, copy=False)

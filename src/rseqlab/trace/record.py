@@ -72,7 +72,13 @@ EVENTS = {
     ("irq_vectors", "irq_work_entry"): False,
     ("irq", "irq_handler_entry"): False,
     ("exceptions", "page_fault_user"): False,
+    # Present only where user context tracking is on (see Kind.USER_ENTER): exact returns.
+    ("context_tracking", "user_enter"): False,
+    ("context_tracking", "user_exit"): False,
 }
+#: Events most kernels do not have (context tracking is off unless forced or nohz_full): left out
+#: of the printed trace-cmd/perf command lines, which fail on an event the kernel lacks.
+WHERE_CONFIGURED = (("context_tracking", "user_enter"), ("context_tracking", "user_exit"))
 MIGRATION_EVENT = ("sched", "sched_migrate_task")
 
 
@@ -101,7 +107,7 @@ def tool_command(tool: str, events: list[tuple[str, str]] | None = None, buffer_
     if tool not in TOOL_COMMANDS:
         raise BadInput(f"--print-command: unknown tool {tool!r} (expected one of: {', '.join(TOOL_COMMANDS)})")
     head, tail = TOOL_COMMANDS[tool]
-    chosen = recorded_events() if events is None else events
+    chosen = [e for e in recorded_events() if e not in WHERE_CONFIGURED] if events is None else events
     return head.format(buffer_kb=buffer_kb) + "".join(f" -e {s}:{e}" for s, e in chosen) + tail
 
 
@@ -938,6 +944,12 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
             np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
             pf[0]["ip"][sel].astype(np.int64))
+    for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
+                                  (("context_tracking", "user_exit"), Kind.USER_EXIT)):
+        r = get((system, event))
+        if r is not None:
+            sel = in_tree(r[0]["common_pid"])
+            add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
     mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \

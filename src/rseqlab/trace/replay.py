@@ -12,7 +12,10 @@ mode the trace implies (``syscall_exit_to_user_mode`` /
 ``irqentry_exit_to_user_mode``). The personality decides what RSEQ work that
 causes; the replay never asks which kernel it drives.
 
-When a return to user mode happens is inferred:
+A recording with ``context_tracking:user_enter/user_exit`` (a kernel with user context tracking
+on, as rseqlab's statistics kernels are) holds every entry from and return to user mode; the
+replay then reads them (:meth:`Replay._run_tracked`) and infers nothing. Otherwise, when a
+return to user mode happens is inferred:
 
 * A syscall's return is *pending* from ``sys_exit`` on (the tracepoint fires
   before the exit-to-user loop). Signal deliveries and switch-outs that follow
@@ -130,6 +133,20 @@ RESIDUAL_SOURCES = (
     "membarrier RSEQ IPIs and KVM guest entry are not replayed",
     "events lost by the ring buffer, if any",
 )
+
+
+def tracks_user_mode(trace: Trace) -> bool:
+    """Whether the recording holds the context-tracking events (entries and returns recorded)."""
+    kinds = trace.events["kind"]
+    return bool(np.any(kinds == Kind.USER_ENTER) and np.any(kinds == Kind.USER_EXIT))
+
+
+def residual_sources(trace: Trace) -> list[str]:
+    """What the replay of ``trace`` cannot see: :data:`RESIDUAL_SOURCES`, less the inference of
+    returns and entries when the recording has them."""
+    if tracks_user_mode(trace):
+        return list(RESIDUAL_SOURCES[1:])
+    return list(RESIDUAL_SOURCES)
 
 
 class ReplayScheduler:
@@ -331,6 +348,8 @@ class Replay:
     # The event loop
     # ------------------------------------------------------------------
     def run(self) -> KernelReplay:
+        if tracks_user_mode(self.trace):
+            return self._run_tracked()
         ev = self.trace.events
         sa = self.trace.sysargs
         args_cols = [sa[f"arg{i}"] for i in range(6)]
@@ -358,19 +377,9 @@ class Replay:
                                              or kind == Kind.SIGNAL and rt.irq_timer
                                              and rt.pending is Entry.SYSCALL))
             if kind == SYS_ENTER:
-                nr = a_l[i]
                 self._enter(rt, Entry.SYSCALL, ts)
-                rt.syscall = nr
                 j = b_l[i]
-                rt.args = tuple(int(c[j]) for c in args_cols) if j >= 0 else ()
-                if nr == NR_RSEQ and rt.args:
-                    flags = rt.args[2] & 0xFFFF_FFFF
-                    if flags & 1:
-                        k.sys_rseq(t, rt.args[0], rt.args[1], flags, rt.args[3])
-                    else:
-                        self._register(rt, rt.args[0], rt.args[1] & 0xFFFF_FFFF, rt.args[3])
-                elif nr == NR_RT_SIGRETURN and t.sigframes:
-                    k.sigreturn(t)
+                self._syscall(rt, a_l[i], tuple(int(c[j]) for c in args_cols) if j >= 0 else ())
             elif kind == SYS_EXIT:
                 if rt.pending is not None:
                     self._finish(rt, ts)  # lost sys_enter: close what was open
@@ -427,24 +436,8 @@ class Replay:
                     t.handlers[sig] = handler
                     k.send_signal(t, sig)
                     rt.short_exit = False  # the frame is set up after signal_deliver
-            elif kind == Kind.FORK:
-                self._fork(rt, a_l[i], b_l[i], ts)
-            elif kind == Kind.EXEC:
-                self._detach(rt, pid)
-                rt.mm = self._new_mm(ts)
-                k.execve(t, success=True)
-                t.mm = rt.mm.space
-                rt.cid_work = False
-                self._attach(rt, pid)
-            elif kind == Kind.EXIT:
-                rt.pending = None
-                k.do_exit(t)
-                rt.dead = True
-                self._detach(rt, pid)
-            elif kind == Kind.RSEQ_UPDATE:
-                rt.observed_update += 1
-            elif kind == Kind.RSEQ_IP_FIXUP:
-                rt.observed_fixup += 1
+            else:
+                self._task_event(rt, kind, pid, a_l[i], b_l[i], ts)
         end = int(ts_l[-1]) if ts_l else 0
         for pid in self.order:
             rt = self.tasks[pid]
@@ -452,6 +445,110 @@ class Replay:
                 self._irq_from_user(rt, True)
             if rt.pending is not None:
                 self._finish(rt, end)
+        return self._result()
+
+    def _syscall(self, rt: _Rt, nr: int, args: tuple[int, ...]) -> None:
+        """What a syscall's entry tells the personality: ``rseq()`` and ``rt_sigreturn()``."""
+        k, t = self.kernel, rt.task
+        rt.syscall, rt.args = nr, args
+        if nr == NR_RSEQ and args:
+            flags = args[2] & 0xFFFF_FFFF
+            if flags & 1:
+                k.sys_rseq(t, args[0], args[1], flags, args[3])
+            else:
+                self._register(rt, args[0], args[1] & 0xFFFF_FFFF, args[3])
+        elif nr == NR_RT_SIGRETURN and t.sigframes:
+            k.sigreturn(t)
+
+    def _task_event(self, rt: _Rt, kind: int, pid: int, a: int, b: int, ts: int) -> None:
+        """The events both loops play the same way: fork, exec, exit, the observed tracepoints."""
+        k, t = self.kernel, rt.task
+        if kind == Kind.FORK:
+            self._fork(rt, a, b, ts)
+        elif kind == Kind.EXEC:
+            self._detach(rt, pid)
+            rt.mm = self._new_mm(ts)
+            k.execve(t, success=True)
+            t.mm = rt.mm.space
+            rt.cid_work = False
+            self._attach(rt, pid)
+        elif kind == Kind.EXIT:
+            rt.pending = None
+            k.do_exit(t)
+            rt.dead = True
+            self._detach(rt, pid)
+        elif kind == Kind.RSEQ_UPDATE:
+            rt.observed_update += 1
+        elif kind == Kind.RSEQ_IP_FIXUP:
+            rt.observed_fixup += 1
+
+    def _run_tracked(self) -> KernelReplay:
+        """The event loop of a recording with ``context_tracking`` events: nothing is inferred.
+
+        ``user_exit`` is an entry from user mode; its kind is the task's next event (a
+        ``sys_enter``: the syscall; a user page fault: an exception; anything else: an interrupt).
+        ``user_enter`` is the return: ``exit_to_user_mode()`` traces it after all exit work, so
+        the pending entry's exit runs there. A return still pending when the recording ends
+        happened after it (and after the statistics were read): it is not played."""
+        ev = self.trace.events
+        sa = self.trace.sysargs
+        args_cols = [sa[f"arg{i}"] for i in range(6)]
+        cols = [ev[c].tolist() for c in ("ts", "cpu", "kind", "pid", "a", "b")]
+        k = self.kernel
+        from_user: set[int] = set()  # tasks whose entry from user mode awaits its kind
+        for ts, cpu, kind, pid, a, b in zip(*cols):
+            if kind == Kind.LOST or kind == Kind.MIGRATE:
+                continue
+            rt = self.tasks.get(pid)
+            if rt is None:
+                rt = self._task(pid, ts)
+            if rt.dead and kind != Kind.RSEQ_UPDATE:
+                continue
+            t = rt.task
+            if kind == Kind.USER_EXIT:
+                if rt.pending is not None:
+                    self._finish(rt, ts)  # its user_enter was lost
+                from_user.add(pid)
+                continue
+            if pid in from_user:
+                from_user.discard(pid)
+                if kind == Kind.SYS_ENTER:
+                    entry = Entry.SYSCALL
+                elif kind == Kind.IRQ and a == IrqKind.PAGE_FAULT:
+                    entry = Entry.EXCEPTION
+                else:
+                    entry = Entry.IRQ
+                self._enter(rt, entry, ts)
+            if kind == Kind.USER_ENTER:
+                if rt.pending is None:
+                    # The entry or the sys_exit before this return was lost.
+                    rt.pending = Entry.SYSCALL if rt.syscall is not None else Entry.IRQ
+                    rt.syscall = None
+                self._finish(rt, ts)
+            elif kind == Kind.SYS_ENTER:
+                self._syscall(rt, a, tuple(int(c[b]) for c in args_cols) if b >= 0 else ())
+            elif kind == Kind.SYS_EXIT:
+                self._sys_exit(rt, a, b, ts)
+                rt.syscall = None
+                rt.pending = Entry.SYSCALL
+                rt.pending_ts = ts
+            elif kind == Kind.SWITCH_OUT:
+                k.prepare_task_switch(t)
+                rt.on_cpu = False
+            elif kind == Kind.SWITCH_IN:
+                if cpu != t.cpu:
+                    k.set_task_cpu(t, cpu)
+                k.finish_task_switch_in(t, self._cid(rt, pid, cpu))
+                rt.on_cpu = True
+            elif kind == Kind.IRQ:
+                if a == IrqKind.TIMER:
+                    self._tick(rt, ts)
+            elif kind == Kind.SIGNAL:
+                if b > 1:  # not SIG_DFL / SIG_IGN: a handler frame is set up
+                    t.handlers[a] = b
+                    k.send_signal(t, a)
+            else:
+                self._task_event(rt, kind, pid, a, b, ts)
         return self._result()
 
     def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
@@ -617,7 +714,8 @@ def observed(trace: Trace) -> dict[str, int]:
             "rseq_ip_fixup": int(np.count_nonzero(kinds == Kind.RSEQ_IP_FIXUP))}
 
 
-__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "KernelReplay", "Replay", "observed", "replay"]
+__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "KernelReplay", "Replay", "observed", "replay",
+           "residual_sources", "tracks_user_mode"]
 
 
 def unmap_range(vmas: list, start: int, length: int) -> tuple[list, bool]:
