@@ -149,6 +149,26 @@ def residual_sources(trace: Trace) -> list[str]:
     return list(RESIDUAL_SOURCES)
 
 
+def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, str]:
+    """The kind of each ``user_exit`` (row -> Entry), from what its task does before it returns:
+    a ``sys_enter`` makes it a syscall, a user page fault an exception, anything else (the
+    return, or the task's end) an interrupt. Not the next event alone: an interrupt may hit the
+    syscall entry between ``user_exit`` and ``sys_enter`` (and even preempt it there)."""
+    out: dict[int, str] = {}
+    decided: dict[int, str] = {}  # pid -> the kind its open entry turns out to be (scanning back)
+    for i in range(len(kinds) - 1, -1, -1):
+        kind, pid = kinds[i], pids[i]
+        if kind == Kind.USER_EXIT:
+            out[i] = decided.pop(pid, Entry.IRQ)
+        elif kind == Kind.SYS_ENTER:
+            decided[pid] = Entry.SYSCALL
+        elif kind == Kind.IRQ and a[i] == IrqKind.PAGE_FAULT:
+            decided[pid] = Entry.EXCEPTION
+        elif kind == Kind.USER_ENTER or kind == Kind.EXIT:
+            decided.pop(pid, None)
+    return out
+
+
 class ReplayScheduler:
     """The exit loop's ``schedule()``: the trace performs every real switch explicitly."""
 
@@ -485,8 +505,8 @@ class Replay:
     def _run_tracked(self) -> KernelReplay:
         """The event loop of a recording with ``context_tracking`` events: nothing is inferred.
 
-        ``user_exit`` is an entry from user mode; its kind is the task's next event (a
-        ``sys_enter``: the syscall; a user page fault: an exception; anything else: an interrupt).
+        ``user_exit`` is an entry from user mode, the first thing ``enter_from_user_mode()``
+        does; its kind is what the task does before it returns (:func:`_entry_kinds`).
         ``user_enter`` is the return: ``exit_to_user_mode()`` traces it after all exit work, so
         the pending entry's exit runs there. A return still pending when the recording ends
         happened after it (and after the statistics were read): it is not played."""
@@ -494,9 +514,9 @@ class Replay:
         sa = self.trace.sysargs
         args_cols = [sa[f"arg{i}"] for i in range(6)]
         cols = [ev[c].tolist() for c in ("ts", "cpu", "kind", "pid", "a", "b")]
+        entry_of = _entry_kinds(*cols[2:5])
         k = self.kernel
-        from_user: set[int] = set()  # tasks whose entry from user mode awaits its kind
-        for ts, cpu, kind, pid, a, b in zip(*cols):
+        for i, (ts, cpu, kind, pid, a, b) in enumerate(zip(*cols)):
             if kind == Kind.LOST or kind == Kind.MIGRATE:
                 continue
             rt = self.tasks.get(pid)
@@ -506,20 +526,8 @@ class Replay:
                 continue
             t = rt.task
             if kind == Kind.USER_EXIT:
-                if rt.pending is not None:
-                    self._finish(rt, ts)  # its user_enter was lost
-                from_user.add(pid)
-                continue
-            if pid in from_user:
-                from_user.discard(pid)
-                if kind == Kind.SYS_ENTER:
-                    entry = Entry.SYSCALL
-                elif kind == Kind.IRQ and a == IrqKind.PAGE_FAULT:
-                    entry = Entry.EXCEPTION
-                else:
-                    entry = Entry.IRQ
-                self._enter(rt, entry, ts)
-            if kind == Kind.USER_ENTER:
+                self._enter(rt, entry_of[i], ts)  # a pending return first: its user_enter was lost
+            elif kind == Kind.USER_ENTER:
                 if rt.pending is None:
                     # The entry or the sys_exit before this return was lost.
                     rt.pending = Entry.SYSCALL if rt.syscall is not None else Entry.IRQ
