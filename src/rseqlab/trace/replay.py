@@ -551,6 +551,10 @@ class Replay:
             elif kind == Kind.IRQ:
                 if a == IrqKind.TIMER:
                     self._tick(rt, ts)
+                elif a == IrqKind.PAGE_FAULT and t.mm.is_cow(b):
+                    # A user fault on a present copy-on-write page is a write (reads do not fault
+                    # there): it breaks the sharing, so the kernel's next rseq store does not fault.
+                    t.mm.fault_in(b, 1, write=True)
             elif kind == Kind.SIGNAL:
                 if b > 1:  # not SIG_DFL / SIG_IGN: a handler frame is set up
                     t.handlers[a] = b

@@ -39,6 +39,9 @@ OTHER: tuple[tuple[str, list[str]], ...] = (
     ("param_test -T s", ["selftest:param_test", "-T", "s", "-r", "100", "-t", "4"]),
     ("param_test -T s -3 10000 (loop in section)", ["selftest:param_test", "-T", "s", "-r", "100", "-t", "4",
                                                     "-3", "10000"]),
+    # the host's gcc compiling 8 generated files, 2 at a time (vm/ccjob.py): short-lived dynamic
+    # processes, each registered by glibc, forks and execs, page faults, contention for the CPUs
+    ("parallel compile (gcc, 8 files, 2 jobs)", ["cc-parallel", "8", "2"]),
 )
 #: Kernels of `make vm-test` / `make fidelity` (override with RSEQLAB_VM_KERNELS="v:stats v ...").
 DEFAULT_KERNELS = ("6.19.10:stats", "7.1.8:stats", "7.0.9", "7.0.13")
