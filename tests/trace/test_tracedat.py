@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from rseqlab.trace.record import EVENTS, MIGRATION_EVENT, recorded_events, required_events, tool_command
+from rseqlab.trace.events import EVENTS, MIGRATION_EVENT, recorded_events, required_events, tool_command
 from rseqlab.trace.tracedat import MAGIC
 
 
