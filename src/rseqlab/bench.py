@@ -219,7 +219,7 @@ def _ensure_perf() -> str | None:
 
 def bench_perf(out: Path, rounds: int, rseqlab_s: float, reps: int = 3) -> dict:
     from .live.workloads import build
-    from .trace.record import TRACEFS, TracefsMount
+    from .trace.tracefs import TRACEFS, TracefsMount
 
     reason = _live_reason() or _ensure_perf()
     if reason:

@@ -497,7 +497,8 @@ def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None
       rseqlab record --print-command trace-cmd
     """
     from .report import live as live_report
-    from .trace.record import record as do_record, tool_command
+    from .trace.events import tool_command
+    from .trace.record import record as do_record
 
     if print_command is not None:
         click.echo(tool_command(print_command, buffer_kb=buffer_mb * 1024))

@@ -14,7 +14,7 @@ TRACEFS = Path("/sys/kernel/tracing")
 def live_tracefs():
     """tracefs mounted for the whole session (so tests can inspect it); skips with the reason."""
     from rseqlab.errors import Unavailable
-    from rseqlab.trace.record import TracefsMount
+    from rseqlab.trace.tracefs import TracefsMount
 
     if os.geteuid() != 0:
         pytest.skip("live-kernel tests need root (tracefs)")

@@ -20,7 +20,8 @@ import pytest
 from rseqlab.live.workloads import build
 from rseqlab.trace import tracecmd_run, tracedat
 from rseqlab.trace.format import Kind, load
-from rseqlab.trace.record import WHERE_CONFIGURED, record, recorded_events
+from rseqlab.trace.events import WHERE_CONFIGURED, recorded_events
+from rseqlab.trace.record import record
 from rseqlab.trace.replay import replay
 
 from .conftest import tracefs_state

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rseqlab.trace.format import load
-from rseqlab.trace.record import TracefsMount
+from rseqlab.trace.tracefs import TracefsMount
 
 from .conftest import tracefs_state
 
@@ -117,7 +117,7 @@ def test_a_mount_found_in_place_is_left_in_place(tmp_path, point):
 
 def test_a_killed_users_share_is_released_by_the_kernel(tmp_path, point):
     lock = tmp_path / "lock"
-    code = ("import os, sys, time\nfrom pathlib import Path\nfrom rseqlab.trace.record import TracefsMount\n"
+    code = ("import os, sys, time\nfrom pathlib import Path\nfrom rseqlab.trace.tracefs import TracefsMount\n"
             f"m = TracefsMount(Path({str(point)!r}), Path({str(lock)!r})); m.acquire(); print('in', flush=True)\n"
             "time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""The array replay (trace/fastreplay.py) against the per-event reference loop: identical results.
+"""The array replay (trace/fastreplay/) against the per-event reference loop: identical results.
 
 Every comparison covers the eight counters, both tracepoints, user reads and writes, and the
 per-task results (exits, counters, predicted and observed tracepoints), for the two kernels
@@ -194,11 +194,11 @@ def test_live_recording_identical(tmp_path):
 def test_segment_typing_checks_every_segment_exactly():
     """Types are proposed by hash and numbered by first appearance; a segment whose ops differ from
     its type's first segment under the same hash is a collision (the caller falls back)."""
-    from rseqlab.trace import fastreplay
+    from rseqlab.trace.fastreplay import compiled
 
     def _type_segments(*args, size=16):
         while True:  # as Plan._segment: a larger table when this one is half full
-            types, ok = fastreplay._type_segments(*args, np.empty(size, np.uint64), np.zeros(size, np.int64))
+            types, ok = compiled.type_segments(*args, np.empty(size, np.uint64), np.zeros(size, np.int64))
             if ok >= 0:
                 return types, bool(ok)
             size *= 2
@@ -228,7 +228,7 @@ def test_segment_typing_checks_every_segment_exactly():
                                hashes, code, np.arange(n, dtype=np.int64), zero, zero)
     assert ok and types.tolist() == list(range(n))
     # the table full signal itself
-    _, status = fastreplay._type_segments(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64),
-                                          np.ones(n, np.int64), hashes, code, np.arange(n, dtype=np.int64), zero,
-                                          zero, np.empty(64, np.uint64), np.zeros(64, np.int64))
+    _, status = compiled.type_segments(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64),
+                                       np.ones(n, np.int64), hashes, code, np.arange(n, dtype=np.int64), zero,
+                                       zero, np.empty(64, np.uint64), np.zeros(64, np.int64))
     assert status == -1

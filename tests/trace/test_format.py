@@ -388,7 +388,7 @@ def test_syscall_entry_pointing_past_the_sysargs_table(tmp_path):
 
 def test_overhead_has_no_share_for_a_command_that_used_almost_no_cpu():
     """`record -- true`: a percentage of ~0 CPU time is meaningless (it was printed as ~10^7 %)."""
-    from rseqlab.trace.record import estimate_overhead
+    from rseqlab.trace.build import estimate_overhead
 
     tr = synthetic(20)
     tr.meta["recorder"] = {"reader_cpu_s": 0.0001, "workload_cpu_s": 0.001}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from rseqlab.trace.record import (EVENTS, MIGRATION_EVENT, WHERE_CONFIGURED, recorded_events, required_events,
+from rseqlab.trace.events import (EVENTS, MIGRATION_EVENT, WHERE_CONFIGURED, recorded_events, required_events,
                                   tool_command)
 from rseqlab.trace.tracedat import MAGIC
 

@@ -87,7 +87,7 @@ def test_guest_recorder_records_the_host_recorders_event_table_in_order():
     import re
     from pathlib import Path
 
-    from rseqlab.trace.record import EVENTS, MIGRATION_EVENT, recorded_events
+    from rseqlab.trace.events import EVENTS, MIGRATION_EVENT, recorded_events
 
     src = (Path(guestbuild.__file__).parent / "guest" / "guestrec.c").read_text()
     table = src[src.index("static struct event events[]"):]

@@ -4,7 +4,7 @@ Why native rather than ``perf script``: a tracepoint sample carries the event's 
 (``PERF_SAMPLE_RAW``: the same bytes, starting with ``common_type``, that a ring-buffer page
 holds), and the file carries the event ``format`` files (the ``HEADER_TRACING_DATA`` feature, in
 trace-cmd's version 6 layout). So the samples become :class:`~rseqlab.trace.parse.RawRecords` and
-go through :func:`~rseqlab.trace.record.build_trace` like a native recording; no text is parsed.
+go through :func:`~rseqlab.trace.build.build_trace` like a native recording; no text is parsed.
 
 The layout is perf's (``tools/perf/util/header.c``, ``include/uapi/linux/perf_event.h``): a
 ``perf_file_header`` (magic ``PERFILE2``, the attrs, data and feature sections, the feature
@@ -299,7 +299,8 @@ def load(path: str | Path) -> Trace:
 
 def _load(path: str | Path) -> Trace:
     """A perf.data as a replayable :class:`Trace` (the workload's process tree, as for a trace.dat)."""
-    from .record import _config_hz, build_trace, missing_events_message, recorded_events
+    from .build import build_trace, config_hz
+    from .events import missing_events_message, recorded_events
 
     name = str(path)
     pd = read(path)
@@ -336,5 +337,5 @@ def _load(path: str | Path) -> Trace:
         "recorder": {"reader_cpu_s": 0.0, "pages": 0, "workload_cpu_s": 0.0},
     }
     if pd.release and pd.release == platform.release():
-        meta["kernel"]["hz"], meta["kernel"]["hz_source"] = _config_hz(pd.release)
+        meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(pd.release)
     return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=ctype)

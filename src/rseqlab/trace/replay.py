@@ -67,6 +67,8 @@ from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
 from .format import IrqKind, Kind, Trace
+from .replaybase import (EXEC_LOOKUP_ERRORS, MAP_ANONYMOUS, MM_CID_SCAN_DELAY_NS, Fallback, KernelReplay,
+                         ReplayScheduler, exit_windows, root_start_cpu, tracks_user_mode, unmap_range)
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
@@ -74,37 +76,11 @@ NR_CLONE = 56
 NR_OPEN, NR_CREAT, NR_OPENAT, NR_OPENAT2 = 2, 85, 257, 437
 NR_EXECVE, NR_EXECVEAT, NR_RSEQ = 59, 322, 334
 NR_EXIT, NR_EXIT_GROUP = 60, 231
-MAP_ANONYMOUS = 0x20
 #: ``sched_switch`` ``prev_state`` of a preempted task (``TASK_REPORT_MAX``, include/linux/sched.h:
 #: ``__trace_sched_switch_state()`` reports it for ``__schedule(SM_PREEMPT)``): preempted in the
 #: kernel (an interrupt's return to kernel mode, ``preempt_enable()``); the exit to user mode
 #: calls ``schedule()``, which reports the task's state (0 when runnable).
 PREEMPTED = 0x100
-#: execve errors returned before ``bprm_execve`` (file lookup), which do not raise rseq work.
-_EXEC_LOOKUP_ERRORS = {-2, -13, -20, -36, -40, -14, -7}
-
-#: ``MM_CID_SCAN_DELAY`` (kernel/sched/sched.h, 6.18): 100 ms between compaction scans.
-MM_CID_SCAN_DELAY_NS = 100_000_000
-#: A switch-out this soon after ``sys_exit``, with no interrupt in between, is taken to be
-#: in that syscall's exit work loop (measured: median 1 us, p99 1.5 us) ...
-SYSCALL_EXIT_WINDOW_NS = 5_000
-#: ... and this soon after an interrupt entry, in that interrupt's exit (the handler runs
-#: first: the timer tick takes 10-50 us in the recorded VMs, rarely up to ~140 us).
-IRQ_EXIT_WINDOW_NS = 150_000
-
-
-def root_start_cpu(trace: Trace, root: int) -> int:
-    """The CPU the recorded root waited on when the recording started: that of its first event,
-    or the source CPU when that event is a migration. Its history before the recording (the
-    registration, the gate's ``read()``) ran there, so its first switch-in is no migration."""
-    ev = trace.events
-    idx = np.nonzero((ev["pid"] == root) & (ev["kind"] != Kind.LOST))[0]
-    if not len(idx):
-        return 0
-    i = int(idx[0])
-    cpu = int(ev["a"][i]) if ev["kind"][i] == Kind.MIGRATE else int(ev["cpu"][i])
-    ncpus = len(trace.meta.get("topology", {}).get("node_of_cpu") or [0] * int(trace.meta.get("cpus", 1)))
-    return cpu if 0 <= cpu < ncpus else 0
 
 
 def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
@@ -112,14 +88,6 @@ def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
     0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
     return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
 
-
-def exit_windows(meta: dict) -> tuple[int, int]:
-    """The two windows for one trace: the constants above, unless the trace says otherwise
-    (``meta["replay"]``: a recording made in an emulated guest runs many times slower, see
-    ``rseqlab.vm.vmrun.calibrate_windows``)."""
-    r = meta.get("replay") or {}
-    return (int(r.get("syscall_exit_window_ns", SYSCALL_EXIT_WINDOW_NS)),
-            int(r.get("irq_exit_window_ns", IRQ_EXIT_WINDOW_NS)))
 
 RESIDUAL_SOURCES = (
     "exceptions other than user page faults are not recorded (interrupts and exceptions:page_fault_user "
@@ -133,12 +101,6 @@ RESIDUAL_SOURCES = (
     "membarrier RSEQ IPIs and KVM guest entry are not replayed",
     "events lost by the ring buffer, if any",
 )
-
-
-def tracks_user_mode(trace: Trace) -> bool:
-    """Whether the recording holds the context-tracking events (entries and returns recorded)."""
-    kinds = trace.events["kind"]
-    return bool(np.any(kinds == Kind.USER_ENTER) and np.any(kinds == Kind.USER_EXIT))
 
 
 def residual_sources(trace: Trace) -> list[str]:
@@ -167,13 +129,6 @@ def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, s
         elif kind == Kind.USER_ENTER or kind == Kind.EXIT:
             decided.pop(pid, None)
     return out
-
-
-class ReplayScheduler:
-    """The exit loop's ``schedule()``: the trace performs every real switch explicitly."""
-
-    def schedule(self, task: Task) -> None:
-        task.tif &= ~Tif.NEED_RESCHED
 
 
 @dataclass(slots=True)
@@ -212,22 +167,6 @@ class _Rt:
     exits: int = 0
     observed_update: int = 0
     observed_fixup: int = 0
-
-
-@dataclass
-class KernelReplay:
-    """What one personality did with the recorded workload."""
-
-    kernel: str
-    counters: dict[str, int]
-    tracepoints: dict[str, int]
-    user_reads: int
-    user_writes: int
-    per_task: dict[int, dict]
-
-    def as_json(self) -> dict:
-        return {**self.counters, **self.tracepoints, "user_reads": self.user_reads,
-                "user_writes": self.user_writes}
 
 
 class Replay:
@@ -575,7 +514,7 @@ class Replay:
     def _sys_exit(self, rt: _Rt, nr: int, ret: int, ts: int) -> None:
         k, t = self.kernel, rt.task
         args = rt.args if rt.syscall == nr else ()
-        if nr in (NR_EXECVE, NR_EXECVEAT) and ret < 0 and ret not in _EXEC_LOOKUP_ERRORS:
+        if nr in (NR_EXECVE, NR_EXECVEAT) and ret < 0 and ret not in EXEC_LOOKUP_ERRORS:
             k.execve(t, success=False)
         elif nr in (NR_OPEN, NR_OPENAT, NR_OPENAT2, NR_CREAT) and ret >= 0:
             old = rt.mm.fds.pop(ret, None)
@@ -662,12 +601,12 @@ _SHARED: dict = {}
 
 
 def _replay_one(rel: str) -> KernelReplay:
-    from .fastreplay import Fallback, _Executor
+    from .fastreplay import Executor
 
     plan = _SHARED.get("plan")
     if plan is not None:
         try:
-            return _Executor(plan, rel).run()
+            return Executor(plan, rel).run()
         except Fallback:
             pass
     return Replay(_SHARED["trace"], rel).run()
@@ -696,7 +635,7 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
                   file=sys.stderr)
             reference = True
     if not reference:
-        from .fastreplay import Fallback, Plan, mark_compiled
+        from .fastreplay import Plan, mark_compiled
 
         try:
             plan = Plan(trace)
@@ -726,28 +665,8 @@ def observed(trace: Trace) -> dict[str, int]:
             "rseq_ip_fixup": int(np.count_nonzero(kinds == Kind.RSEQ_IP_FIXUP))}
 
 
-__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "KernelReplay", "Replay", "observed", "replay",
-           "residual_sources", "tracks_user_mode"]
-
-
-def unmap_range(vmas: list, start: int, length: int) -> tuple[list, bool]:
-    """munmap() of ``[start, start+length)`` over tracked file mappings ``(lo, hi, file)``:
-    the mappings left (split where the range cuts them), and whether a file lost its last
-    reference (its release is deferred to task_work). Shared by both replays."""
-    end = start + length
-    last = False
-    kept = []
-    for lo, hi, f in vmas:
-        if hi <= start or lo >= end:
-            kept.append((lo, hi, f))
-            continue
-        pieces = [(lo, start)] if lo < start else []
-        pieces += [(end, hi)] if hi > end else []
-        f.refs += len(pieces) - 1
-        kept.extend((p_lo, p_hi, f) for p_lo, p_hi in pieces)
-        if f.refs == 0:
-            last = True
-    return kept, last
+__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "Replay", "observed", "replay", "residual_sources",
+           "tracks_user_mode"]
 
 
 def replay_file(item: tuple[str, list[str], bool]) -> dict:

@@ -3,7 +3,7 @@
 The tests and the bench make real trace.dat files with the real tool. They record into an
 instance of their own (``trace-cmd record -B NAME``), so the top-level tracefs settings other
 recorders and tests look at stay as they are, and they share the tracefs mount through
-:class:`~rseqlab.trace.record.TracefsMount` like every rseqlab recorder (mounted only while
+:class:`~rseqlab.trace.tracefs.TracefsMount` like every rseqlab recorder (mounted only while
 needed).
 
 trace-cmd 3.1 always switches the function tracer on and off (``options/function-trace``, then
@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from ..errors import Unavailable
-from .record import TRACEFS, TracefsMount, recorded_events
+from .events import recorded_events
+from .tracefs import TRACEFS, TracefsMount
 
 INSTANCE_PREFIX = "rseqlabtc-"
 _FUNCTION_FILES = ("set_ftrace_pid", "set_ftrace_filter", "set_ftrace_notrace", "set_graph_function",

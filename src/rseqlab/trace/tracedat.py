@@ -4,7 +4,7 @@ A trace.dat holds what ``trace/parse.py`` already decodes for the live recorder:
 ``format`` files and the raw per-CPU ring-buffer pages. This module reads the container around
 them (the layouts are those of the ``trace-cmd.dat.v6(5)`` and ``trace-cmd.dat.v7(5)`` manual
 pages) and hands the pages to :func:`~rseqlab.trace.parse.walk_pages` and
-:func:`~rseqlab.trace.record.build_trace`, so a trace.dat replays through exactly the code a
+:func:`~rseqlab.trace.build.build_trace`, so a trace.dat replays through exactly the code a
 native recording does; there is no text round trip.
 
 * Version 6: a fixed sequence (header page and event formats, ftrace and event format files,
@@ -440,7 +440,8 @@ def damage_is_bad_input(loader, path: str | Path, kind: str) -> Trace:
 
 def _load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace` (the workload's process tree, see the module)."""
-    from .record import _config_hz, build_trace, missing_events_message, recorded_events
+    from .build import build_trace, config_hz
+    from .events import missing_events_message, recorded_events
 
     name = str(path)
     td = read(path)
@@ -487,6 +488,6 @@ def _load(path: str | Path) -> Trace:
                      "workload_cpu_s": 0.0},
     }
     if meta["kernel"]["release"] == platform.release():  # recorded here: this kernel's own CONFIG_HZ
-        meta["kernel"]["hz"], meta["kernel"]["hz_source"] = _config_hz(platform.release())
+        meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(platform.release())
     lost = lost_from_cpustat(td.cpustat)
     return build_trace(rec, None, formats, td.page_size, meta, lost, {}, t0, ctype=ctype)

@@ -1,0 +1,270 @@
+"""From raw ring-buffer records to the columnar trace: :func:`build_trace`, shared by the live
+recorder, the trace.dat and perf.data readers and the guest ingest; the overhead estimate and the
+summary a recording prints."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import parse
+from .events import MIGRATION_EVENT
+from .format import EVENT_COLUMNS, SYSARGS_FOR, IrqKind, Kind, Trace
+
+_IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
+               (("irq_vectors", "reschedule_entry"), IrqKind.RESCHEDULE),
+               (("irq_vectors", "call_function_entry"), IrqKind.CALL_FUNCTION),
+               (("irq_vectors", "call_function_single_entry"), IrqKind.CALL_FUNCTION_SINGLE),
+               (("irq_vectors", "irq_work_entry"), IrqKind.IRQ_WORK),
+               (("irq", "irq_handler_entry"), IrqKind.DEVICE))
+
+#: Cost estimates behind the printed overhead (measured on the
+#: project's machines): a traced syscall pays ~0.8 us for sys_enter + sys_exit,
+#: any other recorded event ~0.3 us.
+NS_PER_TRACED_SYSCALL = 800
+NS_PER_OTHER_EVENT = 300
+#: The least workload CPU time whose tracing overhead is worth a percentage.
+MIN_CPU_FOR_SHARE_S = 0.01
+
+
+def config_hz(release: str) -> tuple[int | None, str]:
+    candidates = [Path(f"/boot/config-{release}"), Path("/proc/config.gz")]
+    for p in candidates:
+        try:
+            text = gzip.open(p, "rt").read() if p.suffix == ".gz" else p.read_text()
+        except OSError:
+            continue
+        m = re.search(r"^CONFIG_HZ=(\d+)", text, re.M)
+        if m:
+            return int(m.group(1)), str(p)
+    return None, "unknown"
+
+
+
+#: build_trace's row columns: the trace's event columns plus the per-CPU sequence and the
+#: sub-order of the rows one record yields (a switch-out before its switch-in).
+_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
+              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
+
+
+def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
+                formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
+                lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
+                ctype: np.ndarray | None = None) -> Trace:
+    """The columnar trace of the process tree rooted at ``meta["root"]["pid"]``.
+
+    ``raw_main`` and ``raw_mig`` are per-CPU pages or already walked records; ``raw_mig`` None:
+    the migrations are in the main records (a system-wide recording, e.g. a trace.dat)."""
+    rec = raw_main if isinstance(raw_main, parse.RawRecords) else parse.walk_pages(raw_main, page_size)
+    if raw_mig is None:
+        rec_mig = None
+    else:
+        rec_mig = raw_mig if isinstance(raw_mig, parse.RawRecords) else parse.walk_pages(raw_mig, page_size)
+    ctype = parse.common_types(rec) if ctype is None else ctype
+    rows: list[dict[str, np.ndarray]] = []
+
+    def get(key, raw=rec, ct=ctype):
+        fmt = formats.get(key)
+        if fmt is None:
+            return None
+        return parse.records_of(raw, fmt, ct)
+
+    def add(kind, ts, cpu, seq, pid, a=None, b=None, c=None, d=None, sub=0):
+        # The columns keep their decoded types here; the concatenation below casts each to its
+        # column type once (as astype would, without a copy per event type).
+        n = len(ts)
+        z = np.zeros(n, np.int64)
+        rows.append({"ts": ts, "cpu": cpu, "seq": seq, "sub": np.full(n, sub, np.int8),
+                     "kind": np.full(n, kind, np.uint8), "pid": pid,
+                     "a": z if a is None else a, "b": z if b is None else b,
+                     "c": z if c is None else c, "d": z if d is None else d})
+
+    # Process tree: the recorder's child, and every task forked from the tree.
+    fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"))
+    exec_r, exec_ts, exec_cpu, exec_seq = get(("sched", "sched_process_exec"))
+    sw, sw_ts, sw_cpu, sw_seq = get(("sched", "sched_switch"))
+    root = int(meta["root"]["pid"])
+    tree = {root}
+    order = np.argsort(fork_ts, kind="stable")
+    for i in order:
+        if int(fork_r["parent_pid"][i]) in tree:
+            tree.add(int(fork_r["child_pid"][i]))
+    tree_arr = np.array(sorted(tree), dtype=np.int64)
+
+    def in_tree(pids):
+        return np.isin(pids.astype(np.int64), tree_arr)
+
+    # sched_switch: one SWITCH_OUT for prev, one SWITCH_IN for next, each if in the tree.
+    sel = in_tree(sw["prev_pid"])
+    add(Kind.SWITCH_OUT, sw_ts[sel], sw_cpu[sel], sw_seq[sel], sw["prev_pid"][sel],
+        sw["prev_state"][sel], sw["next_pid"][sel], sub=0)
+    sel = in_tree(sw["next_pid"])
+    add(Kind.SWITCH_IN, sw_ts[sel], sw_cpu[sel], sw_seq[sel], sw["next_pid"][sel], sw["prev_pid"][sel], sub=1)
+
+    # Forks, with clone flags from task_newtask (same child pid) when available.
+    flags = {}
+    nt = get(("task", "task_newtask"))
+    if nt is not None:
+        for pid, fl in zip(nt[0]["pid"].tolist(), nt[0]["clone_flags"].tolist()):
+            flags[pid] = fl
+    sel = in_tree(fork_r["parent_pid"])
+    children = fork_r["child_pid"][sel]
+    cflags = np.array([flags.get(int(p), -1) for p in children], dtype=np.int64)
+    add(Kind.FORK, fork_ts[sel], fork_cpu[sel], fork_seq[sel], fork_r["parent_pid"][sel], children, cflags)
+    sel = in_tree(exec_r["pid"])
+    add(Kind.EXEC, exec_ts[sel], exec_cpu[sel], exec_seq[sel], exec_r["pid"][sel], exec_r["old_pid"][sel])
+    ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"))
+    sel = in_tree(ex["pid"])
+    add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel].astype(np.int64))
+
+    se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"))
+    sel = in_tree(se["common_pid"])
+    se, se_ts, se_cpu, se_seq = se[sel], se_ts[sel], se_cpu[sel], se_seq[sel]
+    want = np.isin(se["id"], np.array(sorted(SYSARGS_FOR), dtype=np.int64))
+    arg_index = np.full(len(se), -1, np.int64)
+    arg_index[want] = np.arange(int(want.sum()))
+    add(Kind.SYS_ENTER, se_ts, se_cpu, se_seq, se["common_pid"], se["id"], arg_index)
+    sys_args = se["args"][want].copy().view("<u8").reshape(-1, 6) if want.any() else np.zeros((0, 6), np.uint64)
+    sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"))
+    sel = in_tree(sx["common_pid"])
+    add(Kind.SYS_EXIT, sx_ts[sel], sx_cpu[sel], sx_seq[sel], sx["common_pid"][sel], sx["id"][sel], sx["ret"][sel])
+
+    sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"))
+    sel = in_tree(sg["common_pid"])
+    add(Kind.SIGNAL, sg_ts[sel], sg_cpu[sel], sg_seq[sel], sg["common_pid"][sel], sg["sig"][sel],
+        sg["sa_handler"][sel].astype(np.int64), sg["code"][sel])
+    ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"))
+    sel = in_tree(ru["common_pid"])
+    add(Kind.RSEQ_UPDATE, ru_ts[sel], ru_cpu[sel], ru_seq[sel], ru["common_pid"][sel], ru["cpu_id"][sel],
+        ru["node_id"][sel], ru["mm_cid"][sel])
+    fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"))
+    sel = in_tree(fx["common_pid"])
+    add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
+        fx["regs_ip"][sel].astype(np.int64), fx["start_ip"][sel].astype(np.int64),
+        fx["post_commit_offset"][sel].astype(np.int64), fx["abort_ip"][sel].astype(np.int64))
+    for (system, event), kind in _IRQ_EVENTS:
+        r = get((system, event))
+        if r is None:
+            continue
+        sel = in_tree(r[0]["common_pid"])
+        add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], np.full(int(sel.sum()), int(kind)))
+    pf = get(("exceptions", "page_fault_user"))
+    if pf is not None:
+        sel = in_tree(pf[0]["common_pid"])
+        add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
+            np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
+            pf[0]["ip"][sel].astype(np.int64))
+    for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
+                                  (("context_tracking", "user_exit"), Kind.USER_EXIT)):
+        r = get((system, event))
+        if r is not None:
+            sel = in_tree(r[0]["common_pid"])
+            add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
+
+    # Migrations from the system-wide instance, filtered to the tree.
+    mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \
+        parse.records_of(rec_mig, formats[MIGRATION_EVENT])
+    sel = in_tree(mg[0]["pid"])
+    add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
+        mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
+
+    lost_pages = rec.lost_pages + (rec_mig.lost_pages if rec_mig is not None else [])
+    if lost_pages:
+        lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
+        add(Kind.LOST, lp[:, 2], lp[:, 0], np.zeros(len(lp), np.int64), np.full(len(lp), -1), lp[:, 1])
+
+    cols = {k: np.concatenate([np.asarray(r[k]) for r in rows], dtype=_ROW_TYPES[k], casting="unsafe")
+            for k in rows[0]}
+    # Sorted by (ts, cpu, seq, sub); the last three packed into one key when they fit (two sort
+    # passes instead of four, the same order).
+    seq_max = int(cols["seq"].max()) if len(cols["seq"]) else 0
+    if 0 <= seq_max < 1 << 46 and (not len(cols["cpu"]) or 0 <= int(cols["cpu"].min())):
+        tie = (cols["cpu"].astype(np.int64) << 48) | (cols["seq"] << 2) | cols["sub"].astype(np.int64)
+        order = np.lexsort((tie, cols["ts"]))
+    else:
+        order = np.lexsort((cols["sub"], cols["seq"], cols["cpu"], cols["ts"]))
+    events = {k: cols[k][order] for k in EVENT_COLUMNS}
+    base = t0 if t0 else (int(events["ts"][0]) if len(events["ts"]) else 0)
+    events["ts"] = events["ts"] - base
+    # sysargs rows follow the sorted events; sys_enter rows point at them.
+    rows_idx = np.nonzero((events["kind"] == Kind.SYS_ENTER) & (events["b"] >= 0))[0]
+    src = events["b"][rows_idx]
+    sysargs = {"event": rows_idx.astype(np.uint32)}
+    for i in range(6):
+        sysargs[f"arg{i}"] = sys_args[src, i].astype(np.uint64)
+    events["b"][rows_idx] = np.arange(len(rows_idx))
+
+    comms = {}  # the last name each task ran under (after its exec)
+    by_time = np.argsort(sw_ts, kind="stable")
+    m = in_tree(sw["prev_pid"][by_time])
+    tree_pids = sw["prev_pid"][by_time][m]
+    _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
+    last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
+    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(sw["prev_comm"][by_time][m][last])):
+        comms[str(pid)] = name
+    lost_total = sum(lost_main.values()) + sum(lost_mig.values())
+    flagged = sum(max(n, 0) for _, n, _ in lost_pages)
+    meta = dict(meta)
+    meta["root"] = dict(meta["root"], pid=root)
+    meta["tasks"] = dict(sorted(comms.items(), key=lambda kv: int(kv[0])))
+    meta["lost"] = {"total": max(lost_total, flagged), "per_cpu": {str(c): n for c, n in sorted(lost_main.items())},
+                    "migration_instance": sum(lost_mig.values()), "flagged_pages": len(lost_pages)}
+    trace = Trace(meta, events, sysargs)
+    meta["events"] = trace.kind_counts()
+    meta["events_recorded"] = [f"{s}:{e}" for s, e in formats]
+    if meta["kernel"].get("hz") is None:
+        meta["kernel"]["hz"], meta["kernel"]["hz_source"] = estimate_hz(events)
+    rseq_lens = sorted({int(x) for x in sysargs["arg1"][_sysargs_nr(events, sysargs) == 334].tolist()})
+    meta["glibc"]["observed_registration_lengths"] = rseq_lens
+    meta["recorder"]["overhead"] = estimate_overhead(trace)
+    return trace
+
+
+def _sysargs_nr(events, sysargs) -> np.ndarray:
+    return events["a"][sysargs["event"].astype(np.int64)] if len(sysargs["event"]) else np.zeros(0, np.int64)
+
+
+def estimate_hz(events) -> tuple[int | None, str]:
+    sel = (events["kind"] == Kind.IRQ) & (events["a"] == IrqKind.TIMER)
+    best = []
+    for cpu in np.unique(events["cpu"][sel]):
+        ts = events["ts"][sel & (events["cpu"] == cpu)]
+        if len(ts) > 10:
+            best.append(np.diff(ts))
+    if not best:
+        return None, "unknown"
+    d = np.concatenate(best)
+    period = float(np.percentile(d, 10))
+    return (int(round(1e9 / period / 50.0) * 50) if period > 0 else None), "timer interrupt spacing"
+
+
+def estimate_overhead(trace: Trace) -> dict:
+    """What tracing cost the workload: events x measured per-event costs, plus the reader."""
+    counts = trace.kind_counts()
+    syscalls = counts["sys_enter"]
+    other = len(trace) - counts["sys_enter"] - counts["sys_exit"] - counts["migrate"]
+    tracing_ns = syscalls * NS_PER_TRACED_SYSCALL + other * NS_PER_OTHER_EVENT
+    rec = trace.meta.get("recorder", {})
+    reader_s = float(rec.get("reader_cpu_s", 0.0))
+    wall_s = trace.meta.get("duration_ns", 0) / 1e9
+    cpu_s = float(rec.get("workload_cpu_s", 0.0))
+    cost_s = tracing_ns / 1e9 + reader_s
+    # The workload's CPU time includes the tracing cost: the untraced run needed less.
+    base_cpu = max(cpu_s - tracing_ns / 1e9, 1e-9)
+    return {"tracing_cpu_s": round(tracing_ns / 1e9, 4), "reader_cpu_s": round(reader_s, 4),
+            "workload_cpu_s": round(cpu_s, 4), "wall_s": round(wall_s, 4),
+            # Below 10 ms of the command's own CPU time a share is noise over nothing: no figure.
+            "estimated_pct": round(100.0 * cost_s / base_cpu, 2) if base_cpu >= MIN_CPU_FOR_SHARE_S else None,
+            "basis": f"{NS_PER_TRACED_SYSCALL} ns per traced syscall, {NS_PER_OTHER_EVENT} ns per other event, "
+                     "plus the reader thread's CPU time, relative to the workload's CPU time"}
+
+
+def summarize(trace: Trace, size: int = 0) -> dict:
+    m = trace.meta
+    return {"events": len(trace), "by_kind": m.get("events", {}), "lost": m.get("lost", {}),
+            "tasks": len(m.get("tasks", {})), "duration_s": round(m.get("duration_ns", 0) / 1e9, 4),
+            "overhead": m.get("recorder", {}).get("overhead", {}), "file_size": size,
+            "exit_status": m.get("exit_status")}
