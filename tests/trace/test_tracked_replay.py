@@ -215,3 +215,54 @@ def test_a_user_write_fault_on_the_rseq_page_after_fork_breaks_its_copy_on_write
 
     assert slow(workload(False)) == 1
     assert slow(workload(True)) == 0
+
+
+# A program with one critical section [START, START+0x40), its descriptor at DESC, abort at ABORT.
+PROG, DESC, START, ABORT = "/prog", 0x4C_0000, 0x40_1000, 0x40_1100
+
+
+def with_section(b: Tracked) -> Trace:
+    trace = b.trace()
+    trace.meta["exec_files"] = {str(ROOT): PROG}
+    trace.meta["rseq_cs"] = {PROG: [[DESC, START, 0x40, ABORT]]}
+    return trace
+
+
+def interrupted_at(b: Tracked, ip: int, preempt: bool) -> Tracked:
+    b.from_user().ev(Kind.IRQ, ROOT, int(IrqKind.TIMER), 0, ip, dt=1_000)
+    if preempt:
+        b.ev(Kind.SWITCH_OUT, ROOT, 0, dt=20_000).ev(Kind.SWITCH_IN, ROOT, dt=20_000)
+    return b.ret()
+
+
+def cs_counts(trace: Trace, rel: str = "6.19") -> dict:
+    c = Replay(trace, rel).run().counters
+    return {k: c[k] for k in ("cs", "clear", "fixup")}
+
+
+def test_a_preemption_inside_a_critical_section_aborts_it():
+    """The recorded user IP is inside the program's section, so its rseq_cs points at the
+    descriptor: 6.19's check on the way out of the preempting interrupt aborts the section."""
+    trace = with_section(interrupted_at(started(), START + 0x10, preempt=True))
+    assert cs_counts(trace) == {"cs": 1, "clear": 0, "fixup": 1}
+    assert Replay(trace, "6.19").run().tracepoints["rseq_ip_fixup"] == 1
+
+
+def test_outside_the_section_or_without_a_preemption_nothing_is_checked():
+    assert cs_counts(with_section(interrupted_at(started(), START + 0x40, preempt=True))) == \
+        {"cs": 0, "clear": 0, "fixup": 0}  # the post-commit IP is outside
+    assert cs_counts(with_section(interrupted_at(started(), START + 0x10, preempt=False))) == \
+        {"cs": 0, "clear": 0, "fixup": 0}  # 6.19 checks only after a switch
+
+
+def test_a_section_left_behind_is_a_stale_rseq_cs_the_next_check_clears():
+    """Interrupted inside without a switch, then preempted outside: rseq_cs still points at the
+    descriptor (user space does not clear it), so the check clears it instead of aborting."""
+    b = interrupted_at(started(), START + 0x10, preempt=False)
+    trace = with_section(interrupted_at(b, START + 0x80, preempt=True))
+    assert cs_counts(trace) == {"cs": 1, "clear": 1, "fixup": 0}
+
+
+def test_without_the_programs_sections_the_ip_changes_nothing():
+    trace = interrupted_at(started(), START + 0x10, preempt=True).trace()
+    assert cs_counts(trace) == {"cs": 0, "clear": 0, "fixup": 0}

@@ -117,3 +117,49 @@ def test_tracked_guest_recording_is_predicted_exactly(tmp_path, name):
     # the workload's share of `exit` is exactly its recorded returns
     returns = int((trace.events["kind"] == Kind.USER_ENTER).sum())
     assert result["counters"]["exit"]["workload"] == returns
+
+
+#: `pingpong 500 same` recorded with guestrec's `ip` instance (the interrupt entries with
+#: options/userstacktrace) in the 6.19.10 statistics kernel, 2 vCPUs under TCG, 2026-12-02.
+IP_DATA = Path(__file__).parent.parent / "data" / "guest-6.19.10-ip-pingpong.tar.gz"
+#: param_test -T s -r 100 -t 4 -3 10000 (a busy loop inside each section) from the same boot,
+#: kept as the trace `vm run` wrote: its user IPs and the binary's __rseq_cs descriptors included.
+PARAM_TEST_LOOP = Path(__file__).parent.parent / "data" / "guest-6.19.10-param_test-loop.trace"
+
+
+def test_every_interrupt_gets_the_user_ip_it_saved(tmp_path):
+    from rseqlab.trace.format import IrqKind, Kind
+
+    with tarfile.open(IP_DATA) as tar:
+        tar.extractall(tmp_path, filter="data")
+    trace = ingest_dir(tmp_path / "guest-6.19.10-ip-pingpong")
+    u = trace.meta["user_ip"]
+    assert u["interrupts"] > 10 and u["with_ip"] == u["interrupts"] and u["unmatched"] == 0 and u["lost"] == 0
+    ev = trace.events
+    irq = (ev["kind"] == Kind.IRQ) & (ev["a"] != IrqKind.PAGE_FAULT)
+    ips = ev["c"][irq]
+    # a static non-PIE program: every saved IP is in its text (user mode) or a syscall's return there
+    assert ((ips >= 0x400000) & (ips < 0x800000)).all()
+
+
+def test_critical_sections_aborted_by_preemption_are_predicted():
+    """With the user IP of each interrupt and the program's descriptors, the replay finds the
+    preemptions that hit a section: cs and fixup as the kernel counted them, and every other counter."""
+    from rseqlab.trace.replay import replay
+    from rseqlab.vm import validate as vm_validate
+
+    trace = load(PARAM_TEST_LOOP)
+    assert trace.meta["rseq_cs"] and trace.meta["user_ip"]["with_ip"] > 0
+    result = vm_validate.compare(trace, replay(trace, ["6.19"]), "6.19", max_error=0.0, slack=0)
+    assert result["failed"] == []
+    c = result["counters"]
+    assert c["cs"]["observed"] == c["fixup"]["observed"] > 0
+    assert result["tracepoints"]["rseq_ip_fixup"]["observed"] == c["fixup"]["observed"]
+
+
+def test_validate_names_what_stays_unseen_with_the_sections_recorded():
+    from rseqlab.trace.replay import PARTIAL_SECTIONS, RESIDUAL_SOURCES, residual_sources
+
+    sources = residual_sources(load(PARAM_TEST_LOOP))
+    assert PARTIAL_SECTIONS in sources and RESIDUAL_SOURCES[3] not in sources
+    assert RESIDUAL_SOURCES[0] not in sources  # the returns are recorded: nothing inferred

@@ -152,7 +152,7 @@ FIELDS = {
     Kind.SIGNAL: ("signal_deliver", ("sig", "sa_handler", "code")),
     Kind.RSEQ_UPDATE: ("rseq_update", ("cpu_id", "node_id", "mm_cid")),
     Kind.RSEQ_IP_FIXUP: ("rseq_ip_fixup", ("regs_ip", "start_ip", "post_commit_offset", "abort_ip")),
-    Kind.IRQ: ("irq", ("irq_kind", "address", "ip")),  # address, ip: user page faults only
+    Kind.IRQ: ("irq", ("irq_kind", "address", "ip")),  # address: user page faults; ip: where recorded
     Kind.LOST: ("lost", ("lost_count",)),
     Kind.USER_ENTER: ("user_enter", ()),
     Kind.USER_EXIT: ("user_exit", ()),

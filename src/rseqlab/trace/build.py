@@ -14,7 +14,7 @@ from . import parse
 from .events import MIGRATION_EVENT
 from .format import EVENT_COLUMNS, SYSARGS_FOR, IrqKind, Kind, Trace
 
-_IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
+IRQ_EVENTS = ((("irq_vectors", "local_timer_entry"), IrqKind.TIMER),
                (("irq_vectors", "reschedule_entry"), IrqKind.RESCHEDULE),
                (("irq_vectors", "call_function_entry"), IrqKind.CALL_FUNCTION),
                (("irq_vectors", "call_function_single_entry"), IrqKind.CALL_FUNCTION_SINGLE),
@@ -116,6 +116,11 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     add(Kind.FORK, fork_ts[sel], fork_cpu[sel], fork_seq[sel], fork_r["parent_pid"][sel], children, cflags)
     sel = in_tree(exec_r["pid"])
     add(Kind.EXEC, exec_ts[sel], exec_cpu[sel], exec_seq[sel], exec_r["pid"][sel], exec_r["old_pid"][sel])
+    # The program each task last exec'd (its critical sections, trace/sections.py, come from there).
+    exec_files = {}
+    names = parse.data_loc_string(rec, rec.offset[exec_seq[sel]], exec_r["filename"][sel]) if sel.any() else []
+    for i in np.argsort(exec_ts[sel], kind="stable").tolist():
+        exec_files[str(int(exec_r["pid"][sel][i]))] = names[i]
     ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"))
     sel = in_tree(ex["pid"])
     add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel].astype(np.int64))
@@ -145,7 +150,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
         fx["regs_ip"][sel].astype(np.int64), fx["start_ip"][sel].astype(np.int64),
         fx["post_commit_offset"][sel].astype(np.int64), fx["abort_ip"][sel].astype(np.int64))
-    for (system, event), kind in _IRQ_EVENTS:
+    for (system, event), kind in IRQ_EVENTS:
         r = get((system, event))
         if r is None:
             continue
@@ -210,6 +215,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     meta = dict(meta)
     meta["root"] = dict(meta["root"], pid=root)
     meta["tasks"] = dict(sorted(comms.items(), key=lambda kv: int(kv[0])))
+    meta["exec_files"] = dict(sorted(exec_files.items(), key=lambda kv: int(kv[0])))
     meta["lost"] = {"total": max(lost_total, flagged), "per_cpu": {str(c): n for c, n in sorted(lost_main.items())},
                     "migration_instance": sum(lost_mig.values()), "flagged_pages": len(lost_pages)}
     trace = Trace(meta, events, sysargs)

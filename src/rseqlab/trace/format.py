@@ -65,7 +65,7 @@ class Kind(IntEnum):
     SIGNAL = 8  # signal_deliver: a=sig, b=sa_handler (0 SIG_DFL, 1 SIG_IGN), c=si_code
     RSEQ_UPDATE = 9  # a=cpu_id, b=node_id, c=mm_cid
     RSEQ_IP_FIXUP = 10  # a=regs_ip, b=start_ip, c=post_commit_offset, d=abort_ip
-    IRQ = 11  # an interrupt taken while the task ran, or a user page fault; a=IrqKind
+    IRQ = 11  # an interrupt taken while the task ran, or a user page fault; a=IrqKind, c=user IP (0: unknown)
     LOST = 12  # pid=-1; a=events lost on this CPU before this point (-1: unknown count)
     #: ``context_tracking:user_enter`` / ``user_exit`` (kernels with user context tracking on:
     #: ``CONTEXT_TRACKING_USER_FORCE`` or ``nohz_full``): the task returns to user mode, the last

@@ -66,7 +66,10 @@ from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
 from ..usermem import PAGE_SIZE, AddressSpace
+from ..machine.mmcid import MmCid
+from . import sections
 from .format import IrqKind, Kind, Trace
+from .sections import Section
 from .replaybase import (EXEC_LOOKUP_ERRORS, MAP_ANONYMOUS, MM_CID_SCAN_DELAY_NS, Fallback, KernelReplay,
                          ReplayScheduler, exit_windows, root_start_cpu, tracks_user_mode, unmap_range)
 
@@ -103,12 +106,22 @@ RESIDUAL_SOURCES = (
 )
 
 
+#: What replaces RESIDUAL_SOURCES[3] when the recording has the user IPs and the sections.
+PARTIAL_SECTIONS = ("critical sections are placed from the user IP each interrupt saved and the "
+                    "programs' __rseq_cs descriptors; a stale rseq_cs user space left outside a "
+                    "section since the last one seen is not recorded (clear may be undercounted)")
+
+
 def residual_sources(trace: Trace) -> list[str]:
     """What the replay of ``trace`` cannot see: :data:`RESIDUAL_SOURCES`, less the inference of
-    returns and entries when the recording has them."""
-    if tracks_user_mode(trace):
-        return list(RESIDUAL_SOURCES[1:])
-    return list(RESIDUAL_SOURCES)
+    returns and entries when the recording has them, and with the critical sections' item
+    narrowed when it also has the user IPs and the programs' descriptors."""
+    out = list(RESIDUAL_SOURCES)
+    if not tracks_user_mode(trace):
+        return out
+    if trace.meta.get("rseq_cs") and (trace.meta.get("user_ip") or {}).get("with_ip"):
+        out[3] = PARTIAL_SECTIONS
+    return out[1:]
 
 
 def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, str]:
@@ -146,6 +159,8 @@ class _Mm:
     cids: dict[int, int] = field(default_factory=dict)  # pid -> owned cid
     vmas: list[tuple[int, int, _File]] = field(default_factory=list)  # file mappings
     fds: dict[int, _File] = field(default_factory=dict)
+    sections: list[Section] = field(default_factory=list)  # the program's rseq critical sections
+    alloc: object = None  # the scheduler's mm_cid allocator (machine/mmcid.py; tracked replay)
 
 
 @dataclass
@@ -167,6 +182,9 @@ class _Rt:
     exits: int = 0
     observed_update: int = 0
     observed_fixup: int = 0
+    rseq_area: int = 0  # the registered struct rseq (0: none), and its signature
+    rseq_sig: int = 0
+    irq_from_user: bool = False  # the open entry is an interrupt or fault from user mode (tracked)
 
 
 class Replay:
@@ -261,6 +279,7 @@ class Replay:
         return mm.cids.get(pid, 0)
 
     def _register(self, rt: _Rt, addr: int, length: int, sig: int) -> int:
+        rt.rseq_area, rt.rseq_sig = addr, sig
         space = rt.mm.space
         page = addr & ~(PAGE_SIZE - 1)
         end = (addr + max(length, 32) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
@@ -414,6 +433,7 @@ class Replay:
             flags = args[2] & 0xFFFF_FFFF
             if flags & 1:
                 k.sys_rseq(t, args[0], args[1], flags, args[3])
+                rt.rseq_area = 0
             else:
                 self._register(rt, args[0], args[1] & 0xFFFF_FFFF, args[3])
         elif nr == NR_RT_SIGRETURN and t.sigframes:
@@ -430,6 +450,8 @@ class Replay:
             k.execve(t, success=True)
             t.mm = rt.mm.space
             rt.cid_work = False
+            rt.rseq_area = 0
+            rt.mm.sections = self._sections_of(pid)
             self._attach(rt, pid)
         elif kind == Kind.EXIT:
             rt.pending = None
@@ -452,10 +474,10 @@ class Replay:
         ev = self.trace.events
         sa = self.trace.sysargs
         args_cols = [sa[f"arg{i}"] for i in range(6)]
-        cols = [ev[c].tolist() for c in ("ts", "cpu", "kind", "pid", "a", "b")]
+        cols = [ev[name].tolist() for name in ("ts", "cpu", "kind", "pid", "a", "b", "c")]
         entry_of = _entry_kinds(*cols[2:5])
         k = self.kernel
-        for i, (ts, cpu, kind, pid, a, b) in enumerate(zip(*cols)):
+        for i, (ts, cpu, kind, pid, a, b, c) in enumerate(zip(*cols)):
             if kind == Kind.LOST or kind == Kind.MIGRATE:
                 continue
             rt = self.tasks.get(pid)
@@ -465,15 +487,20 @@ class Replay:
                 continue
             t = rt.task
             if kind == Kind.USER_EXIT:
-                self._enter(rt, entry_of[i], ts)  # a pending return first: its user_enter was lost
+                entry = entry_of[i]
+                self._enter(rt, entry, ts)  # a pending return first: its user_enter was lost
+                rt.irq_from_user = entry is not Entry.SYSCALL
+                if not rt.irq_from_user:
+                    t.regs.ip = 0  # a syscall's IP: its return address, outside every section
             elif kind == Kind.USER_ENTER:
+                rt.irq_from_user = False
                 if rt.pending is None:
                     # The entry or the sys_exit before this return was lost.
                     rt.pending = Entry.SYSCALL if rt.syscall is not None else Entry.IRQ
                     rt.syscall = None
                 self._finish(rt, ts)
             elif kind == Kind.SYS_ENTER:
-                self._syscall(rt, a, tuple(int(c[b]) for c in args_cols) if b >= 0 else ())
+                self._syscall(rt, a, tuple(int(col[b]) for col in args_cols) if b >= 0 else ())
             elif kind == Kind.SYS_EXIT:
                 self._sys_exit(rt, a, b, ts)
                 rt.syscall = None
@@ -481,13 +508,36 @@ class Replay:
                 rt.pending_ts = ts
             elif kind == Kind.SWITCH_OUT:
                 k.prepare_task_switch(t)
+                self._alloc(rt, pid).switch_out(pid, t.mm_cid, cpu=t.cpu)
                 rt.on_cpu = False
             elif kind == Kind.SWITCH_IN:
                 if cpu != t.cpu:
                     k.set_task_cpu(t, cpu)
-                k.finish_task_switch_in(t, self._cid(rt, pid, cpu))
+                alloc = self._alloc(rt, pid)
+                cid = alloc.switch_in(pid, cpu)
+                k.finish_task_switch_in(t, cid, alloc.last_changed)
                 rt.on_cpu = True
+            elif kind == Kind.FORK:
+                parent_alloc = self._alloc(rt, pid)
+                self._task_event(rt, kind, pid, a, b, ts)
+                child = self.tasks[a]
+                if child.mm is rt.mm:  # a thread (or vfork): one more user of this mm
+                    parent_alloc.add_thread(a, current=pid, cpu=t.cpu)
+                else:  # sched_mm_cid_fork() on a new mm: the child is its first user
+                    self._alloc(child, a, cpu=t.cpu)
+            elif kind == Kind.EXEC:
+                self._alloc(rt, pid).exec_out(pid, t.cpu)  # sched_mm_cid_before_execve()
+                self._task_event(rt, kind, pid, a, b, ts)
+                rt.mm.alloc = MmCid(k.mm_cid_policy, self.ncpus)
+                t.mm_cid = rt.mm.alloc.exec_in(pid, t.cpu)  # sched_mm_cid_after_execve()
+            elif kind == Kind.EXIT:
+                self._alloc(rt, pid).remove_thread(pid, cpu=t.cpu)  # sched_mm_cid_exit()
+                self._task_event(rt, kind, pid, a, b, ts)
             elif kind == Kind.IRQ:
+                if rt.irq_from_user:  # the entry's own interrupt or fault: c is where it hit user space
+                    rt.irq_from_user = False
+                    if c:
+                        self._user_ip(rt, c)
                 if a == IrqKind.TIMER:
                     self._tick(rt, ts)
                 elif a == IrqKind.PAGE_FAULT and t.mm.is_cow(b):
@@ -501,6 +551,42 @@ class Replay:
             else:
                 self._task_event(rt, kind, pid, a, b, ts)
         return self._result()
+
+    def _alloc(self, rt: _Rt, pid: int, cpu: int | None = None):
+        """The mm's cid allocator, as the replayed kernel's scheduler has it (``mm_cid_policy``:
+        6.18's per-CPU scheme, or 6.19's per-task/per-CPU ownership); a task seen first is the
+        first user of its mm."""
+        if rt.mm.alloc is None:
+            rt.mm.alloc = MmCid(self.kernel.mm_cid_policy, self.ncpus)
+            rt.mm.alloc.add_thread(pid, current=pid, cpu=rt.task.cpu if cpu is None else cpu)
+        return rt.mm.alloc
+
+    def _sections_of(self, pid: int) -> list[Section]:
+        """The critical sections of the program ``pid`` exec'd (``meta["rseq_cs"]``, if recorded)."""
+        path = self.trace.meta.get("exec_files", {}).get(str(pid))
+        return sections.from_meta(self.trace.meta.get("rseq_cs", {}).get(path, [])) if path else []
+
+    def _user_ip(self, rt: _Rt, ip: int) -> None:
+        """An interrupt or fault hit user space at ``ip`` (recorded). Inside a critical section,
+        the section has stored its descriptor into ``rseq->rseq_cs`` just before its start label:
+        put that, the descriptor and the abort signature into the task's memory, so the
+        personality's own check on the way out finds them. Outside, ``rseq_cs`` stays what the
+        replay last knew (a stale pointer user space left since is not in the recording)."""
+        t = rt.task
+        t.regs.ip = ip
+        sec = sections.find(rt.mm.sections, ip)
+        if sec is None or not rt.rseq_area:
+            return
+        space = t.mm
+        for addr, size in ((sec.desc, sections.DESCRIPTOR_SIZE), (sec.abort_ip - 4, 4)):
+            for p in range(addr & ~(PAGE_SIZE - 1), addr + size, PAGE_SIZE):
+                if not space.is_mapped(p):
+                    space.map(p, PAGE_SIZE)
+        for off, size, value in ((0, 4, 0), (4, 4, 0), (8, 8, sec.start_ip), (16, 8, sec.post_commit_offset),
+                                 (24, 8, sec.abort_ip)):
+            space.poke(sec.desc + off, size, value)
+        space.poke(sec.abort_ip - 4, 4, rt.rseq_sig & 0xFFFF_FFFF)
+        space.poke(rt.rseq_area + 8, 8, sec.desc)
 
     def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
         """Settle the interrupt held back at ``rt.irq_ts``: an entry from user mode, or one that
@@ -554,6 +640,7 @@ class Replay:
         else:
             mm = self._new_mm(ts)
             mm.space = child.mm
+            mm.sections = parent.mm.sections
             for lo, hi, f in parent.mm.vmas:
                 f.refs += 1
                 mm.vmas.append((lo, hi, f))
@@ -561,6 +648,8 @@ class Replay:
                 f.refs += 1
                 mm.fds[fd] = f
         rt = _Rt(child, mm)
+        if not flags & CLONE_VM:  # a process keeps its parent's registration, a thread starts without
+            rt.rseq_area, rt.rseq_sig = parent.rseq_area, parent.rseq_sig
         rt.syscall = parent.syscall  # it returns from the same clone/fork/vfork
         rt.on_cpu = False
         self.tasks[child_pid] = rt

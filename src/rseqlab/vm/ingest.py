@@ -28,9 +28,10 @@ import numpy as np
 
 from ..errors import BadInput
 from ..trace import parse
-from ..trace.build import build_trace
+from ..trace.build import IRQ_EVENTS, build_trace
 from ..trace.events import EVENTS, MIGRATION_EVENT
-from ..trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, Trace, save
+from ..trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, IrqKind, Kind, Trace, save
+from ..trace.sections import read_sections
 from .stats import deltas, has_slice_counters, parse_stats
 
 MANIFEST_FORMAT = "rseqlab-guestrec"
@@ -52,7 +53,8 @@ UNTIMED_EXIT_WINDOWS = (1 << 50, 1 << 50)
 
 def ingest_dir(outdir: str | Path, trace_path: str | Path | None = None, *,
                command: list[str] | None = None, hz: int | None = None,
-               exit_windows_ns: tuple[int, int] | None = None) -> Trace:
+               exit_windows_ns: tuple[int, int] | None = None,
+               host_file_of=None) -> Trace:
     """Parse ``outdir`` into a trace, save it to ``trace_path`` (if given) and return it.
 
     ``command`` replaces the manifest's command line in the trace (e.g. the host's name for a
@@ -61,7 +63,9 @@ def ingest_dir(outdir: str | Path, trace_path: str | Path | None = None, *,
     the guest exposed (``/proc/config.gz`` or ``/boot/config-RELEASE``, copied by guestrec), and
     failing that from the spacing of the recorded timer interrupts. ``exit_windows_ns`` (syscall,
     interrupt) replaces the replay's native windows for this trace (``meta["replay"]``; see
-    :data:`UNTIMED_EXIT_WINDOWS` for a guest under TCG)."""
+    :data:`UNTIMED_EXIT_WINDOWS` for a guest under TCG). ``host_file_of(guest_path)`` names the
+    host file behind a program the guest exec'd (default: the same path), whose ``__rseq_cs``
+    descriptors go into ``meta["rseq_cs"]`` (trace/sections.py)."""
     d = Path(outdir)
     if not d.is_dir():
         raise BadInput(f"{d}: no such guest recording directory")
@@ -115,6 +119,10 @@ def ingest_dir(outdir: str | Path, trace_path: str | Path | None = None, *,
     if meta["kernel"]["hz"] is None:  # the estimate build_trace made from the timer interrupts
         hz = trace.meta["kernel"]["hz"]
         own["meta"]["kernel"]["hz"] = hz
+    user_ip = _attach_user_ips(trace, d, man, formats, page_size, cpus)
+    if user_ip is not None:
+        trace.meta["user_ip"] = user_ip
+    trace.meta["rseq_cs"] = _sections_of(trace.meta.get("exec_files", {}), host_file_of)
     trace.meta["guest"] = {
         "recorder": "guestrec",
         "release": release,
@@ -254,6 +262,66 @@ def _config_hz(d: Path) -> tuple[int | None, str]:
         if m:
             return int(m.group(1)), f"guest {rel}"
     return None, "unknown"
+
+
+def _attach_user_ips(trace: Trace, d: Path, man: dict, formats, page_size: int, cpus: int) -> dict | None:
+    """Fill each interrupt row's ``c`` with the user IP the interrupt saved, from the ``ip``
+    instance: the same interrupt entries, each followed by a ``user_stack`` entry whose first word
+    is ``task_pt_regs(current)->ip`` (``stack_trace_save_user()``, kernel/stacktrace.c). The k-th
+    entry of a (CPU, task, vector) there is the k-th interrupt row of that key in the trace (both
+    instances see the same events in the same order); a key whose counts differ (lost events) gets
+    no IPs. Meaningful for interrupts from user mode (a tracked recording knows which); for one in
+    the kernel it is the IP of the pending syscall's return. None: no ``ip`` instance."""
+    rel = "events/ftrace/user_stack/format"
+    if not man.get("user_stacks") or not (d / rel).is_file():
+        return None
+    try:
+        us = parse.parse_format("ftrace", _read(d, rel))
+    except ValueError:
+        raise BadInput(f"{d}: corrupt {rel}") from None
+    raw = {c: _raw(d, man, "ip", c, page_size) for c in range(cpus)}
+    lost = sum(_lost(d, "ip", c) for c in range(cpus))
+    rec = parse.walk_pages(raw, page_size)
+    ctype = parse.common_types(rec)
+    stack_rows, _, _, stack_idx = parse.records_of(rec, us, ctype)
+    first = stack_rows["caller"].copy().view("<u8").reshape(len(stack_rows), -1)[:, 0] if len(stack_rows) else []
+    ip_at = dict(zip(stack_idx.tolist(), np.asarray(first, np.uint64).tolist()))
+    seen: dict[tuple[int, int, int], list[int]] = {}
+    for key, kind in IRQ_EVENTS:
+        if key not in formats:
+            continue
+        rows, _, cpu, idx = parse.records_of(rec, formats[key], ctype)
+        for pid, c, i in zip(rows["common_pid"].tolist(), cpu.tolist(), idx.tolist()):
+            nxt = i + 1
+            ok = nxt in ip_at and nxt < len(rec.cpu) and int(rec.cpu[nxt]) == c
+            seen.setdefault((c, pid, int(kind)), []).append(ip_at[nxt] if ok else 0)
+    ev = trace.events
+    irq = np.nonzero((ev["kind"] == Kind.IRQ) & (ev["a"] != IrqKind.PAGE_FAULT))[0]
+    rows_by_key: dict[tuple[int, int, int], list[int]] = {}
+    for j, c, pid, a in zip(irq.tolist(), ev["cpu"][irq].tolist(), ev["pid"][irq].tolist(), ev["a"][irq].tolist()):
+        rows_by_key.setdefault((c, pid, a), []).append(j)
+    with_ip = unmatched = 0
+    for key, rows in rows_by_key.items():
+        ips = seen.get(key, [])
+        if len(ips) != len(rows):
+            unmatched += len(rows)
+            continue
+        ev["c"][rows] = np.array(ips, np.uint64).view(np.int64)
+        with_ip += sum(1 for x in ips if x)
+    return {"source": "ftrace options/userstacktrace (guestrec instance ip)", "interrupts": int(len(irq)),
+            "with_ip": with_ip, "unmatched": unmatched, "lost": lost}
+
+
+def _sections_of(exec_files: dict, host_file_of) -> dict:
+    """``{guest path: [[desc, start_ip, post_commit_offset, abort_ip], ...]}`` for every exec'd
+    program with an ``__rseq_cs`` section (trace/sections.py)."""
+    out = {}
+    for path in sorted(set(exec_files.values())):
+        host = host_file_of(path) if host_file_of else Path(path)
+        found = read_sections(host) if host is not None else []
+        if found:
+            out[path] = [s.as_list() for s in found]
+    return out
 
 
 def _recorder_window(raw, formats, page_size, meta, lost, t0, recorder_pid, ta) -> dict:

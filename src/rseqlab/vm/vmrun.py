@@ -112,7 +112,8 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
             # assume: a switch-out with nothing recorded since the return is in its exit loop.
             windows = UNTIMED_EXIT_WINDOWS if g.accel == "tcg" else None
             try:
-                trace = ingest_dir(out / f"rec{i}", output, command=list(command), exit_windows_ns=windows)
+                trace = ingest_dir(out / f"rec{i}", output, command=list(command), exit_windows_ns=windows,
+                                   host_file_of=lambda path: programs.get(path.lstrip("/"), Path(path)))
             except RseqlabError as exc:
                 raise GuestError(f"{exc} (serial log: {serial})") from None
             guest = trace.meta.get("guest", {})

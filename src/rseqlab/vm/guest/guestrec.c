@@ -59,6 +59,7 @@
 #define PREFIX "rseqlab-"
 #define MIG_KB 2048
 #define SELF_KB 2048
+#define IP_KB 2048
 #define TRACEFS_MAGIC_ 0x74726163
 #define DEBUGFS_MAGIC_ 0x64626720
 #define COMMIT_MASK ((1u << 30) - 1)
@@ -95,15 +96,19 @@ static struct event events[] = {
 #define NEVENTS ((int)(sizeof(events) / sizeof(events[0])))
 #define MIGRATION (NEVENTS - 1)
 
-enum { MAIN, MIG, SELF, NINST };
-static const char *const tag[NINST] = {"main", "mig", "self"};
+/* IP: the interrupt entries again, each followed by the task's user stack (options/userstacktrace),
+ * whose first word is the user IP the interrupt saved; the replay needs it to place the interrupt
+ * inside or outside a critical section. Only where the kernel has the option (ip_on). */
+enum { MAIN, MIG, SELF, IP, NINST };
+static const char *const tag[NINST] = {"main", "mig", "self", "ip"};
 
 static char inst[NINST][256];
 static int inst_made[NINST];
 /* A file of each instance held open from its creation: tracefs refuses to remove an instance
  * with open files (EBUSY), which is how every rseqlab recorder tells a live instance from a
  * stale one, whatever PID namespace its owner runs in. */
-static int inst_hold[NINST] = {-1, -1, -1};
+static int inst_hold[NINST] = {-1, -1, -1, -1};
+static int ip_on;
 static int ncpus;
 static int *rfd[NINST], *wfd[NINST];
 static long long *raw_bytes[NINST];
@@ -597,6 +602,14 @@ int main(int argc, char **argv)
 		snprintf(rel, sizeof(rel), "events/%s/%s/format", events[e].sys, events[e].name);
 		save_out(rel, text, (size_t)n);
 	}
+	{
+		/* The layout of the IP instance's user stack entries (an ftrace-internal entry). */
+		char text[16384];
+		ssize_t n = read_all(TRACEFS "/events/ftrace/user_stack/format", text, sizeof(text));
+
+		if (n > 0)
+			save_out("events/ftrace/user_stack/format", text, (size_t)n);
+	}
 	remove_stale_instances();
 
 	ncpus = cpus_hint ? (int)cpus_hint : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -637,7 +650,7 @@ int main(int argc, char **argv)
 
 		for (int i = 0; i < NINST; i++) {
 			snprintf(inst[i], sizeof(inst[i]), TRACEFS "/instances/" PREFIX "%d%s", (int)me,
-				 i == MAIN ? "" : i == MIG ? "-mig" : "-self");
+				 i == MAIN ? "" : i == MIG ? "-mig" : i == SELF ? "-self" : "-ip");
 			if (mkdir(inst[i], 0755))
 				die(1, "cannot create the tracefs instance %s: %s", inst[i], strerror(errno));
 			inst_made[i] = 1;
@@ -647,13 +660,20 @@ int main(int argc, char **argv)
 			inst_hold[i] = open(hold, O_RDWR | O_CLOEXEC);
 			set(i, "tracing_on", "0");
 			set(i, "trace_clock", "mono");
-			snprintf(kb, sizeof(kb), "%ld", i == MAIN ? buffer_kb : i == MIG ? MIG_KB : SELF_KB);
+			snprintf(kb, sizeof(kb), "%ld", i == MAIN ? buffer_kb : i == MIG ? MIG_KB : i == SELF ? SELF_KB : IP_KB);
 			set(i, "buffer_size_kb", kb);
 			set(i, "buffer_percent", "50");
 			set(i, "options/overwrite", "0");
 		}
 		set(MAIN, "options/event-fork", "1");
 		set(SELF, "options/event-fork", "0");
+		set(IP, "options/event-fork", "1");
+		{
+			char opt[PATH_MAX];
+
+			snprintf(opt, sizeof(opt), "%s/options/userstacktrace", inst[IP]);
+			ip_on = write_str(opt, "1") == 0;
+		}
 		snprintf(kb, sizeof(kb), "%d", (int)me);
 		set(SELF, "set_event_pid", kb);
 	}
@@ -692,6 +712,7 @@ int main(int argc, char **argv)
 	close(errp[1]);
 	snprintf(buf, sizeof(buf), "%d", (int)child);
 	set(MAIN, "set_event_pid", buf);
+	set(IP, "set_event_pid", buf);
 	for (int e = 0; e < NEVENTS; e++) {
 		char rel[PATH_MAX];
 
@@ -703,6 +724,8 @@ int main(int argc, char **argv)
 		} else {
 			set(MAIN, rel, "1");
 			set(SELF, rel, "1");
+			if (ip_on && !strcmp(events[e].sys, "irq_vectors"))
+				set(IP, rel, "1");
 		}
 	}
 	for (int i = 0; i < NINST; i++) {
@@ -726,6 +749,7 @@ int main(int argc, char **argv)
 		die(1, "pidfd_open: %s (needs Linux 5.3 or later)", strerror(errno));
 
 	set(SELF, "tracing_on", "1");
+	set(IP, "tracing_on", ip_on ? "1" : "0");
 	set(MIG, "tracing_on", "1");
 	set(MAIN, "tracing_on", "1");
 	t_start = mono_ns();
@@ -804,6 +828,7 @@ int main(int argc, char **argv)
 	set(MAIN, "tracing_on", "0");
 	set(MIG, "tracing_on", "0");
 	set(SELF, "tracing_on", "0");
+	set(IP, "tracing_on", "0");
 	getrusage(RUSAGE_CHILDREN, &ru_child);
 	/* Tracing is off: whatever remains, partial pages included, is read without waiting. */
 	for (int i = 0; i < NINST; i++)
@@ -889,7 +914,9 @@ int main(int argc, char **argv)
 		WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? -WTERMSIG(status) : -1, status);
 	fprintf(m, "  \"root_pid\": %d,\n  \"recorder_pid\": %d,\n", (int)root_pid, (int)getpid());
 	fprintf(m, "  \"cpus\": %d,\n  \"page_size\": %d,\n", ncpus, page_size);
-	fprintf(m, "  \"buffer_kb_per_cpu\": {\"main\": %ld, \"mig\": %d, \"self\": %d},\n", buffer_kb, MIG_KB, SELF_KB);
+	fprintf(m, "  \"buffer_kb_per_cpu\": {\"main\": %ld, \"mig\": %d, \"self\": %d, \"ip\": %d},\n", buffer_kb,
+		MIG_KB, SELF_KB, IP_KB);
+	fprintf(m, "  \"user_stacks\": %s,\n", ip_on ? "true" : "false");
 	fputs("  \"events\": [", m);
 	for (int e = 0, first = 1; e < NEVENTS; e++) {
 		if (!events[e].present)
