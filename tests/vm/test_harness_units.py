@@ -530,3 +530,21 @@ def test_make_fidelity_rewrites_only_the_readme_summary(tmp_path):
     new = readme.read_text()
     assert new.startswith(shipped[:shipped.index(fidelity.SUMMARY_START)])
     assert "| new |" in new and new.endswith(shipped[shipped.index(fidelity.SUMMARY_END):])
+
+
+def test_env_runs_the_guests_env_and_copies_the_program_after_the_assignments():
+    from rseqlab.vm import vmrun
+
+    argv, programs, files = vmrun.guest_command(["env", "A=1", "B=2", "/bin/true", "x"])
+    assert argv == ["/bin/env", "A=1", "B=2", "/bin/true", "x"]
+    assert list(programs) == ["bin/true"]
+    with pytest.raises(BadInput, match="no program after the assignments"):
+        vmrun.guest_command(["env", "A=1"])
+
+
+def test_a_workload_that_failed_in_the_guest_is_a_miss_and_is_marked():
+    from rseqlab.vm import fidelity
+
+    r = {**_row({"exit": (10, 10)}, {"rseq_update": (1, 1), "rseq_ip_fixup": (0, 0)}), "exit_status": 127}
+    assert fidelity.exact(r) == ["exit status 127"] and fidelity.within_target(r) == ["exit status 127"]
+    assert "w **(exit 127)**" in fidelity.markdown([r])

@@ -70,7 +70,8 @@ def run_kernel(version: str, stats: bool, workloads, *, outdir: Path | None = No
             rows.append({"kernel": k.version, "kind": k.kind, "release": run.summary["kernel"]["release"],
                          "workload": label, "command": cmd, "personality": personality, "stand_in": stand_in,
                          "events": run.summary["events"], "lost": run.summary["lost"],
-                         "seconds": run.summary["seconds"], "validation": compare(run.trace, personality),
+                         "seconds": run.summary["seconds"], "exit_status": run.summary["exit_status"],
+                         "validation": compare(run.trace, personality),
                          "trace": run.summary["trace"]})
     return rows
 
@@ -131,15 +132,21 @@ def resolve(cmd: list[str], version: str | None = None, store: KernelStore | Non
     return [str(static_program(name, src)), *cmd[1:]]
 
 
+def _ran(row: dict) -> list[str]:
+    """A workload that did not exit 0 did not do what the row says: that is a failure too."""
+    status = row.get("exit_status", 0)
+    return [] if status == 0 else [f"exit status {status}"]
+
+
 def exact(row: dict) -> list[str]:
     """The counters and tracepoints that differ (empty: all predicted exactly)."""
-    return list(row["validation"]["failed"])
+    return _ran(row) + list(row["validation"]["failed"])
 
 
 def within_target(row: dict) -> list[str]:
     """Failures against the 2% / 3-event target."""
     v = row["validation"]
-    bad = []
+    bad = _ran(row)
     items = list(v["counters"].items()) + [(f"tp:{k}", x) for k, x in v["tracepoints"].items()]
     for name, c in items:
         if c.get("predicted") is None:
@@ -171,7 +178,8 @@ def markdown(rows: list[dict]) -> str:
                 cells.append(f"**{x['observed']} / {x['predicted']}**")
         kind = "stats" if r["kind"] == "stats" else "binary"
         model = f"`{r['personality']}`" + (" stand-in" if r.get("stand_in") else "")
-        out.append(f"| {r['kernel']} ({kind}) | {model} | {r['workload']} | " + " | ".join(cells) + " |")
+        workload = r["workload"] + (f" **(exit {r['exit_status']})**" if r.get("exit_status", 0) else "")
+        out.append(f"| {r['kernel']} ({kind}) | {model} | {workload} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

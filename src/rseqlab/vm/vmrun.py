@@ -58,6 +58,15 @@ def guest_command(command: list[str]) -> tuple[list[str], dict[str, Path], dict[
         return [f"/work/{name}", *command[1:]], {f"work/{name}": exe}, {}
     if name == ccjob.NAME:
         return ccjob.guest(list(command[1:]))
+    if name == "env":
+        # busybox's env in the guest; the program after the assignments is what must be copied in
+        # (without this, `env VAR=x PROG` ran the host's env and failed to find PROG: status 127)
+        rest = list(command[1:])
+        at = next((i for i, arg in enumerate(rest) if "=" not in arg), None)
+        if at is None:
+            raise BadInput("env: no program after the assignments")
+        argv, programs, files = guest_command(rest[at:])
+        return ["/bin/env", *rest[:at], *argv], programs, files
     exe = initramfs.resolve_command(name)
     return [str(exe), *command[1:]], {str(exe).lstrip("/"): exe}, {}
 
