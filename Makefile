@@ -71,7 +71,7 @@ vm-deps: $(STAMP)
 	$(BIN)/python -m rseqlab.vm.host
 
 # Statistics kernels for one 6.19.x and one 7.x (built once, ~5 CPU-minutes each), then the
-# deterministic workloads' counters, predicted against observed (pytest marker `vm`).
+# deterministic workloads' counters and the release's param_test, predicted against observed (pytest marker `vm`).
 ## vm-test: real kernels under QEMU: predicted against observed counters (pytest marker vm)
 vm-test: vm-deps
 	$(BIN)/python -m pytest -q -m vm tests/vm
