@@ -24,6 +24,7 @@ from rseqlab.trace.record import record, recorded_events
 from rseqlab.trace.replay import replay
 
 from .conftest import tracefs_state
+from .tracedat_recode import recode
 
 PINGPONG_ROUNDS = "3000"
 KEYS = ("exit", "slowpath", "fastpath", "ids", "cs")
@@ -125,6 +126,44 @@ def test_tracedat_replays_like_rseqlabs_own_recording(recordings):
                 bound = max(3 * spread, 0.01 * max(runs), 10)
                 assert abs(value - sum(runs) / 2) <= bound, (version, kernel, key, value, runs)
     assert got["6.18"]["exit"] >= 2 * int(PINGPONG_ROUNDS)  # the workload, not a fragment of it
+
+
+def test_a_zlib_tracedat_reads_and_replays_as_its_zstd_original(recordings, tmp_path):
+    """Debian's trace-cmd compresses with zstd only (``trace-cmd list -c``), so the zlib file is the
+    real zstd recording re-encoded (``tracedat_recode``). The re-encoder's layout is checked by
+    trace-cmd itself: its zstd re-encoding (every section and chunk moved and recompressed) must
+    report exactly as the original. The zlib file must then decode to the same pages, events and
+    predictions; a trace-cmd without zlib refuses it, one with zlib must report it the same."""
+    _, files = recordings
+    original, again, zlib_file = files[7], tmp_path / "again.dat", tmp_path / "zlib.dat"
+    recode(original, again, "zstd")
+    recode(original, zlib_file, "zlib")
+    assert again.read_bytes() != original.read_bytes()
+
+    def report(path):
+        return subprocess.run(["trace-cmd", "report", "-i", str(path)], capture_output=True, text=True,
+                              check=False)
+
+    expected = report(original)
+    assert expected.returncode == 0 and expected.stdout.count("\n") > 1000
+    assert report(again).stdout == expected.stdout
+    tool_has_zlib = "zlib" in subprocess.run(["trace-cmd", "list", "-c"], capture_output=True, text=True).stdout
+    by_tool = report(zlib_file)
+    if tool_has_zlib:
+        assert by_tool.stdout == expected.stdout
+    else:
+        assert by_tool.returncode != 0
+
+    a, b = tracedat.read(original), tracedat.read(zlib_file)
+    assert (a.compression, b.compression) == ("zstd", "zlib")
+    assert b.buffers == a.buffers and b.cmdlines == a.cmdlines and b.header_page == a.header_page
+    assert b.formats.keys() == a.formats.keys()
+    ta, tb = load(original), load(zlib_file)
+    assert len(tb) == len(ta) > 0
+    for name in ta.events:
+        assert (tb.events[name] == ta.events[name]).all(), name
+    assert tb.meta["source"]["compression"] == "zlib"
+    assert _predictions(tb) == _predictions(ta)
 
 
 def test_replay_and_validate_take_a_tracedat(recordings, run_cli):
