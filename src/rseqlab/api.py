@@ -203,6 +203,8 @@ def replay(recording: Recording | Trace | str | Path | list | tuple, kernels=DEF
     A list of paths replays each recording (through the fan-out: ``jobs``, ``scheduler``) and
     reports every counter as a distribution over them (``replay A B ...``)."""
     if isinstance(recording, (list, tuple)):
+        if not all(isinstance(p, (str, Path)) for p in recording):
+            raise TypeError("replay of several recordings takes their paths (each is read where it is replayed)")
         return _replay_many([str(p) for p in recording], list(kernels), reference, _fan(fan, jobs, scheduler),
                             on_result)
     from .report import live
