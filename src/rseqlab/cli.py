@@ -1,4 +1,7 @@
-"""The ``rseqlab`` command: a thin shell over the library.
+"""The ``rseqlab`` command: a thin shell over :mod:`rseqlab.api`.
+
+Each command parses its options, calls the api function of its operation and renders what it
+returns (tables, ``--json``, plots, timeline files); ``tests/test_cli_thin.py`` keeps it so.
 
 ``main()`` is the only place that turns errors into exit codes: a
 :class:`~rseqlab.errors.RseqlabError` or a usage error becomes one line on
@@ -18,7 +21,7 @@ _previous_handlers = _startup.guard()  # released at the end of this module
 
 import click  # noqa: E402
 
-from . import extras, fanout, scenarios
+from . import api, extras, fanout, scenarios
 from .cli_conflicts import alone, exclusive, given
 from .errors import BadInput, ExitStatus, RseqlabError, Terminated, command_status
 from .fanout import Fanout, parse_seeds
@@ -71,8 +74,7 @@ def _on_arch(names: list[str], arch: str | None) -> list[str]:
     return [with_arch(n, a) for n in names]
 
 
-#: What compare, replay and validate put side by side unless told otherwise: the rewrite.
-DEFAULT_PAIR = ("6.18", "6.19")
+DEFAULT_PAIR = api.DEFAULT_PAIR
 _LEGACY_KERNELS = "rseqlab.legacy_kernels"
 
 
@@ -151,23 +153,9 @@ def _check_timeline_outputs(perfetto_out: str | None, chrome_out: str | None) ->
             check_output(path, option, "timeline file")
 
 
-def _tapped_runs(names: list[str], run_one) -> tuple[dict, dict]:
-    """Each kernel's run with its exits to user recorded (:func:`rseqlab.export.timeline.tapped_exits`)."""
-    from .export.timeline import tapped_exits
-
-    results, runs = {}, {}
-    for k in names:
-        with tapped_exits() as log:
-            results[k] = run_one(k)
-        runs[k] = log
-    return results, runs
-
-
-def _write_timeline(title: str, runs: dict, perfetto_out: str | None, chrome_out: str | None) -> None:
+def _write_timeline(tl, perfetto_out: str | None, chrome_out: str | None) -> None:
     from .export import write_chrome, write_perfetto
-    from .export.timeline import simulated_timeline
 
-    tl = simulated_timeline(title, runs)
     for out, write in ((perfetto_out, write_perfetto), (chrome_out, write_chrome)):
         if out:
             size = write(tl, out)
@@ -225,7 +213,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
             explain_report.render_list(con)
         return
     if run_all:
-        rows = [[scenarios.explain(n, k, debug=debug) for k in chosen] for n in names]
+        rows = [[api.explain(n, k, debug=debug) for k in chosen] for n in names]
         if as_json:
             click.echo(json_document("explain", [r.as_json() for row in rows for r in row], key="results"))
         else:
@@ -233,7 +221,7 @@ def explain(scenario: str | None, kernels: tuple[str, ...], debug: bool, as_json
         return
     if scenario is None:
         raise BadInput(f"missing SCENARIO; accepted: {', '.join(names)}")
-    results = [scenarios.explain(scenario, k, debug=debug) for k in chosen]
+    results = [api.explain(scenario, k, debug=debug) for k in chosen]
     if as_json:
         if len(results) == 1:
             click.echo(json_document("explain", results[0].as_json()))
@@ -284,23 +272,22 @@ def selftest(kernels: tuple[str, ...], tests: tuple[str, ...], full: bool, seed:
     chosen = _kernel_list(kernels, arch, KERNELS)
     arm64 = any(k.endswith("@arm64") for k in chosen)
     fan = Fanout.from_options(jobs, scheduler)
-    try:
+    try:  # the plan is checked (and counted) before anything runs; a param_test usage error shows its usage
         cases = runner.plan(list(tests) or None, full=full, cpus=cpus, arm64=arm64)
     except param_test.ParamTestUsage as exc:
         click.echo(exc.usage, err=True, nl=False)
         raise
     if perfetto_out or chrome_out:  # one run: the plan's first test under each kernel, every exit tapped
         _check_timeline_outputs(perfetto_out, chrome_out)
-        first = cases[0]
-        by_kernel, runs = _tapped_runs(chosen, lambda k: next(runner.run([first], [k], seed=seed)))
-        _write_timeline(f"selftest {first.name} (seed {seed})", runs, perfetto_out, chrome_out)
-        results = list(by_kernel.values())
+        rep = api.selftest(tests, chosen, seed=seed, cpus=cpus, full=full, timeline=True)
+        _write_timeline(rep.timeline, perfetto_out, chrome_out)
+        results = rep.results
     else:
         def streamed(on_result):
             """The runs through the fan-out layer; on Ctrl-C the finished ones, then the interrupt."""
             try:
-                done = runner.run_fanout(list(tests) or None, chosen, full=full, cpus=cpus, arm64=arm64, seed=seed,
-                                         fan=fan, on_result=(lambda i, r: on_result(r)) if on_result else None)
+                done = api.selftest(tests, chosen, seed=seed, cpus=cpus, full=full, fan=fan,
+                                    on_result=(lambda i, r: on_result(r)) if on_result else None).results
             except fanout.Interrupted as exc:
                 yield from (exc.done[i] for i in sorted(exc.done))
                 raise KeyboardInterrupt from None
@@ -371,14 +358,13 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
     model = load_model(cost_model) if cost_model else cmp.DEFAULT_COST_MODEL
     if perfetto_out or chrome_out:  # every exit one by one (same counters as the bulk path), tapped
         _check_timeline_outputs(perfetto_out, chrome_out)
-        from .workloads import run_workload
-
-        results, runs = _tapped_runs(names, lambda k: run_workload(w, k, seed, bulk=False))
-        _write_timeline(f"compare {w.name} (seed {seed})", runs, perfetto_out, chrome_out)
+        rep = api.compare(w, names, seed=seed, cost_model=model, timeline=True)
+        _write_timeline(rep.timeline, perfetto_out, chrome_out)
     else:
-        results = simulation_progress(lambda progress: cmp.compare(w, names, seed=seed, fan=fan, progress=progress),
-                                      names, w.duration_ms, quiet=as_json)
-    data = cmp.compare_json(w, seed, results, model)
+        rep = simulation_progress(lambda progress: api.compare(w, names, seed=seed, cost_model=model, fan=fan,
+                                                               progress=progress),
+                                  names, w.duration_ms, quiet=as_json)
+    data = rep.document
     if plot:
         from .report.plot import plot_compare
 
@@ -422,23 +408,17 @@ def sweep(sweep_file: str, jobs: int | None, scheduler: str | None, as_json: boo
 
 def _compare_seeds(w, names: list[str], seeds: list[int], fan, as_json: bool) -> int:
     """``compare --seeds``: every kernel under every seed; on Ctrl-C, the seeds every kernel finished."""
-    from . import compare as cmp
     from .report.compare import render_distribution
 
     status = ExitStatus.SUCCESS
     try:
-        results = _fan_progress(lambda cb: cmp.compare_seeds(w, names, seeds, fan=fan, on_result=cb),
-                                len(names) * len(seeds), f"{w.name}", quiet=as_json)
-    except fanout.Interrupted as exc:
-        n = len(seeds)
-        whole = [j for j in range(n) if all(i * n + j in exc.done for i in range(len(names)))]
-        if not whole:
-            raise
-        _error(f"interrupted: reporting the {len(whole)} of {n} seeds every kernel finished")
-        results = {k: [exc.done[i * n + j] for j in whole] for i, k in enumerate(names)}
-        seeds = [seeds[j] for j in whole]
-        status = ExitStatus.INTERRUPTED
-    data = cmp.seeds_json(w, seeds, results)
+        rep = _fan_progress(lambda cb: api.compare(w, names, seeds=seeds, fan=fan, on_result=cb),
+                            len(names) * len(seeds), f"{w.name}", quiet=as_json)
+    except api.PartialReport as exc:
+        _error(str(exc))
+        rep, status = exc.report, ExitStatus.INTERRUPTED
+    data = rep.document
+    seeds = data["seeds"]
     if as_json:
         click.echo(json_document("compare-seeds", data))
     else:
@@ -498,12 +478,11 @@ def record(output: str, buffer_mb: int, as_json: bool, print_command: str | None
     """
     from .report import live as live_report
     from .trace.events import tool_command
-    from .trace.record import record as do_record
 
     if print_command is not None:
         click.echo(tool_command(print_command, buffer_kb=buffer_mb * 1024))
         return
-    res = do_record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
+    res = api.record(list(command), output, buffer_mb=buffer_mb, stdout_to_stderr=as_json)
     if as_json:
         click.echo(json_document("record", res.summary))
     else:
@@ -540,8 +519,6 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
     """
     from .live.cost import load_model
     from .report import live as live_report
-    from .trace.format import load
-    from .trace.replay import replay as do_replay
 
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     fan = Fanout.from_options(jobs, scheduler)
@@ -550,12 +527,9 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
             raise BadInput("--plot, --per-process and --cost-model take one recording")
         return _replay_many(list(trace_files), names, reference, fan, as_json)
     trace_file = trace_files[0] if trace_files else "rseqlab.trace"
-    jobs = fan.jobs
     model = load_model(cost_model) if cost_model else None
-    trace = load(trace_file)
-    _replayable(trace)
-    results = do_replay(trace, names, reference=reference, jobs=jobs)
-    data = live_report.replay_json(trace, results, per_process=per_process, cost_model=model)
+    rep = api.replay(trace_file, names, per_process=per_process, cost_model=model, reference=reference, fan=fan)
+    data, trace, results = rep.document, rep.trace, rep.results
     if plot:
         live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Replay of {trace_file}")
     if as_json:
@@ -568,34 +542,13 @@ def replay(trace_files: tuple[str, ...], kernels: tuple[str, ...], as_json: bool
 def _replay_many(paths: list[str], names: list[str], reference: bool, fan, as_json: bool) -> None:
     """``replay A.trace B.trace ...``: one replay per recording, aggregated like ``compare --seeds``."""
     from .report.compare import render_distribution
-    from .trace.replay import replay_file
 
-    if len(set(paths)) != len(paths):
-        raise BadInput("replay: a recording is named twice")
-    from .trace.format import load
-
-    for p in paths:
-        _replayable(load(p))  # every file's own error, before anything runs
-    parts = _fan_progress(lambda cb: fanout.run(replay_file, [(p, names, reference) for p in paths], fan,
-                                                on_result=cb), len(paths), "recordings")
-    from .distributions import aggregate
-
-    data = aggregate({k: [part["kernels"][k] for part in parts] for k in names}, paths)
-    data["recordings"] = data.pop("samples")
-    data["observed"] = aggregate({"observed": [part["observed"] for part in parts]}, paths)["kernels"]["observed"]
-    data["traces"] = [part["trace"] for part in parts]
+    data = _fan_progress(lambda cb: api.replay(paths, names, reference=reference, fan=fan, on_result=cb),
+                         len(paths), "recordings").document
     if as_json:
         click.echo(json_document("replay-recordings", data))
     else:
         render_distribution(console(), f"Replay of {len(paths)} recordings", data)
-
-
-def _replayable(trace) -> None:
-    """The replay reads syscall numbers of x86_64 (``trace/replay.py``); another recording is refused."""
-    machine = (trace.meta.get("kernel") or {}).get("machine")
-    if machine not in (None, "x86_64"):
-        raise BadInput(f"the trace was recorded on {machine}; the replay reads x86_64 recordings only "
-                       "(--arch picks the architecture of the kernels the recording is replayed on)")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -634,20 +587,13 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
       rseqlab validate --json --max-error 2 -- $(rseqlab workload threadmix)
       rseqlab validate --max-error 2 --slack 3 guest.trace
     """
-    import os
     import platform
 
     from .kernel import arch_by_name
     from .report import live as live_report
-    from .tmpdirs import owned_tempdir
     from .trace.format import file_version
-    from .trace.record import record as do_record
-    from .trace.replay import replay as do_replay
 
-    if max_error is not None and not (0 <= max_error < float("inf")):
-        raise BadInput(f"--max-error: expected a percentage >= 0, got {max_error}")
-    if slack < 0:
-        raise BadInput(f"--slack: expected a number of events >= 0, got {slack}")
+    api.check_validate_options(max_error, slack)
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
     here = platform.machine()
     if arch is not None and arch_by_name(arch).machine != here:
@@ -665,15 +611,9 @@ def validate(as_json: bool, kernels: tuple[str, ...], output: str | None, buffer
         return _validate_file(command[0], names, as_json, max_error, slack, plot)
     if given(ctx, "slack"):
         raise BadInput("--slack applies only to a trace FILE or --vm (a live validation compares rseq_update)")
-    live = live_report.live_personality()
-    if live not in names:
-        names.insert(0, live)
-    with owned_tempdir("rseqlab-validate-live-") as tmp:
-        res = do_record(list(command), output or os.path.join(tmp, "validate.trace"), buffer_mb=buffer_mb,
-                        stdout_to_stderr=as_json)
-    results = do_replay(res.trace, names)
-    data = live_report.validation_json(res.trace, results, live)
-    data["record"] = res.summary
+    rep = api.validate(kernels=names, command=list(command), output=output, buffer_mb=buffer_mb,
+                       stdout_to_stderr=as_json)
+    data, res, results = rep.document, rep.recording, rep.results
     if plot:
         live_report.plot_observed_vs_predicted(plot, data, res.trace, results,
                                                title=f"Validation of {' '.join(command)} on the live kernel")
@@ -720,17 +660,9 @@ def _validate_file(path: str, names: list[str], as_json: bool, max_error: float 
                    plot: str | None = None) -> int:
     """``validate FILE``: a recording (guest or host) against its kernel's personality."""
     from .report import live as live_report
-    from .trace.format import load
-    from .trace.replay import replay as do_replay
-    from .vm import validate as vm_validate
 
-    trace = load(path)
-    personality = vm_validate.personality_of(trace)
-    if personality not in names:
-        names.insert(0, personality)
-    results = do_replay(trace, names)
-    data = live_report.validation_json(trace, results, personality)
-    data["validation"].update(vm_validate.compare(trace, results, personality, max_error=max_error, slack=slack))
+    rep = api.validate(path, names, max_error=max_error, slack=slack)
+    data, trace, results = rep.document, rep.trace, rep.results
     if plot:
         live_report.plot_observed_vs_predicted(plot, data, trace, results, title=f"Validation of {path}")
     if as_json:
@@ -932,36 +864,27 @@ def check_cmd(scenario: str | None, kernels: tuple[str, ...], preemptions: int, 
     from .report.progress import exploration
 
     _check_timeline_outputs(perfetto_out, chrome_out)
-    results, unreduced = [], []
-    for job in jobs_:
+    reports = []
+    for kernel in chosen:
+        run = functools.partial(api.check, scenario, kernel, preemptions=preemptions, migrations=migrations,
+                                signals=signals, debug=debug, reduction=reduction,
+                                measure_reduction=measure_reduction, save_counterexample=save_to)
         if subtrees == 1:
-            result = exploration(lambda progress, job=job: checker.check(
-                parallel.build_scenario(spec), job.kernel, bounds, debug=debug, reduction=reduction,
-                progress=progress), quiet=as_json)
+            reports.append(exploration(lambda progress, run=run: run(progress=progress), quiet=as_json))
         else:
-            result = _fan_progress(lambda cb, job=job: parallel.check_subtrees(job, subtrees, fan, on_result=cb),
-                                   None, f"{scenario} subtrees", quiet=as_json)
-        results.append(result)
-        unreduced.append(checker.check(parallel.build_scenario(spec), job.kernel, bounds, debug=debug,
-                                       reduction="none") if measure_reduction else None)
-        if save_to is not None:
-            parallel.save_counterexample(save_to, job, result)
+            reports.append(_fan_progress(lambda cb, run=run: run(subtrees=subtrees, fan=fan, on_result=cb),
+                                         None, f"{scenario} subtrees", quiet=as_json))
+    results = [rep.results for rep in reports]
     if plot:
         check_report.plot(plot, results)
     if perfetto_out or chrome_out:  # the first kernel's counterexample (or that it had none), step by step
-        from .export import write_chrome, write_perfetto
-        from .export.timeline import counterexample_timeline
-
-        shown = next((r for r in results if r.violations), results[0])
-        tl = counterexample_timeline(shown)
-        for out, write in ((perfetto_out, write_perfetto), (chrome_out, write_chrome)):
-            if out:
-                click.echo(f"wrote {out} ({write(tl, out):,} bytes, {len(tl.tracks)} tracks)", err=True)
+        shown = next((rep for rep in reports if rep.results.violations), reports[0])
+        _write_timeline(shown.timeline, perfetto_out, chrome_out)
     if as_json:
-        docs = [check_report.as_json(r, u) for r, u in zip(results, unreduced)]
+        docs = [rep.document for rep in reports]
         click.echo(json_document("check", docs[0]) if len(docs) == 1 else json_document("check", docs, key="results"))
     else:
-        click.echo("\n\n".join(check_report.render(r, u) for r, u in zip(results, unreduced)))
+        click.echo("\n\n".join(check_report.render(rep.results, rep.unreduced) for rep in reports))
     return ExitStatus.FAILURE if any(r.violations for r in results) else ExitStatus.SUCCESS
 
 
@@ -982,22 +905,16 @@ def export_cmd(trace_file: str, kernels: tuple[str, ...], perfetto_out: str | No
       rseqlab export make.trace --perfetto make.pftrace
       rseqlab export trace.dat --chrome trace.json -k 6.19
     """
-    from .export import recording_timeline, write_chrome, write_perfetto
-    from .trace.format import load
+    from .export import recording_timeline
 
     if not perfetto_out and not chrome_out:
         raise BadInput("export: say what to write: --perfetto OUT.pftrace and/or --chrome OUT.json")
     _check_timeline_outputs(perfetto_out, chrome_out)
     names = _kernel_list(kernels, arch, DEFAULT_PAIR)
-    trace = load(trace_file)
-    _replayable(trace)
-    tl = recording_timeline(trace, names, title=f"{trace_file}: {' '.join(trace.meta.get('command', []))}")
-    if perfetto_out:
-        size = write_perfetto(tl, perfetto_out)
-        click.echo(f"wrote {perfetto_out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
-    if chrome_out:
-        size = write_chrome(tl, chrome_out)
-        click.echo(f"wrote {chrome_out} ({size:,} bytes, {len(tl.tracks)} tracks)", err=True)
+    trace = api.load_trace(trace_file).trace
+    api.check_replayable(trace)
+    _write_timeline(recording_timeline(trace, names, title=f"{trace_file}: {' '.join(trace.meta.get('command', []))}"),
+                    perfetto_out, chrome_out)
 
 
 @cli.command("trace")
@@ -1015,9 +932,8 @@ def trace_cmd(trace_file: str, events: bool, fmt: str | None) -> None:
       rseqlab trace perf.data --events --format csv > events.csv
     """
     from .report import formats, tables
-    from .trace.format import load
 
-    trace = load(trace_file)
+    trace = api.load_trace(trace_file).trace
     if not events:
         m = trace.meta
         doc = {"file": trace_file, "source": m.get("source", {"kind": "rseqlab-trace"}), "events": len(trace),

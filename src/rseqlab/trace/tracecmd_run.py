@@ -58,6 +58,23 @@ def _refused(path: Path) -> bool:
         return False
 
 
+def shadowed(args: list[str], tmp: str | Path, *, tracefs: Path = TRACEFS, instance: Path | None = None) -> list[str]:
+    """``args`` as a command line that runs where the function-tracer files trace-cmd writes and a
+    container refuses are shadowed (see the module's doc); unchanged where nothing is refused.
+    ``tmp`` holds the shadowing files while the command runs."""
+    files = [*(instance / f for f in _FUNCTION_FILES)] if instance is not None else []
+    shadows = [p for p in [Path("/proc/sys/kernel/ftrace_enabled"), *files, *(tracefs / f for f in _FUNCTION_FILES)]
+               if p.exists() and _refused(p)]
+    if not shadows:
+        return list(args)
+    one = Path(tmp, "one")
+    one.write_text("1\n")
+    empty = Path(tmp, "empty")
+    empty.write_text("")
+    binds = " && ".join(f"mount --bind {one if p.name == 'ftrace_enabled' else empty} {p}" for p in shadows)
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"', "sh", *args]
+
+
 def record(command: list[str], output: str | Path, *, events: list[tuple[str, str]] | None = None,
            buffer_kb: int = 32768, file_version: int = 7, compression: str | None = None,
            overwrite: bool = False, tracefs: Path = TRACEFS, timeout_s: float = 300) -> subprocess.CompletedProcess:
@@ -83,20 +100,9 @@ def record(command: list[str], output: str | Path, *, events: list[tuple[str, st
             if (tracefs / "events" / s / e).is_dir():
                 args += ["-e", f"{s}:{e}"]
         args += ["-o", str(output), "--", *command]
-        shadows = [p for p in [Path("/proc/sys/kernel/ftrace_enabled"),
-                               *(inst / f for f in _FUNCTION_FILES), *(tracefs / f for f in _FUNCTION_FILES)]
-                   if p.exists() and _refused(p)]
         with tempfile.TemporaryDirectory(prefix="rseqlabtc-") as tmp:
-            if shadows:
-                one = Path(tmp, "one")
-                one.write_text("1\n")
-                empty = Path(tmp, "empty")
-                empty.write_text("")
-                binds = " && ".join(f"mount --bind {one if p.name == 'ftrace_enabled' else empty} {p}"
-                                    for p in shadows)
-                args = ["unshare", "-m", "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"',
-                        "sh", *args]
-            return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+            return subprocess.run(shadowed(args, tmp, tracefs=tracefs, instance=inst), capture_output=True,
+                                  text=True, timeout=timeout_s, check=False)
     finally:
         for _ in range(50):  # trace-cmd may still hold a file of it for a moment
             try:
