@@ -15,8 +15,7 @@ from rich.table import Table
 
 from ..kernel import PERSONALITIES
 from ..trace.format import Trace
-from ..trace.replay import RESIDUAL_SOURCES, observed
-from ..trace.replaybase import KernelReplay
+from ..trace.replaybase import RESIDUAL_SOURCES, KernelReplay, observed
 from . import print_table
 from .compare import kernel_result, render_compare
 
