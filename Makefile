@@ -77,9 +77,9 @@ vm-test: vm-deps
 	$(BIN)/python -m pytest -q -m vm tests/vm
 
 # The fidelity table of docs/fidelity.md: every kernel of RSEQLAB_VM_KERNELS, every workload; build/fidelity/.
-## fidelity: the fidelity table for every kernel and workload (build/fidelity/)
+## fidelity: the fidelity table for every kernel and workload (docs/fidelity.md, its summary in README.md)
 fidelity: vm-deps
-	$(BIN)/python -m rseqlab.vm.fidelity build/fidelity --doc docs/fidelity.md
+	$(BIN)/python -m rseqlab.vm.fidelity build/fidelity --doc docs/fidelity.md --summary README.md
 
 ## clean: remove .venv, build/ and the test caches
 clean:

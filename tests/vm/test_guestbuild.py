@@ -79,3 +79,20 @@ def test_unusable_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     with pytest.raises(BadInput, match="cache directory .*rseqlab/guest"):
         guestbuild.build("guestrec")
+
+
+def test_guest_recorder_records_the_host_recorders_event_table_in_order():
+    """guestrec.c's events[] is record.py's table (main instance) plus the migration event, so a
+    guest recording is decoded by the same build_trace; a new event must be added to both."""
+    import re
+    from pathlib import Path
+
+    from rseqlab.trace.events import EVENTS, MIGRATION_EVENT, recorded_events
+
+    src = (Path(guestbuild.__file__).parent / "guest" / "guestrec.c").read_text()
+    table = src[src.index("static struct event events[]"):]
+    table = table[: table.index("};")]
+    rows = re.findall(r'\{"(\w+)", "(\w+)", ([01]), 0\}', table)
+    assert [(s, e) for s, e, _ in rows] == recorded_events()
+    required = {(s, e) for s, e, r in rows if r == "1"}
+    assert required == {k for k, req in EVENTS.items() if req} | {MIGRATION_EVENT}

@@ -503,3 +503,30 @@ def test_vm_payload_runs_guestrec_per_command():
     assert "/work/guestrec --buffer-kb 512 /tmp/out/rec0 -- /work/pingpong 10 > /tmp/out/guestrec0.log" in text
     assert "/tmp/out/rec1 -- /bin/echo 'a b'" in text
     assert "echo $? > /tmp/out/guestrec1_status" in text
+
+
+def test_fidelity_summary_counts_exact_and_within_target_per_kernel():
+    from rseqlab.vm import fidelity
+
+    det = fidelity.DETERMINISTIC[0][0]
+    exact_row = {**_row({"exit": (10, 10)}, {"rseq_update": (1, 1), "rseq_ip_fixup": (0, 0)}), "workload": det}
+    off_row = {**_row({"exit": (10, 11)}, {"rseq_update": (1, 1), "rseq_ip_fixup": (0, 0)}),
+               "workload": fidelity.DETERMINISTIC[1][0]}
+    off_row["validation"]["failed"] = ["exit"]
+    other = _row({"cs": (4, 0)}, {"rseq_update": (1, 1), "rseq_ip_fixup": (4, 0)})
+    lines = fidelity.summary([exact_row, off_row, other]).splitlines()
+    assert len(lines) == 3  # header, rule, one kernel
+    assert "| 1 of 2 | 0 of 1 |" in lines[2]
+    assert f"{fidelity.DETERMINISTIC[1][0]}: exit" in lines[2] and "w: cs, tp:rseq_ip_fixup" in lines[2]
+
+
+def test_make_fidelity_rewrites_only_the_readme_summary(tmp_path):
+    from rseqlab.vm import fidelity
+
+    readme = tmp_path / "README.md"
+    shipped = (Path(__file__).parents[2] / "README.md").read_text()
+    readme.write_text(shipped)
+    fidelity.update_doc(readme, "| kernel |\n|---|\n| new |\n", fidelity.SUMMARY_START, fidelity.SUMMARY_END)
+    new = readme.read_text()
+    assert new.startswith(shipped[:shipped.index(fidelity.SUMMARY_START)])
+    assert "| new |" in new and new.endswith(shipped[shipped.index(fidelity.SUMMARY_END):])

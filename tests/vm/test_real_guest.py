@@ -93,3 +93,27 @@ def test_real_7_1_guest_counters(run_cli):
     # Nothing requested a slice (a legacy registration cannot): every slice counter is 0, observed and predicted.
     for s in ("s_granted", "s_expired", "s_revoked", "s_yielded", "s_aborted"):
         assert c[s]["predicted"] == c[s]["observed"] == 0, s
+
+
+#: `sigstorm 300` and `pingpong 500 same` recorded by guestrec in one boot of the Linux 6.19.10
+#: statistics kernel with user context tracking forced (VIRT_CPU_ACCOUNTING_GEN,
+#: CONTEXT_TRACKING_USER_FORCE), 2 vCPUs under TCG, on 2026-12-02; the config cut to the lines
+#: that matter here, everything else as the guest wrote it.
+TRACKED = Path(__file__).parent.parent / "data" / "guest-6.19.10-ct.tar.gz"
+
+
+@pytest.mark.parametrize("name", ["sigstorm", "pingpong"])
+def test_tracked_guest_recording_is_predicted_exactly(tmp_path, name):
+    from rseqlab.trace.format import Kind
+    from rseqlab.trace.replay import replay, tracks_user_mode
+    from rseqlab.vm import validate as vm_validate
+
+    with tarfile.open(TRACKED) as tar:
+        tar.extractall(tmp_path, filter="data")
+    trace = ingest_dir(tmp_path / f"guest-6.19.10-ct-{name}", tmp_path / "t.trace")
+    assert tracks_user_mode(trace)
+    result = vm_validate.compare(trace, replay(trace, ["6.19"]), "6.19", max_error=0.0, slack=0)
+    assert result["statistics"] and result["failed"] == []
+    # the workload's share of `exit` is exactly its recorded returns
+    returns = int((trace.events["kind"] == Kind.USER_ENTER).sum())
+    assert result["counters"]["exit"]["workload"] == returns

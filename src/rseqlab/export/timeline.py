@@ -129,7 +129,7 @@ def recording_timeline(trace: Trace, kernels: list[str], title: str = "") -> Tim
             tl.slices.append(Slice(sys_track[pid], t0, ts - t0, _SYSCALL_NAMES.get(nr, f"syscall {nr}"), "syscall",
                                    {"nr": nr, "ret": b}))
         elif kind == Kind.LOST:
-            tl.instants.append(Instant(lost_track, ts, "lost events", "lost", {"cpu": cpu, "count": b}))
+            tl.instants.append(Instant(lost_track, ts, "lost events", "lost", {"cpu": cpu, "count": a}))
         elif kind in _INSTANTS and pid in ev_track:
             name, argnames = _INSTANTS[kind]
             tl.instants.append(Instant(ev_track[pid], ts, name, "event",

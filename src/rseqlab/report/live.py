@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..kernel import PERSONALITIES
 from ..trace.format import Trace
-from ..trace.replaybase import RESIDUAL_SOURCES, KernelReplay, observed
+from ..trace.replaybase import KernelReplay, observed, residual_sources
 from . import print_table
 from .compare import kernel_result, render_compare
 
@@ -166,7 +166,7 @@ def validation_json(trace: Trace, results: dict[str, KernelReplay], live: str) -
         "relative_error": None if err_u is None else round(err_u, 6),
         "predicted_rseq_ip_fixup": pred["rseq_ip_fixup"], "observed_rseq_ip_fixup": obs["rseq_ip_fixup"],
         "relative_error_rseq_ip_fixup": None if err_f is None else round(err_f, 6),
-        "residual_sources": list(RESIDUAL_SOURCES),
+        "residual_sources": residual_sources(trace),
         "lost_events": data["trace"]["lost"],
     }
     tasks = []

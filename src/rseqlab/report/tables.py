@@ -154,6 +154,8 @@ FIELDS = {
     Kind.RSEQ_IP_FIXUP: ("rseq_ip_fixup", ("regs_ip", "start_ip", "post_commit_offset", "abort_ip")),
     Kind.IRQ: ("irq", ("irq_kind", "address", "ip")),  # address, ip: user page faults only
     Kind.LOST: ("lost", ("lost_count",)),
+    Kind.USER_ENTER: ("user_enter", ()),
+    Kind.USER_EXIT: ("user_exit", ()),
 }
 _UNSIGNED = {"regs_ip", "start_ip", "abort_ip", "post_commit_offset"}
 

@@ -157,6 +157,12 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
             np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
             pf[0]["ip"][sel].astype(np.int64))
+    for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
+                                  (("context_tracking", "user_exit"), Kind.USER_EXIT)):
+        r = get((system, event))
+        if r is not None:
+            sel = in_tree(r[0]["common_pid"])
+            add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
     mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \

@@ -24,7 +24,13 @@ EVENTS = {
     ("irq_vectors", "irq_work_entry"): False,
     ("irq", "irq_handler_entry"): False,
     ("exceptions", "page_fault_user"): False,
+    # Present only where user context tracking is on (see Kind.USER_ENTER): exact returns.
+    ("context_tracking", "user_enter"): False,
+    ("context_tracking", "user_exit"): False,
 }
+#: Events most kernels do not have (context tracking is off unless forced or nohz_full): left out
+#: of the printed trace-cmd/perf command lines, which fail on an event the kernel lacks.
+WHERE_CONFIGURED = (("context_tracking", "user_enter"), ("context_tracking", "user_exit"))
 MIGRATION_EVENT = ("sched", "sched_migrate_task")
 
 
@@ -53,7 +59,7 @@ def tool_command(tool: str, events: list[tuple[str, str]] | None = None, buffer_
     if tool not in TOOL_COMMANDS:
         raise BadInput(f"--print-command: unknown tool {tool!r} (expected one of: {', '.join(TOOL_COMMANDS)})")
     head, tail = TOOL_COMMANDS[tool]
-    chosen = recorded_events() if events is None else events
+    chosen = [e for e in recorded_events() if e not in WHERE_CONFIGURED] if events is None else events
     return head.format(buffer_kb=buffer_kb) + "".join(f" -e {s}:{e}" for s, e in chosen) + tail
 
 

@@ -67,6 +67,12 @@ class Kind(IntEnum):
     RSEQ_IP_FIXUP = 10  # a=regs_ip, b=start_ip, c=post_commit_offset, d=abort_ip
     IRQ = 11  # an interrupt taken while the task ran, or a user page fault; a=IrqKind
     LOST = 12  # pid=-1; a=events lost on this CPU before this point (-1: unknown count)
+    #: ``context_tracking:user_enter`` / ``user_exit`` (kernels with user context tracking on:
+    #: ``CONTEXT_TRACKING_USER_FORCE`` or ``nohz_full``): the task returns to user mode, the last
+    #: step of ``exit_to_user_mode()``; it enters the kernel from user mode, the first step of
+    #: ``enter_from_user_mode()``. With them the replay reads every return instead of inferring it.
+    USER_ENTER = 13
+    USER_EXIT = 14
 
 
 class IrqKind(IntEnum):

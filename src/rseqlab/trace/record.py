@@ -45,7 +45,7 @@ from pathlib import Path
 from ..errors import BadInput, RseqlabError, Terminated
 from ..live.rseq_area import glibc_version, read_rseq_area
 from .build import build_trace, config_hz, summarize
-from .events import EVENTS, MIGRATION_EVENT  # noqa: F401  (EVENTS: vm/ingest.py imports it from here)
+from .events import MIGRATION_EVENT
 from .format import Trace
 from .spool import Reader
 from .tracefs import (INSTANCE_PREFIX, TRACEFS, Instance, TracefsMount, event_formats, page_size_of, read_file,

@@ -12,7 +12,10 @@ mode the trace implies (``syscall_exit_to_user_mode`` /
 ``irqentry_exit_to_user_mode``). The personality decides what RSEQ work that
 causes; the replay never asks which kernel it drives.
 
-When a return to user mode happens is inferred:
+A recording with ``context_tracking:user_enter/user_exit`` (a kernel with user context tracking
+on, as rseqlab's statistics kernels are) holds every entry from and return to user mode; the
+replay then reads them (:meth:`Replay._run_tracked`) and infers nothing. Otherwise, when a
+return to user mode happens is inferred:
 
 * A syscall's return is *pending* from ``sys_exit`` on (the tracepoint fires
   before the exit-to-user loop). Signal deliveries and switch-outs that follow
@@ -63,8 +66,9 @@ from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCoun
 from ..usermem import PAGE_SIZE, AddressSpace
 from .format import IrqKind, Kind, Trace
 from .replaybase import (EXEC_LOOKUP_ERRORS, MAP_ANONYMOUS, MM_CID_SCAN_DELAY_NS, Fallback, KernelReplay,
-                         ReplayScheduler, exit_windows, root_start_cpu, unmap_range)
-from .replaybase import observed  # noqa: F401  (vm/validate.py imports it from here)
+                         ReplayScheduler, exit_windows, root_start_cpu, tracks_user_mode, unmap_range)
+# Also importable from here (vm/validate.py and the tests import them from this module):
+from .replaybase import RESIDUAL_SOURCES, observed, residual_sources  # noqa: F401
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
@@ -83,6 +87,26 @@ def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
     """clone()'s child TID pointer (x86_64: ``clone(flags, newsp, parent_tid, child_tid, tls)``);
     0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
     return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
+
+
+def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, str]:
+    """The kind of each ``user_exit`` (row -> Entry), from what its task does before it returns:
+    a ``sys_enter`` makes it a syscall, a user page fault an exception, anything else (the
+    return, or the task's end) an interrupt. Not the next event alone: an interrupt may hit the
+    syscall entry between ``user_exit`` and ``sys_enter`` (and even preempt it there)."""
+    out: dict[int, str] = {}
+    decided: dict[int, str] = {}  # pid -> the kind its open entry turns out to be (scanning back)
+    for i in range(len(kinds) - 1, -1, -1):
+        kind, pid = kinds[i], pids[i]
+        if kind == Kind.USER_EXIT:
+            out[i] = decided.pop(pid, Entry.IRQ)
+        elif kind == Kind.SYS_ENTER:
+            decided[pid] = Entry.SYSCALL
+        elif kind == Kind.IRQ and a[i] == IrqKind.PAGE_FAULT:
+            decided[pid] = Entry.EXCEPTION
+        elif kind == Kind.USER_ENTER or kind == Kind.EXIT:
+            decided.pop(pid, None)
+    return out
 
 
 @dataclass(slots=True)
@@ -261,6 +285,8 @@ class Replay:
     # The event loop
     # ------------------------------------------------------------------
     def run(self) -> KernelReplay:
+        if tracks_user_mode(self.trace):
+            return self._run_tracked()
         ev = self.trace.events
         sa = self.trace.sysargs
         args_cols = [sa[f"arg{i}"] for i in range(6)]
@@ -288,19 +314,9 @@ class Replay:
                                              or kind == Kind.SIGNAL and rt.irq_timer
                                              and rt.pending is Entry.SYSCALL))
             if kind == SYS_ENTER:
-                nr = a_l[i]
                 self._enter(rt, Entry.SYSCALL, ts)
-                rt.syscall = nr
                 j = b_l[i]
-                rt.args = tuple(int(c[j]) for c in args_cols) if j >= 0 else ()
-                if nr == NR_RSEQ and rt.args:
-                    flags = rt.args[2] & 0xFFFF_FFFF
-                    if flags & 1:
-                        k.sys_rseq(t, rt.args[0], rt.args[1], flags, rt.args[3])
-                    else:
-                        self._register(rt, rt.args[0], rt.args[1] & 0xFFFF_FFFF, rt.args[3])
-                elif nr == NR_RT_SIGRETURN and t.sigframes:
-                    k.sigreturn(t)
+                self._syscall(rt, a_l[i], tuple(int(c[j]) for c in args_cols) if j >= 0 else ())
             elif kind == SYS_EXIT:
                 if rt.pending is not None:
                     self._finish(rt, ts)  # lost sys_enter: close what was open
@@ -357,24 +373,8 @@ class Replay:
                     t.handlers[sig] = handler
                     k.send_signal(t, sig)
                     rt.short_exit = False  # the frame is set up after signal_deliver
-            elif kind == Kind.FORK:
-                self._fork(rt, a_l[i], b_l[i], ts)
-            elif kind == Kind.EXEC:
-                self._detach(rt, pid)
-                rt.mm = self._new_mm(ts)
-                k.execve(t, success=True)
-                t.mm = rt.mm.space
-                rt.cid_work = False
-                self._attach(rt, pid)
-            elif kind == Kind.EXIT:
-                rt.pending = None
-                k.do_exit(t)
-                rt.dead = True
-                self._detach(rt, pid)
-            elif kind == Kind.RSEQ_UPDATE:
-                rt.observed_update += 1
-            elif kind == Kind.RSEQ_IP_FIXUP:
-                rt.observed_fixup += 1
+            else:
+                self._task_event(rt, kind, pid, a_l[i], b_l[i], ts)
         end = int(ts_l[-1]) if ts_l else 0
         for pid in self.order:
             rt = self.tasks[pid]
@@ -382,6 +382,102 @@ class Replay:
                 self._irq_from_user(rt, True)
             if rt.pending is not None:
                 self._finish(rt, end)
+        return self._result()
+
+    def _syscall(self, rt: _Rt, nr: int, args: tuple[int, ...]) -> None:
+        """What a syscall's entry tells the personality: ``rseq()`` and ``rt_sigreturn()``."""
+        k, t = self.kernel, rt.task
+        rt.syscall, rt.args = nr, args
+        if nr == NR_RSEQ and args:
+            flags = args[2] & 0xFFFF_FFFF
+            if flags & 1:
+                k.sys_rseq(t, args[0], args[1], flags, args[3])
+            else:
+                self._register(rt, args[0], args[1] & 0xFFFF_FFFF, args[3])
+        elif nr == NR_RT_SIGRETURN and t.sigframes:
+            k.sigreturn(t)
+
+    def _task_event(self, rt: _Rt, kind: int, pid: int, a: int, b: int, ts: int) -> None:
+        """The events both loops play the same way: fork, exec, exit, the observed tracepoints."""
+        k, t = self.kernel, rt.task
+        if kind == Kind.FORK:
+            self._fork(rt, a, b, ts)
+        elif kind == Kind.EXEC:
+            self._detach(rt, pid)
+            rt.mm = self._new_mm(ts)
+            k.execve(t, success=True)
+            t.mm = rt.mm.space
+            rt.cid_work = False
+            self._attach(rt, pid)
+        elif kind == Kind.EXIT:
+            rt.pending = None
+            k.do_exit(t)
+            rt.dead = True
+            self._detach(rt, pid)
+        elif kind == Kind.RSEQ_UPDATE:
+            rt.observed_update += 1
+        elif kind == Kind.RSEQ_IP_FIXUP:
+            rt.observed_fixup += 1
+
+    def _run_tracked(self) -> KernelReplay:
+        """The event loop of a recording with ``context_tracking`` events: nothing is inferred.
+
+        ``user_exit`` is an entry from user mode, the first thing ``enter_from_user_mode()``
+        does; its kind is what the task does before it returns (:func:`_entry_kinds`).
+        ``user_enter`` is the return: ``exit_to_user_mode()`` traces it after all exit work, so
+        the pending entry's exit runs there. A return still pending when the recording ends
+        happened after it (and after the statistics were read): it is not played."""
+        ev = self.trace.events
+        sa = self.trace.sysargs
+        args_cols = [sa[f"arg{i}"] for i in range(6)]
+        cols = [ev[c].tolist() for c in ("ts", "cpu", "kind", "pid", "a", "b")]
+        entry_of = _entry_kinds(*cols[2:5])
+        k = self.kernel
+        for i, (ts, cpu, kind, pid, a, b) in enumerate(zip(*cols)):
+            if kind == Kind.LOST or kind == Kind.MIGRATE:
+                continue
+            rt = self.tasks.get(pid)
+            if rt is None:
+                rt = self._task(pid, ts)
+            if rt.dead and kind != Kind.RSEQ_UPDATE:
+                continue
+            t = rt.task
+            if kind == Kind.USER_EXIT:
+                self._enter(rt, entry_of[i], ts)  # a pending return first: its user_enter was lost
+            elif kind == Kind.USER_ENTER:
+                if rt.pending is None:
+                    # The entry or the sys_exit before this return was lost.
+                    rt.pending = Entry.SYSCALL if rt.syscall is not None else Entry.IRQ
+                    rt.syscall = None
+                self._finish(rt, ts)
+            elif kind == Kind.SYS_ENTER:
+                self._syscall(rt, a, tuple(int(c[b]) for c in args_cols) if b >= 0 else ())
+            elif kind == Kind.SYS_EXIT:
+                self._sys_exit(rt, a, b, ts)
+                rt.syscall = None
+                rt.pending = Entry.SYSCALL
+                rt.pending_ts = ts
+            elif kind == Kind.SWITCH_OUT:
+                k.prepare_task_switch(t)
+                rt.on_cpu = False
+            elif kind == Kind.SWITCH_IN:
+                if cpu != t.cpu:
+                    k.set_task_cpu(t, cpu)
+                k.finish_task_switch_in(t, self._cid(rt, pid, cpu))
+                rt.on_cpu = True
+            elif kind == Kind.IRQ:
+                if a == IrqKind.TIMER:
+                    self._tick(rt, ts)
+                elif a == IrqKind.PAGE_FAULT and t.mm.is_cow(b):
+                    # A user fault on a present copy-on-write page is a write (reads do not fault
+                    # there): it breaks the sharing, so the kernel's next rseq store does not fault.
+                    t.mm.fault_in(b, 1, write=True)
+            elif kind == Kind.SIGNAL:
+                if b > 1:  # not SIG_DFL / SIG_IGN: a handler frame is set up
+                    t.handlers[a] = b
+                    k.send_signal(t, a)
+            else:
+                self._task_event(rt, kind, pid, a, b, ts)
         return self._result()
 
     def _irq_from_user(self, rt: _Rt, from_user: bool) -> None:
@@ -541,7 +637,8 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
         _SHARED.clear()
 
 
-__all__ = ["COUNTERS", "TRACEPOINTS", "Replay", "replay"]
+__all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "Replay", "observed", "replay", "residual_sources",
+           "tracks_user_mode"]
 
 
 def replay_file(item: tuple[str, list[str], bool]) -> dict:

@@ -45,6 +45,14 @@ RESIDUAL_SOURCES = (
 )
 
 
+def residual_sources(trace: Trace) -> list[str]:
+    """What the replay of ``trace`` cannot see: :data:`RESIDUAL_SOURCES`, less the inference of
+    returns and entries when the recording has them."""
+    if tracks_user_mode(trace):
+        return list(RESIDUAL_SOURCES[1:])
+    return list(RESIDUAL_SOURCES)
+
+
 def observed(trace: Trace) -> dict[str, int]:
     """The recorded rseq tracepoints, to set beside each kernel's prediction."""
     kinds = trace.events["kind"]
@@ -68,6 +76,14 @@ def root_start_cpu(trace: Trace, root: int) -> int:
     cpu = int(ev["a"][i]) if ev["kind"][i] == Kind.MIGRATE else int(ev["cpu"][i])
     ncpus = len(trace.meta.get("topology", {}).get("node_of_cpu") or [0] * int(trace.meta.get("cpus", 1)))
     return cpu if 0 <= cpu < ncpus else 0
+
+
+def tracks_user_mode(trace: Trace) -> bool:
+    """Whether the recording holds ``context_tracking:user_enter/user_exit`` (every entry from
+    and return to user mode recorded): the reference loop then reads them, the array path
+    falls back to it."""
+    kinds = trace.events["kind"]
+    return bool(np.any(kinds == Kind.USER_ENTER) and np.any(kinds == Kind.USER_EXIT))
 
 
 def exit_windows(meta: dict) -> tuple[int, int]:

@@ -28,8 +28,9 @@ import numpy as np
 
 from ..errors import BadInput
 from ..trace import parse
+from ..trace.build import build_trace
+from ..trace.events import EVENTS, MIGRATION_EVENT
 from ..trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, Trace, save
-from ..trace.record import EVENTS, MIGRATION_EVENT, build_trace
 from .stats import deltas, has_slice_counters, parse_stats
 
 MANIFEST_FORMAT = "rseqlab-guestrec"

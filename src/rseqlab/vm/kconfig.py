@@ -32,6 +32,11 @@ STATS_FRAGMENT: tuple[str, ...] = (
     "EXPERT", "RSEQ", "RSEQ_STATS", "DEBUG_FS", "CGROUPS", "SCHED_MM_CID",
     # tracefs with the events `rseqlab record` uses (raw_syscalls needs FTRACE_SYSCALLS)
     "FTRACE", "FTRACE_SYSCALLS", "TRACING", "EVENT_TRACING", "TRACEPOINTS",
+    # context_tracking:user_enter/user_exit on every CPU: one event per return to user mode and
+    # per entry from it (kernel/context_tracking.c, __ct_user_enter/__ct_user_exit), so the replay
+    # reads the returns instead of inferring them. Tracking is on only when forced (or nohz_full);
+    # VIRT_CPU_ACCOUNTING_GEN is what selects CONTEXT_TRACKING_USER on x86 without NO_HZ_FULL.
+    "VIRT_CPU_ACCOUNTING_GEN", "CONTEXT_TRACKING_USER", "CONTEXT_TRACKING_USER_FORCE",
 )
 #: Set when the release's Kconfig defines them (PREEMPT_LAZY: the preemption model of the
 #: cloud kernels; RSEQ_SLICE_EXTENSION: 7.x's time-slice extension, ``init/Kconfig``).

@@ -18,7 +18,7 @@ from ..errors import BadInput, RseqlabError
 from ..live.workloads import WORKLOADS
 from ..tmpdirs import owned_tempdir
 from ..trace.format import Trace
-from . import guest_run, guestbuild, initramfs
+from . import ccjob, guest_run, guestbuild, initramfs
 from .kernels import Cached, KernelStore, check_version, find_cached
 from .qemu import GuestError
 
@@ -43,19 +43,23 @@ def select_kernel(version: str, *, stats: bool = False, store: KernelStore | Non
     return have if have is not None else store.get(version)
 
 
-def guest_command(command: list[str]) -> tuple[list[str], dict[str, Path]]:
-    """COMMAND as the guest runs it, and the programs to copy in (guest path -> host path).
+def guest_command(command: list[str]) -> tuple[list[str], dict[str, Path], dict[str, bytes]]:
+    """COMMAND as the guest runs it, the programs to copy in (guest path -> host path) and any
+    other files the guest needs (guest path -> contents).
 
-    A shipped workload's bare name runs its static build from ``/work``; anything else is
-    copied in at its own absolute path (with its libraries if dynamically linked)."""
+    A shipped workload's bare name runs its static build from ``/work``; ``cc-parallel`` is the
+    host's gcc compiling generated sources (:mod:`.ccjob`); anything else is copied in at its own
+    absolute path (with its libraries if dynamically linked)."""
     if not command:
         raise BadInput("no COMMAND given (rseqlab vm run VERSION -- COMMAND [ARGS])")
     name = command[0]
     if name in WORKLOADS and "/" not in name:
         exe = guestbuild.build(name)
-        return [f"/work/{name}", *command[1:]], {f"work/{name}": exe}
+        return [f"/work/{name}", *command[1:]], {f"work/{name}": exe}, {}
+    if name == ccjob.NAME:
+        return ccjob.guest(list(command[1:]))
     exe = initramfs.resolve_command(name)
-    return [str(exe), *command[1:]], {str(exe).lstrip("/"): exe}
+    return [str(exe), *command[1:]], {str(exe).lstrip("/"): exe}, {}
 
 
 def payload(commands: list[list[str]], *, buffer_kb: int | None = None) -> str:
@@ -80,11 +84,12 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
 
     if cpus < 1 or cpus > 64:
         raise BadInput(f"--cpus must be between 1 and 64, not {cpus}")
-    argvs, programs = [], {}
+    argvs, programs, extra = [], {}, {}
     for command in commands:
-        argv, progs = guest_command(command)
+        argv, progs, files = guest_command(command)
         argvs.append(argv)
         programs.update(progs)
+        extra.update(files)
     programs["work/guestrec"] = guestbuild.build(guestbuild.GUESTREC)
     serial = serial_log or (Path(f"{outputs[0]}.serial.log") if outputs and outputs[0]
                             else guest_run.default_serial_log(k))
@@ -92,7 +97,9 @@ def batch(k: Cached, commands: list[list[str]], outputs: list[str | Path | None]
     # Removed on every exit but SIGKILL; a SIGKILL leftover goes at the next run (rseqlab/tmpdirs.py).
     with owned_tempdir("rseqlab-vmrun-") as tmp:
         out = Path(tmp) / "out"
-        files = {"work/kconfig": (k.path / "config").read_bytes()} if (k.path / "config").is_file() else {}
+        files = dict(extra)
+        if (k.path / "config").is_file():
+            files["work/kconfig"] = (k.path / "config").read_bytes()
         g = guest_run.run(k, payload(argvs, buffer_kb=buffer_kb), out, programs=programs, files=files,
                           cpus=cpus, mem_mb=mem_mb, timeout=timeout, serial_log=serial, log=log)
         for i, (command, argv, output) in enumerate(zip(commands, argvs, outputs)):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..format import Kind, Trace
-from ..replaybase import EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, Fallback, exit_windows, root_start_cpu
+from ..replaybase import (EXEC_LOOKUP_ERRORS, MM_CID_SCAN_DELAY_NS, Fallback, exit_windows, root_start_cpu,
+                          tracks_user_mode)
 from .compiled import BARRIERS, MEMO_OK, OP_MAX, announce_compile, cut_segments, drive, type_segments
 from .files import resolve_files
 
@@ -28,6 +29,9 @@ class Plan:
         self.root_addr = int(root.get("rseq_addr") or 0x7F00_0000_0100)
         self.root_len = int(root.get("rseq_len") or 32)
         kind = ev["kind"]
+        if tracks_user_mode(trace):
+            # The returns are recorded: the reference loop reads them (Replay._run_tracked).
+            raise Fallback("context-tracking events")
         pid = ev["pid"]
         a = ev["a"].astype(np.int64, copy=False)
         b = ev["b"].astype(np.int64, copy=False)
