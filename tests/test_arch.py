@@ -14,7 +14,7 @@ from rseqlab.errors import BadInput
 from rseqlab.kernel import Tif, kernel_class, make_kernel
 from rseqlab.kernel.arch import ARM64, X86_64, arch_by_name, split_kernel_name, with_arch
 from rseqlab.kernel.arm64 import Arm64Entry
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 from rseqlab.scenarios import explain
 
 IDS = {"cpu_id_start": 1, "cpu_id": 1, "node_id": 1, "mm_cid": 1}
@@ -82,7 +82,7 @@ def test_kernel_names_carry_the_arch():
 # The bench: the regression and its fix
 # ----------------------------------------------------------------------
 def _preempted_in_cs(kernel: str, place: Placement | None = None):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     b.register()
     b.enter_cs(at=8)
@@ -92,16 +92,16 @@ def _preempted_in_cs(kernel: str, place: Placement | None = None):
 
 
 def test_user_irq_is_never_set_on_arm64_6_19():
-    b = Bench("6.19@arm64")
+    b = ScriptedMachine("6.19@arm64")
     t = b.task
     b.register()
     b.kernel.enter_from_user_mode(t, "interrupt")
     assert t.rseq.user_irq is False  # arm64_enter_from_user_mode() has no rseq_note_user_irq_entry()
-    b2 = Bench("7.1@arm64")
+    b2 = ScriptedMachine("7.1@arm64")
     b2.register()
     b2.kernel.enter_from_user_mode(b2.task, "interrupt")
     assert b2.task.rseq.user_irq is True
-    b3 = Bench("7.1@arm64")
+    b3 = ScriptedMachine("7.1@arm64")
     b3.register()
     b3.kernel.enter_from_user_mode(b3.task, "syscall")  # a syscall is not a user interrupt
     assert b3.task.rseq.user_irq is False
@@ -179,7 +179,7 @@ def test_arm64_scenarios(name, kernel, counters, reads, writes, abort):
 
 def test_arm64_never_uses_a_separate_tif_rseq():
     """No HAVE_GENERIC_TIF_BITS: raising the work raises TIF_NOTIFY_RESUME; no fast path runs."""
-    b = Bench("7.1@arm64")
+    b = ScriptedMachine("7.1@arm64")
     t = b.task
     b.register()
     seen = []
@@ -200,7 +200,7 @@ def test_arm64_6_19_syscall_exit_clears_the_events():
     """exit_to_user_mode_prepare_legacy() serves syscalls too and clears the events; the
     x86_64 syscall exit leaves them (they are cleared only under LOCKDEP)."""
     for kernel, left in (("6.19", True), ("6.19@arm64", False)):
-        b = Bench(kernel)
+        b = ScriptedMachine(kernel)
         t = b.task
         t.rseq.ids_changed = True  # e.g. a placement while unregistered: nothing raised
         b.syscall()
@@ -268,7 +268,7 @@ def test_check_percpu_counter_per_arch(kernel, violations):
 @pytest.mark.parametrize(("length", "version"), [(32, 1), (64, 2)])
 def test_7_1_split_exists_on_arm64(length, version):
     """arm64 selects GENERIC_IRQ_ENTRY, so a longer registration is v2 there too."""
-    b = Bench("7.1@arm64")
+    b = ScriptedMachine("7.1@arm64")
     t = b.task
     assert b.register(length=length) == 0
     assert t.rseq.has_rseq == version

@@ -12,7 +12,7 @@ _previous_handlers = _startup.guard()
 
 from .errors import BadInput, ExitStatus, RseqlabError  # noqa: E402 - after the start-up guard
 from .kernel import COUNTERS, PERSONALITIES, TRACEPOINTS, Kernel, Topology, make_kernel  # noqa: E402
-from .machine.bench import Bench, Placement  # noqa: E402
+from .machine.scripted import Placement, ScriptedMachine  # noqa: E402
 from .scenarios import SCENARIOS, Explanation  # noqa: E402
 from .api import Recording, Report, explain, load_trace, record, replay, selftest, validate  # noqa: E402
 from . import check, compare  # noqa: E402,F401 - callable modules: rseqlab.compare(...), rseqlab.check(...)
@@ -25,7 +25,6 @@ __all__ = [
     "SCENARIOS",
     "TRACEPOINTS",
     "BadInput",
-    "Bench",
     "ExitStatus",
     "Explanation",
     "Kernel",
@@ -33,6 +32,7 @@ __all__ = [
     "Recording",
     "Report",
     "RseqlabError",
+    "ScriptedMachine",
     "Topology",
     "check",
     "compare",

@@ -1,6 +1,6 @@
 """The scenarios of spec §4, runnable on any personality (``rseqlab explain``).
 
-Each scenario sets a bench task up (usually: registered, first exit done, so
+Each scenario sets the scripted machine's task up (usually: registered, first exit done, so
 the area holds valid IDs), zeroes the counters, then plays one situation and
 reports what the kernel did on the way back to user space: the call graph,
 every user access by field, the counters, the tracepoints, the resulting IP
@@ -24,7 +24,7 @@ from .abi import (
 from .errors import BadInput
 from .kernel import Task, kernel_class
 from .kernel._task import CLONE_CHILD_SETTID, CLONE_VM, SIGNAL_NAMES, SIGUSR1
-from .machine.bench import Bench, Placement
+from .machine.scripted import Placement, ScriptedMachine
 from .usermem import PAGE_SIZE
 
 
@@ -33,21 +33,21 @@ class Scenario:
     name: str
     row: str  # the spec §4 row it plays
     summary: str
-    play: Callable[[Bench], Task]  # sets up, starts measuring, acts; returns the task to report
+    play: Callable[[ScriptedMachine], Task]  # sets up, starts measuring, acts; returns the task to report
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(name: str, row: str, summary: str):
-    def register(play: Callable[[Bench], Task]) -> Callable[[Bench], Task]:
+    def register(play: Callable[[ScriptedMachine], Task]) -> Callable[[ScriptedMachine], Task]:
         SCENARIOS[name] = Scenario(name, row, summary, play)
         return play
 
     return register
 
 
-def _registered(b: Bench) -> Task:
+def _registered(b: ScriptedMachine) -> Task:
     """A task that registered its area and has returned to user once since."""
     b.register()
     return b.task
@@ -61,7 +61,7 @@ def _here(t: Task) -> Placement:
 # The scenarios the issue names, in spec-table order
 # ----------------------------------------------------------------------
 @scenario("syscall-exit", "1", "syscall returns with nothing pending")
-def _syscall_exit(b: Bench) -> Task:
+def _syscall_exit(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall()
@@ -69,7 +69,7 @@ def _syscall_exit(b: Bench) -> Task:
 
 
 @scenario("notify-resume-other", "1b", "syscall exit with TIF_NOTIFY_RESUME from task_work (deferred fput)")
-def _notify_resume_other(b: Bench) -> Task:
+def _notify_resume_other(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall(work=lambda k, task: k.task_work_add(task))
@@ -77,7 +77,7 @@ def _notify_resume_other(b: Bench) -> Task:
 
 
 @scenario("block-same-cpu", "2", "syscall blocks, wakes on the same CPU with the same mm_cid")
-def _block_same_cpu(b: Bench) -> Task:
+def _block_same_cpu(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall(block=_here(t))
@@ -85,7 +85,7 @@ def _block_same_cpu(b: Bench) -> Task:
 
 
 @scenario("preempt-user-same-cpu", "3", "timer interrupt from user preempts; back on the same CPU (glibc: rseq_cs == 0)")
-def _preempt_user_same_cpu(b: Bench) -> Task:
+def _preempt_user_same_cpu(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.interrupt(resched=_here(t))
@@ -93,7 +93,7 @@ def _preempt_user_same_cpu(b: Bench) -> Task:
 
 
 @scenario("migrate", "4", "preempted from user and moved to another CPU by the load balancer")
-def _migrate(b: Bench) -> Task:
+def _migrate(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.interrupt(resched=Placement(1, t.mm_cid))
@@ -101,7 +101,7 @@ def _migrate(b: Bench) -> Task:
 
 
 @scenario("mmcid-change", "5", "syscall blocks, wakes on the same CPU with a different mm_cid")
-def _mmcid_change(b: Bench) -> Task:
+def _mmcid_change(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall(block=Placement(t.cpu, t.mm_cid + 1))
@@ -109,7 +109,7 @@ def _mmcid_change(b: Bench) -> Task:
 
 
 @scenario("signal", "6", "signal with a handler, delivered on return from an interrupt; IP not in a section")
-def _signal(b: Bench) -> Task:
+def _signal(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.interrupt(signal=SIGUSR1)
@@ -117,7 +117,7 @@ def _signal(b: Bench) -> Task:
 
 
 @scenario("irq-no-resched", "7", "interrupt from user, returns without rescheduling")
-def _irq_no_resched(b: Bench) -> Task:
+def _irq_no_resched(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.interrupt()
@@ -126,7 +126,7 @@ def _irq_no_resched(b: Bench) -> Task:
 
 @scenario("fork-child-cow", "8", "first return of a raw-clone() child (no CLONE_CHILD_SETTID); "
           "its rseq page is copy-on-write")
-def _fork_child_cow(b: Bench) -> Task:
+def _fork_child_cow(b: ScriptedMachine) -> Task:
     _registered(b)
     child = b.spawn_child()
     b.start_measuring()
@@ -136,7 +136,7 @@ def _fork_child_cow(b: Bench) -> Task:
 
 @scenario("fork-child-settid", "8", "first return of a glibc fork() child; schedule_tail()'s TID store "
           "made its rseq page private")
-def _fork_child_settid(b: Bench) -> Task:
+def _fork_child_settid(b: ScriptedMachine) -> Task:
     _registered(b)
     child = b.spawn_child(clone_flags=CLONE_CHILD_SETTID, child_tid=b.layout.tid)
     b.start_measuring()
@@ -145,7 +145,7 @@ def _fork_child_settid(b: Bench) -> Task:
 
 
 @scenario("preempt-in-cs", "9", "preempted from user inside a critical section, same CPU")
-def _preempt_in_cs(b: Bench) -> Task:
+def _preempt_in_cs(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     b.start_measuring()
@@ -154,7 +154,7 @@ def _preempt_in_cs(b: Bench) -> Task:
 
 
 @scenario("migrate-in-cs", "9", "preempted from user inside a critical section and moved to another CPU")
-def _migrate_in_cs(b: Bench) -> Task:
+def _migrate_in_cs(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     b.start_measuring()
@@ -163,7 +163,7 @@ def _migrate_in_cs(b: Bench) -> Task:
 
 
 @scenario("signal-in-cs", "10", "signal delivered on return from an interrupt inside a critical section")
-def _signal_in_cs(b: Bench) -> Task:
+def _signal_in_cs(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     b.start_measuring()
@@ -172,7 +172,7 @@ def _signal_in_cs(b: Bench) -> Task:
 
 
 @scenario("syscall-in-cs", "11", "a section illegally makes a syscall that blocks and wakes on another CPU")
-def _syscall_in_cs(b: Bench) -> Task:
+def _syscall_in_cs(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     b.start_measuring()
@@ -181,14 +181,14 @@ def _syscall_in_cs(b: Bench) -> Task:
 
 
 @scenario("register", "12", "sys_rseq registers a 32-byte area; first return to user")
-def _register(b: Bench) -> Task:
+def _register(b: ScriptedMachine) -> Task:
     b.start_measuring()
     b.register()
     return b.task
 
 
 @scenario("unregister", "13", "sys_rseq(RSEQ_FLAG_UNREGISTER)")
-def _unregister(b: Bench) -> Task:
+def _unregister(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.unregister()
@@ -196,7 +196,7 @@ def _unregister(b: Bench) -> Task:
 
 
 @scenario("membarrier-ipi", "14", "membarrier PRIVATE_EXPEDITED_RSEQ IPI hits the task in user mode")
-def _membarrier_ipi(b: Bench) -> Task:
+def _membarrier_ipi(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.membarrier_ipi()
@@ -207,7 +207,7 @@ def _membarrier_ipi(b: Bench) -> Task:
 # The table's other cases
 # ----------------------------------------------------------------------
 @scenario("preempt-user-cs-outside", "3", "preempted from user with rseq_cs still armed, IP past the section")
-def _preempt_user_cs_outside(b: Bench) -> Task:
+def _preempt_user_cs_outside(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs()
     b.leave_cs()
@@ -217,7 +217,7 @@ def _preempt_user_cs_outside(b: Bench) -> Task:
 
 
 @scenario("migrate-syscall", "4", "syscall blocks and wakes on another CPU")
-def _migrate_syscall(b: Bench) -> Task:
+def _migrate_syscall(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall(block=Placement(1, t.mm_cid))
@@ -225,7 +225,7 @@ def _migrate_syscall(b: Bench) -> Task:
 
 
 @scenario("signal-syscall", "6", "self-sent signal (kill) delivered at syscall exit")
-def _signal_syscall(b: Bench) -> Task:
+def _signal_syscall(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.syscall(work=lambda k, task: k.send_signal(task, SIGUSR1))
@@ -233,7 +233,7 @@ def _signal_syscall(b: Bench) -> Task:
 
 
 @scenario("thread-create", "8b", "first return of a new thread (CLONE_VM): no rseq until it registers")
-def _thread_create(b: Bench) -> Task:
+def _thread_create(b: ScriptedMachine) -> Task:
     _registered(b)
     child = b.spawn_child(clone_flags=CLONE_VM)
     b.start_measuring()
@@ -242,7 +242,7 @@ def _thread_create(b: Bench) -> Task:
 
 
 @scenario("preempt-in-cs-fault", "9", "preempted in a section whose descriptor page was swapped out")
-def _preempt_in_cs_fault(b: Bench) -> Task:
+def _preempt_in_cs_fault(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     t.mm.evict(b.layout.rodata, PAGE_SIZE)
@@ -252,7 +252,7 @@ def _preempt_in_cs_fault(b: Bench) -> Task:
 
 
 @scenario("signal-in-cs-preempted", "10", "signal and preemption in the same interrupt return, inside a section")
-def _signal_in_cs_preempted(b: Bench) -> Task:
+def _signal_in_cs_preempted(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.enter_cs(at=8)
     b.start_measuring()
@@ -261,7 +261,7 @@ def _signal_in_cs_preempted(b: Bench) -> Task:
 
 
 @scenario("kvm-guest-entry", "15", "vCPU thread: KVM_RUN sleeps, wakes on another CPU, enters the guest, returns")
-def _kvm_guest_entry(b: Bench) -> Task:
+def _kvm_guest_entry(b: ScriptedMachine) -> Task:
     t = _registered(b)
     b.start_measuring()
     b.kvm_run(block=Placement(1, t.mm_cid))
@@ -271,7 +271,7 @@ def _kvm_guest_entry(b: Bench) -> Task:
 # ----------------------------------------------------------------------
 # Signals as the kernel sends them: a process with a SIGSEGV handler
 # ----------------------------------------------------------------------
-def _ro_area_migrated(b: Bench) -> Task:
+def _ro_area_migrated(b: ScriptedMachine) -> Task:
     """Registered, then the page holding the rseq area turns read-only (an mprotect()
     gone wrong), and a tick preempts the task, which comes back on the other CPU."""
     t = b.task
@@ -284,7 +284,7 @@ def _ro_area_migrated(b: Bench) -> Task:
 
 @scenario("segv-handler-ro-area", "SEGV1", "crash reporter: SIGSEGV handler installed, rseq area read-only, "
           "preempted onto another CPU")
-def _segv_handler_ro_area(b: Bench) -> Task:
+def _segv_handler_ro_area(b: ScriptedMachine) -> Task:
     """The ID write fails; the handler, if it gets to run, returns with rt_sigreturn.
 
     6.18: force_sigsegv(0) is a catchable SIGSEGV, but delivering it runs the handler pass
@@ -303,7 +303,7 @@ def _segv_handler_ro_area(b: Bench) -> Task:
 
 @scenario("segv-handler-blocked", "SEGV2", "SIGSEGV handler installed but SIGSEGV blocked; rseq area read-only, "
           "preempted onto another CPU")
-def _segv_handler_blocked(b: Bench) -> Task:
+def _segv_handler_blocked(b: ScriptedMachine) -> Task:
     """force_sig() finds SIGSEGV blocked: the action is reset to SIG_DFL and the signal
     unblocked, so the handler never runs and the task dies on every kernel."""
     _registered(b)
@@ -312,7 +312,7 @@ def _segv_handler_blocked(b: Bench) -> Task:
 
 
 @scenario("segv-ignored", "SEGV3", "SIGSEGV ignored (SIG_IGN); rseq area read-only, preempted onto another CPU")
-def _segv_ignored(b: Bench) -> Task:
+def _segv_ignored(b: ScriptedMachine) -> Task:
     """An ignored SIGSEGV is reset to SIG_DFL by force_sig(): the task dies on every kernel."""
     _registered(b)
     b.install_segv_handler(ignore=True)
@@ -321,7 +321,7 @@ def _segv_ignored(b: Bench) -> Task:
 
 @scenario("segv-handler-bad-cs", "SEGV4", "SIGSEGV handler installed; preempted inside a section whose abort "
           "signature is wrong")
-def _segv_handler_bad_cs(b: Bench) -> Task:
+def _segv_handler_bad_cs(b: ScriptedMachine) -> Task:
     """The CS check fails on the exit path and fails again when the SIGSEGV is delivered
     (the IP is still inside the section): force_sigsegv(SIGSEGV) resets the action, but
     the frame is set up and SIGSEGV blocked during it, so the handler runs once and the
@@ -341,11 +341,11 @@ def _segv_handler_bad_cs(b: Bench) -> Task:
 # ----------------------------------------------------------------------
 #: x86_64 ``getpid``: a syscall other than ``rseq_slice_yield`` inside a granted extension.
 NR_GETPID = 39
-#: The slice scenarios register 64 bytes (a v2 registration on 7.1) at the bench's area.
+#: The slice scenarios register 64 bytes (a v2 registration on 7.1) at the scripted task's area.
 SLICE_RSEQ_LEN = 64
 
 
-def _slice_requested(b: Bench) -> Task:
+def _slice_requested(b: ScriptedMachine) -> Task:
     """Registered with 64 bytes, the extension enabled by prctl, and ``request`` set, as a
     thread does on entering its critical section (a kernel without it refuses the prctl)."""
     t = b.task
@@ -357,7 +357,7 @@ def _slice_requested(b: Bench) -> Task:
     return t
 
 
-def _slice_granted(b: Bench) -> Task:
+def _slice_granted(b: ScriptedMachine) -> Task:
     """As above, then a tick asks for a reschedule: a slice kernel grants instead."""
     t = _slice_requested(b)
     b.interrupt(resched=_here(t))
@@ -365,7 +365,7 @@ def _slice_granted(b: Bench) -> Task:
 
 
 @scenario("slice-grant", "SL1", "slice extension requested; a tick's reschedule is replaced by a grant")
-def _slice_grant(b: Bench) -> Task:
+def _slice_grant(b: ScriptedMachine) -> Task:
     t = _slice_requested(b)
     b.start_measuring()
     b.interrupt(resched=_here(t))
@@ -373,7 +373,7 @@ def _slice_grant(b: Bench) -> Task:
 
 
 @scenario("slice-expire", "SL2", "granted, the thread overruns: the slice hrtimer fires and forces the reschedule")
-def _slice_expire(b: Bench) -> Task:
+def _slice_expire(b: ScriptedMachine) -> Task:
     t = _slice_granted(b)
     b.start_measuring()
     if b.sched.timers.get(t.cpu) is None:  # nothing armed (no grant): a plain tick instead
@@ -384,7 +384,7 @@ def _slice_expire(b: Bench) -> Task:
 
 
 @scenario("slice-syscall-revoke", "SL3", "granted, the thread makes another syscall (getpid): the grant ends at entry")
-def _slice_syscall_revoke(b: Bench) -> Task:
+def _slice_syscall_revoke(b: ScriptedMachine) -> Task:
     t = _slice_granted(b)
     b.start_measuring()
     b.sched.plan.append(_here(t))
@@ -393,7 +393,7 @@ def _slice_syscall_revoke(b: Bench) -> Task:
 
 
 @scenario("slice-yield", "SL4", "granted, the thread leaves its section and calls rseq_slice_yield()")
-def _slice_yield(b: Bench) -> Task:
+def _slice_yield(b: ScriptedMachine) -> Task:
     t = _slice_granted(b)
     b.start_measuring()
     ret = b.rseq_slice_yield(resched=_here(t))
@@ -402,7 +402,7 @@ def _slice_yield(b: Bench) -> Task:
 
 
 @scenario("slice-refused", "SL5", "slice requested, but a signal is pending with the reschedule: no grant")
-def _slice_refused(b: Bench) -> Task:
+def _slice_refused(b: ScriptedMachine) -> Task:
     t = _slice_requested(b)
     b.start_measuring()
     b.interrupt(resched=_here(t), signal=SIGUSR1)
@@ -464,21 +464,21 @@ class Explanation:
 
 
 def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
-    """Play scenario ``name`` on a fresh bench running kernel ``release``."""
+    """Play scenario ``name`` on a fresh scripted machine running kernel ``release``."""
     if name not in SCENARIOS:
         raise BadInput(f"unknown scenario {name!r}; accepted: {', '.join(SCENARIOS)}")
     kernel_class(release)  # BadInput naming the accepted kernels
     sc = SCENARIOS[name]
-    bench = Bench(release, debug=debug)
-    t = sc.play(bench)
+    sm = ScriptedMachine(release, debug=debug)
+    t = sc.play(sm)
     killed = t.killed_by
-    area = bench.area(t)
+    area = sm.area(t)
     for signed in ("cpu_id_start", "cpu_id"):
         area[signed] = as_s32(area[signed])
-    k = bench.kernel
+    k = sm.kernel
     if getattr(k, "slice_configured", False):
         # Only a kernel with the extension shows its control word (request | granted << 8).
-        area["slice_ctrl"] = t.mm.peek(bench.layout.area + StructRseq.SLICE_CTRL.offset, 4)
+        area["slice_ctrl"] = t.mm.peek(sm.layout.area + StructRseq.SLICE_CTRL.offset, 4)
     return Explanation(
         kernel=release,
         scenario=name,
@@ -491,12 +491,12 @@ def explain(name: str, release: str, *, debug: bool = False) -> Explanation:
         user_writes=dict(sorted(t.uaccess.writes.items())),
         user_faults=dict(sorted(t.uaccess.faults.items())),
         ip=t.regs.ip,
-        ip_is_abort=t.regs.ip == bench.layout.abort_ip
-        or any(f.saved_ip == bench.layout.abort_ip for f in t.sigframes),
+        ip_is_abort=t.regs.ip == sm.layout.abort_ip
+        or any(f.saved_ip == sm.layout.abort_ip for f in t.sigframes),
         signal=SIGNAL_NAMES.get(killed, str(killed)) if killed else None,
         rseq_area=area,
-        work=list(bench.kernel.ftrace.lines) if bench.kernel.ftrace else [],
+        work=list(sm.kernel.ftrace.lines) if sm.kernel.ftrace else [],
         sigframes=[SIGNAL_NAMES.get(f.sig, str(f.sig)) for f in t.sigframes],
-        handlers_run=[SIGNAL_NAMES.get(sig, str(sig)) for sig in bench.handlers_run],
-        debugfs=bench.kernel.rseq_stats_show(),
+        handlers_run=[SIGNAL_NAMES.get(sig, str(sig)) for sig in sm.handlers_run],
+        debugfs=sm.kernel.rseq_stats_show(),
     )

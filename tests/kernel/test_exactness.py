@@ -8,7 +8,7 @@ import pytest
 
 from rseqlab.abi import RSEQ_SIG, RseqFlag
 from rseqlab.kernel import RseqStats, Topology
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 from rseqlab.scenarios import explain
 
 UNINIT = 0xFFFF_FFFF
@@ -39,7 +39,7 @@ def test_debugfs_file_per_kernel():
 
 
 def _unregister_event(numa: bool):
-    b = Bench("6.19", cpus=2, nodes=1)
+    b = ScriptedMachine("6.19", cpus=2, nodes=1)
     b.kernel.topology = Topology.uniform(2, 1, numa=numa)
     b.syscall(block=Placement(cpu=1, mm_cid=0))
     assert b.register() == 0
@@ -60,7 +60,7 @@ def test_619_unregistration_event_node_id(numa, node):
 
 
 def test_619_registered_event_node_id_is_the_cpus_node():
-    b = Bench("6.19", cpus=4, nodes=2)
+    b = ScriptedMachine("6.19", cpus=4, nodes=2)
     events = []
     b.kernel.trace_subscribers.append(events.append)
     b.syscall(block=Placement(cpu=3, mm_cid=0))
@@ -70,7 +70,7 @@ def test_619_registered_event_node_id_is_the_cpus_node():
 
 def test_618_debug_copy_after_unregistration_holds_the_reset_values():
     """rseq_unsafe_put_user() updates t->rseq_fields with every store, the reset too."""
-    b = Bench("6.18", debug=True)
+    b = ScriptedMachine("6.18", debug=True)
     b.syscall(block=Placement(cpu=1, mm_cid=0))
     assert b.register() == 0
     assert b.task.rseq.kernel_fields == (1, 1, 0, 0)
@@ -81,7 +81,7 @@ def test_618_debug_copy_after_unregistration_holds_the_reset_values():
 def test_618_debug_copy_is_read_from_the_area_at_registration():
     """Registration fills the copy with four get_user()s of what the area holds (a reused TLS
     area may hold anything); the first exit's ID write then updates it field by field."""
-    b = Bench("6.18", debug=True)
+    b = ScriptedMachine("6.18", debug=True)
     t = b.task
     for off, value in ((0, 7), (4, 7), (20, 1), (24, 3)):  # cpu_id_start, cpu_id, node_id, mm_cid
         t.mm.poke(b.layout.area + off, 4, value)

@@ -2,7 +2,7 @@
 
 Hypothesis draws a list of steps; each step is either a user-mode move (enter
 the critical section at some offset, leave it, disarm ``rseq_cs``) or one round
-trip through the kernel on a 4-CPU, 2-node :class:`Bench`: an interrupt or
+trip through the kernel on a 4-CPU, 2-node :class:`ScriptedMachine`: an interrupt or
 exception (maybe preempting and migrating, maybe delivering SIGUSR1), a page
 fault that sleeps, a membarrier RSEQ IPI, a syscall (maybe blocking, maybe
 preempted on the way out, maybe raising task_work or signalling itself),
@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from rseqlab.kernel import Entry, RseqStats, Task, Tif
 from rseqlab.kernel._task import CLONE_VM, SIGSEGV, SIGUSR1
-from rseqlab.machine.bench import LAYOUT, Bench, Placement
+from rseqlab.machine.scripted import LAYOUT, Placement, ScriptedMachine
 
 KERNELS = ("6.18", "6.19")
 CPUS, NODES, MM_CIDS = 4, 2, 3
@@ -253,12 +253,12 @@ class Run:
 
     release: str
     initial: Placement = field(default_factory=Placement)
-    b: Bench = field(init=False)
+    b: ScriptedMachine = field(init=False)
     tallies: dict[int, Tally] = field(default_factory=dict)  # by pid
     records: list[Record] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.b = Bench(self.release, cpus=CPUS, nodes=NODES)
+        self.b = ScriptedMachine(self.release, cpus=CPUS, nodes=NODES)
         self.tallies[self.t.pid] = Tally()
         # Put the unregistered task somewhere first, so the registration has real IDs to write.
         self.b.syscall(block=self.initial)
@@ -423,7 +423,7 @@ def check_no_abort_without_cause(run: Run, rec: Record) -> None:
         assert run.b.area(t)["rseq_cs"] == LAY.descriptor
 
 
-def assert_fresh_ids(b: Bench, t: Task, what: str) -> None:
+def assert_fresh_ids(b: ScriptedMachine, t: Task, what: str) -> None:
     area = b.area(t)
     want = {"cpu_id_start": t.cpu, "cpu_id": t.cpu, "node_id": node_of(t.cpu), "mm_cid": t.mm_cid}
     got = {name: area[name] for name in want}
@@ -664,13 +664,13 @@ def test_all_invariants_long_runs(release, initial, steps):
 # ======================================================================
 # Deterministic tests of the legacy mask (spec §5.5, §2.5 step 8, §2.8)
 # ======================================================================
-def legacy_bench() -> Bench:
-    b = Bench("6.18", cpus=CPUS, nodes=NODES)
+def legacy_bench() -> ScriptedMachine:
+    b = ScriptedMachine("6.18", cpus=CPUS, nodes=NODES)
     assert b.register() == 0
     return b
 
 
-def notify_resume_pass(b: Bench, entry: Entry) -> None:
+def notify_resume_pass(b: ScriptedMachine, entry: Entry) -> None:
     """A kernel stay whose only exit work is task_work's TIF_NOTIFY_RESUME."""
     if entry is Entry.SYSCALL:
         b.syscall(work=lambda k, t: k.task_work_add(t))
@@ -715,7 +715,7 @@ def test_legacy_stale_mask_aborts_and_is_consumed(entry):
     assert int(t.rseq.event_mask) == 0
 
 
-def build_legacy_mask(b: Bench) -> int:
+def build_legacy_mask(b: ScriptedMachine) -> int:
     """Give the parent PREEMPT (switch) and SIGNAL (a frame) bits, IP outside any section."""
     t = b.task
     b.syscall(block=Placement(t.cpu, t.mm_cid), work=WORKS["kill_self"])

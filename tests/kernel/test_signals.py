@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from rseqlab.abi import RseqFlag, StructRseq
 from rseqlab.kernel._base import HANDLER_CURRENT, SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK
 from rseqlab.kernel._task import SIG_IGN, SIGSEGV, SIGUSR1, SIGUSR2
-from rseqlab.machine.bench import LAYOUT, Bench, Placement
+from rseqlab.machine.scripted import LAYOUT, Placement, ScriptedMachine
 from rseqlab.scenarios import explain
 from rseqlab.usermem import PAGE_SIZE
 
@@ -39,15 +39,15 @@ def frames(t) -> list[int]:
     return [f.sig for f in t.sigframes]
 
 
-def bench(kernel: str, *, length: int = 32, debug: bool = False, handler: str = "handler") -> Bench:
-    b = Bench(kernel, debug=debug)
+def bench(kernel: str, *, length: int = 32, debug: bool = False, handler: str = "handler") -> ScriptedMachine:
+    b = ScriptedMachine(kernel, debug=debug)
     assert b.register(length=length) == 0
     if handler != "none":
         b.install_segv_handler(block=handler == "blocked", ignore=handler == "ignored")
     return b
 
 
-def force(b: Bench, fn) -> int | None:
+def force(b: ScriptedMachine, fn) -> int | None:
     """A syscall whose kernel part calls ``fn(kernel, task)``; its exit delivers what that queued."""
     return b.syscall(work=lambda k, t: fn(k, t) or 0)
 
@@ -135,7 +135,7 @@ def test_synchronous_sigsegv_is_dequeued_before_lower_numbered_signals():
 # ======================================================================
 # The rseq call sites, per kernel
 # ======================================================================
-def _ro_area_then_migrate(b: Bench) -> None:
+def _ro_area_then_migrate(b: ScriptedMachine) -> None:
     b.task.mm.protect(LAY.tls, PAGE_SIZE, writable=False)
     b.interrupt(resched=Placement(1, b.task.mm_cid))
 
@@ -325,7 +325,7 @@ STEPS = st.one_of(
 )
 
 
-def _instrument(b: Bench, log: list):
+def _instrument(b: ScriptedMachine, log: list):
     k = b.kernel
     inner_force, inner_handle = k.force_sig_info_to_task, k.handle_signal
 
@@ -341,7 +341,7 @@ def _instrument(b: Bench, log: list):
     k.handle_signal = handle_signal
 
 
-def _play(b: Bench, step) -> None:
+def _play(b: ScriptedMachine, step) -> None:
     t = b.task
     match step:
         case Irq(cpu, signal):

@@ -18,7 +18,7 @@ from rseqlab.kernel import Tif
 from rseqlab.kernel._base import access_ok
 from rseqlab.kernel._ftrace import Ftrace
 from rseqlab.kernel._task import CLONE_VM, SIGSEGV
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 from rseqlab.usermem import PAGE_SIZE
 
 KERNELS = ("6.18", "6.19")
@@ -33,12 +33,12 @@ ALIGNED_16_ONLY_OFFSET = 0x210  # 16-byte but not 32-byte aligned
 UNMAPPED = 0x1000_0000
 
 
-def rseq(b: Bench, addr: int, length: int, flags: int, sig: int, t=None) -> int | None:
+def rseq(b: ScriptedMachine, addr: int, length: int, flags: int, sig: int, t=None) -> int | None:
     """One ``rseq()`` syscall on ``t``: its return value, or None if the task died returning."""
     return b.syscall(t, work=lambda k, task: k.sys_rseq(task, addr, length, flags, sig))
 
 
-def rseq_in_kernel(b: Bench, addr: int, length: int, flags: int, sig: int, t=None) -> dict:
+def rseq_in_kernel(b: ScriptedMachine, addr: int, length: int, flags: int, sig: int, t=None) -> dict:
     """Like :func:`rseq`, but also records what the call itself did, before the exit work runs.
 
     Keys: ``ret`` (the call's value), ``alive`` (the task got back to user space),
@@ -61,19 +61,19 @@ def rseq_in_kernel(b: Bench, addr: int, length: int, flags: int, sig: int, t=Non
     return seen
 
 
-def registered_bench(kernel: str, **kw) -> Bench:
-    b = Bench(kernel, **kw)
+def registered_bench(kernel: str, **kw) -> ScriptedMachine:
+    b = ScriptedMachine(kernel, **kw)
     assert b.register() == 0
     assert b.task.rseq.usrptr == b.layout.area
     return b
 
 
-def ids(b: Bench, t=None) -> tuple[int, int, int, int]:
+def ids(b: ScriptedMachine, t=None) -> tuple[int, int, int, int]:
     a = b.area(t)
     return a["cpu_id_start"], a["cpu_id"], a["node_id"], a["mm_cid"]
 
 
-def poke_ids(b: Bench, value: int, t=None) -> None:
+def poke_ids(b: ScriptedMachine, value: int, t=None) -> None:
     t = t or b.task
     for f in (StructRseq.CPU_ID_START, StructRseq.CPU_ID, StructRseq.NODE_ID, StructRseq.MM_CID):
         t.mm.poke(b.layout.area + f.offset, f.size, value)
@@ -84,7 +84,7 @@ def poke_ids(b: Bench, value: int, t=None) -> None:
 # ======================================================================
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_syscall_errors_test_sequence(kernel):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     area = b.layout.area
 
@@ -120,7 +120,7 @@ def test_syscall_errors_test_sequence(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_availability_probe(kernel):
     """R-01: rseq(NULL, 0, 0, 0) is EINVAL when rseq is built in, registered or not."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     got = rseq_in_kernel(b, 0, 0, 0, 0)
     assert got["ret"] == -errno.EINVAL
     assert got["reads"] == got["writes"] == got["faults"] == {}
@@ -137,7 +137,7 @@ def test_availability_probe(kernel):
 # ======================================================================
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_unregister_when_never_registered(kernel):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.unregister() == -errno.EINVAL
     assert b.task.rseq.usrptr == 0
 
@@ -178,7 +178,7 @@ def test_unregister_different_length(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_unregister_wrong_signature_keeps_registration(kernel):
     """Step 4 / R-10: EPERM, the IDs are not reset, and the task is still registered."""
-    b = Bench(kernel, cpus=4, nodes=2)
+    b = ScriptedMachine(kernel, cpus=4, nodes=2)
     b.syscall(block=Placement(cpu=3, mm_cid=5))
     assert b.register() == 0
     assert ids(b) == (3, 3, 1, 5)
@@ -265,7 +265,7 @@ EXPECTED_UNREGISTERED_IDS = {
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_unregister_values_and_counters(kernel):
     """R-11 (spec §1.4 step 5): the reset values, and 6.19's ids/rseq_update accounting."""
-    b = Bench(kernel, cpus=4, nodes=2)
+    b = ScriptedMachine(kernel, cpus=4, nodes=2)
     t = b.task
     b.syscall(block=Placement(cpu=3, mm_cid=5))
     assert b.register() == 0
@@ -310,7 +310,7 @@ def test_unregister_values_and_counters(kernel):
 @pytest.mark.parametrize("flags", [2, 1 << 31, 0x100])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_unknown_flags(kernel, flags):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     got = rseq_in_kernel(b, b.layout.area, 32, flags, RSEQ_SIG)
     assert got["ret"] == -errno.EINVAL
     assert got["reads"] == got["writes"] == {}
@@ -340,7 +340,7 @@ def test_reregister_different_address_or_length(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_reregister_extended_registration(kernel):
     """A 64-byte registration is EBUSY only with the same length; 32 is a different length."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.register(length=64) == 0
     assert b.register(length=64) == -errno.EBUSY
     assert b.register(length=32) == -errno.EINVAL
@@ -370,7 +370,7 @@ LENGTH_ALIGNMENT_CASES = [
 @pytest.mark.parametrize(("length", "misalign", "expected"), LENGTH_ALIGNMENT_CASES)
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_length_and_alignment(kernel, length, misalign, expected):
-    b = Bench(kernel, cpus=4, nodes=2)
+    b = ScriptedMachine(kernel, cpus=4, nodes=2)
     b.syscall(block=Placement(cpu=2, mm_cid=7))
     addr = b.layout.tls + OTHER_AREA_OFFSET + misalign
     got = rseq_in_kernel(b, addr, length, 0, RSEQ_SIG)
@@ -388,7 +388,7 @@ def test_register_length_and_alignment(kernel, length, misalign, expected):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_16_aligned_area_with_len_64(kernel):
     """R-15: an area aligned to 16 only is refused for an extended length; 16 bytes lower it is fine."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     addr = b.layout.tls + ALIGNED_16_ONLY_OFFSET
     assert addr % 16 == 0 and addr % 32 == 16
     assert rseq(b, addr, 64, 0, RSEQ_SIG) == -errno.EINVAL
@@ -399,7 +399,7 @@ def test_register_16_aligned_area_with_len_64(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_range_crossing_task_size(kernel):
     """Step 4: access_ok() refuses a range reaching past TASK_SIZE, before any user access."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     top_page = TASK_SIZE - PAGE_SIZE
     t.mm.map(top_page, PAGE_SIZE)
@@ -431,7 +431,7 @@ def test_register_unmapped_area_efault_from_memory_init(kernel):
 
     6.18 reads rseq_cs first; 6.19 writes it first without reading.
     """
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     b.kernel.ftrace = Ftrace()
     assert access_ok(UNMAPPED, 32) is True
@@ -456,7 +456,7 @@ def test_register_unmapped_area_efault_from_memory_init(kernel):
 def test_register_read_only_area(kernel):
     """6.18 only reads a zero rseq_cs, so a read-only area registers (and dies at the first
     ID update); 6.19 writes at registration and refuses it with -EFAULT."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     ro = 0x5000_0000
     t.mm.map(ro, PAGE_SIZE, writable=False)
@@ -479,7 +479,7 @@ def test_register_read_only_area(kernel):
 
 def test_register_read_only_area_with_stale_rseq_cs_6_18():
     """6.18: a non-zero rseq_cs must be cleared, and that write's fault is -EFAULT."""
-    b = Bench("6.18")
+    b = ScriptedMachine("6.18")
     t = b.task
     ro = 0x5000_0000
     t.mm.map(ro, PAGE_SIZE, writable=False)
@@ -496,7 +496,7 @@ def test_register_read_only_area_with_stale_rseq_cs_6_18():
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_clears_stale_rseq_cs(kernel, stale):
     """R-16: a junk rseq_cs left in a reused TLS area is zeroed at registration, no SIGSEGV."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     t.mm.poke(b.layout.area + StructRseq.RSEQ_CS.offset, 8, stale)
     got = rseq_in_kernel(b, b.layout.area, 32, 0, RSEQ_SIG)
@@ -516,7 +516,7 @@ def test_register_clears_stale_rseq_cs(kernel, stale):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_user_accesses(kernel):
     """Step 5: 6.18 reads a zero rseq_cs and writes nothing; 6.19 writes without reading."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     poke_ids(b, SENTINEL)
     got = rseq_in_kernel(b, b.layout.area, 32, 0, RSEQ_SIG)
     assert got["ret"] == 0
@@ -539,7 +539,7 @@ def test_register_user_accesses(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_register_raises_exit_work(kernel):
     """Step 6: 6.18 sets TIF_NOTIFY_RESUME; 6.19 forces an update through TIF_RSEQ."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     seen = {}
 
@@ -563,7 +563,7 @@ def test_register_raises_exit_work(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_first_return_after_registration_writes_ids(kernel, cpu, mm_cid, node):
     """R-06 / spec §1.5: after the registering syscall returns, the IDs are the task's."""
-    b = Bench(kernel, cpus=4, nodes=2)
+    b = ScriptedMachine(kernel, cpus=4, nodes=2)
     t = b.task
     if (cpu, mm_cid) != (t.cpu, t.mm_cid):
         b.syscall(block=Placement(cpu=cpu, mm_cid=mm_cid))
@@ -579,7 +579,7 @@ def test_first_return_after_registration_writes_ids(kernel, cpu, mm_cid, node):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_failed_registration_leaves_area_alone(kernel):
     """Argument errors and EBUSY never touch user memory."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     poke_ids(b, SENTINEL)
     for addr, length, flags in ((b.layout.area, 31, 0), (b.layout.area + 1, 32, 0),
                                 (b.layout.area, 32, 4)):
@@ -598,7 +598,7 @@ def test_failed_registration_leaves_area_alone(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_signature_is_u32(kernel):
     """sig is a u32: -1 and 0xFFFFFFFF are the same signature."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.register(sig=-1) == 0
     assert b.task.rseq.sig == U32_MASK
     assert b.register(sig=U32_MASK) == -errno.EBUSY
@@ -611,7 +611,7 @@ def test_signature_is_u32(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_fork_child_inherits_registration(kernel):
     """L-01: the fork child is registered: EBUSY on re-registration, valid cpu_id."""
-    b = Bench(kernel, cpus=4, nodes=2)
+    b = ScriptedMachine(kernel, cpus=4, nodes=2)
     assert b.register() == 0
     child = b.spawn_child(child_place=Placement(cpu=2, mm_cid=0))
     assert child.mm is not b.task.mm
@@ -632,7 +632,7 @@ def test_fork_child_inherits_registration(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_clone_vm_child_is_not_registered(kernel):
     """L-02: a CLONE_VM child (a thread) starts unregistered and can register its own area."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.register() == 0
     assert CLONE_VM == 0x100
     child = b.spawn_child(clone_flags=0x100)
@@ -651,7 +651,7 @@ def test_clone_vm_child_is_not_registered(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_execve_resets_registration(kernel):
     """L-03: after a successful execve registering succeeds again."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     assert b.register() == 0
     assert b.register() == -errno.EBUSY
@@ -664,7 +664,7 @@ def test_execve_resets_registration(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_failed_execve_keeps_registration(kernel):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     t = b.task
     assert b.register() == 0
     assert b.syscall(work=lambda k, task: k.execve(task, success=False) or 0) == 0

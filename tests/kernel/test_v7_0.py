@@ -40,7 +40,7 @@ from rseqlab.errors import BadInput
 from rseqlab.kernel import ALIASES, BUILDS, PERSONALITIES, SLICE_COUNTERS, kernel_class, kernel_names, make_kernel
 from rseqlab.kernel._task import SIGSEGV, SYSCALL_WORK_RSEQ_SLICE, Tif
 from rseqlab.kernel.v7_1 import Linux71
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 from rseqlab.scenarios import SCENARIOS, explain
 from rseqlab.selftests import tcmalloc_slab
 from rseqlab.usermem import PAGE_SIZE
@@ -71,7 +71,7 @@ def plus_writes(d: dict, **extra: int) -> dict:
     return d
 
 
-class V2Bench(Bench):
+class V2ScriptedMachine(ScriptedMachine):
     def register(self, t=None, *, length: int = 64, **kw):
         return super().register(t, length=length, **kw)
 
@@ -79,7 +79,7 @@ class V2Bench(Bench):
         return super().unregister(t, length=length, **kw)
 
 
-def observed(b: Bench, t) -> dict:
+def observed(b: ScriptedMachine, t) -> dict:
     return {"counters": {c: n for c, n in t.stats.as_dict(b.kernel.counters).items() if n},
             "writes": dict(+t.uaccess.writes), "reads": dict(+t.uaccess.reads), "faults": dict(+t.uaccess.faults),
             "ip": t.regs.ip}
@@ -192,7 +192,7 @@ def test_7_1_slice_with_a_32_byte_registration_is_7_1(name, kernel):
 
 @pytest.mark.parametrize("name", SPEC)
 def test_7_1_slice_v2_is_7_1_plus_the_implicit_clears(name):
-    b_old, b_new = V2Bench("7.1"), V2Bench("7.1+slice")
+    b_old, b_new = V2ScriptedMachine("7.1"), V2ScriptedMachine("7.1+slice")
     old, new = observed(b_old, SCENARIOS[name].play(b_old)), observed(b_new, SCENARIOS[name].play(b_new))
     extra = {"register": 2,  # v2 registration stores slice_ctrl, then the forced ID write
              "unregister": 0,  # 7.1 unregisters with plain stores
@@ -227,7 +227,7 @@ REGISTRATION = {
 @pytest.mark.parametrize("kernel", sorted(REGISTRATION))
 @pytest.mark.parametrize(("length", "default_on"), [(32, 0), (64, 0), (32, 1), (64, 1)])
 def test_registration_flags_and_slice_ctrl(kernel, length, default_on):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     a = b.layout.area
     b.task.mm.poke(a + StructRseq.FLAGS.offset, 4, 0xFFFF)
     b.task.mm.poke(a + StructRseq.SLICE_CTRL.offset, 4, SENTINEL)
@@ -274,7 +274,7 @@ GROUPS = {"6.18": 0, "6.19": 0, "7.0": 1, "7.0.7": 1, "7.1": 1, "7.0+slice": 2, 
 @pytest.mark.parametrize(("case", "answers"), PRCTL, ids=[str(c) for c, _ in PRCTL])
 def test_prctl_errno_matrix(kernel, case, answers):
     length, arg2, arg3, arg4 = case
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     if length is not None:
         assert b.register(length=length) == 0
     b.start_measuring(ftrace=False)
@@ -286,7 +286,7 @@ def test_prctl_errno_matrix(kernel, case, answers):
 
 @pytest.mark.parametrize(("kernel", "length"), [("7.0+slice", 32), ("7.0+slice", 64), ("7.1+slice", 64)])
 def test_prctl_set_rewrites_flags_and_get_reports_it(kernel, length):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.register(length=length) == 0
     a = b.layout.area + StructRseq.FLAGS.offset
     b.task.mm.poke(a, 4, A | 0x100)  # a bit user space owns stays
@@ -301,7 +301,7 @@ def test_prctl_set_rewrites_flags_and_get_reports_it(kernel, length):
 @pytest.mark.parametrize(("flags_value", "enabled_before"), [(0, False), (A, True)])
 def test_prctl_dies_on_inconsistent_status_bits(flags_value, enabled_before):
     """(flags & valid) != valid, valid = AVAILABLE (| ENABLED if enabled): SIGSEGV and -EFAULT."""
-    b = Bench("7.0+slice")
+    b = ScriptedMachine("7.0+slice")
     assert b.register(length=64) == 0
     if enabled_before:
         assert b.prctl(PR_RSEQ_SLICE_EXTENSION, SET, ON) == 0
@@ -311,7 +311,7 @@ def test_prctl_dies_on_inconsistent_status_bits(flags_value, enabled_before):
 
 
 def test_prctl_dies_when_the_flags_store_faults():
-    b = Bench("7.1+slice")
+    b = ScriptedMachine("7.1+slice")
     assert b.register(length=64) == 0
     b.task.mm.protect(b.layout.tls, PAGE_SIZE, writable=False)
     assert b.prctl(PR_RSEQ_SLICE_EXTENSION, SET, ON) is None
@@ -320,7 +320,7 @@ def test_prctl_dies_when_the_flags_store_faults():
 
 @pytest.mark.parametrize("kernel", ["6.18", "6.19", "7.0", "7.1", "7.0.7"])
 def test_rseq_slice_yield_is_enosys_without_the_extension(kernel):
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.rseq_slice_yield() == -errno.ENOSYS
 
 
@@ -350,8 +350,8 @@ GRANTING = {
 }
 
 
-def played(name: str, kernel: str) -> tuple[dict, Bench]:
-    b = Bench(kernel)
+def played(name: str, kernel: str) -> tuple[dict, ScriptedMachine]:
+    b = ScriptedMachine(kernel)
     t = SCENARIOS[name].play(b)
     got = {"counters": {c: n for c, n in t.stats.as_dict(b.kernel.counters).items() if n},
            "reads": dict(+t.uaccess.reads), "writes": dict(+t.uaccess.writes),
@@ -376,7 +376,7 @@ def test_slice_scenario_on_a_granting_kernel(name, kernel):
 
 
 def test_rseq_slice_yield_returns_1_once():
-    b = Bench("7.1+slice")
+    b = ScriptedMachine("7.1+slice")
     SCENARIOS["slice-grant"].play(b)
     assert b.rseq_slice_yield(resched=Placement(0, 0)) == 1
     assert b.rseq_slice_yield() == 0  # no grant any more: the entry work is not armed
@@ -397,7 +397,7 @@ def test_slice_scenario_on_a_kernel_that_never_grants(name, kernel):
 
 def test_the_grant_is_refused_after_a_syscall_entry():
     """state.enabled &= event.user_irq: a reschedule at a syscall exit is never extended."""
-    b = Bench("7.0+slice")
+    b = ScriptedMachine("7.0+slice")
     SCENARIOS["slice-grant"].play(b)  # granted, then yield to end it
     b.rseq_slice_yield(resched=Placement(0, 0))
     b.task.mm.poke(b.layout.area + StructRseq.SLICE_CTRL.offset, 4, slice_ctrl(request=1))
@@ -409,7 +409,7 @@ def test_the_grant_is_refused_after_a_syscall_entry():
 
 def test_expired_before_going_out_reschedules():
     """__rseq_arm_slice_extension_timer: expires < now -> need-resched and one more loop pass."""
-    b = Bench("7.0+slice")
+    b = ScriptedMachine("7.0+slice")
     SCENARIOS["slice-grant"].play(b)
     t, k = b.task, b.kernel
     b.sched.timers.clear()
@@ -419,7 +419,7 @@ def test_expired_before_going_out_reschedules():
 
 
 def test_the_expiry_only_hits_the_task_that_armed_it():
-    b = Bench("7.0+slice")
+    b = ScriptedMachine("7.0+slice")
     SCENARIOS["slice-grant"].play(b)
     k, t = b.kernel, b.task
     other = k.new_task(999, t.mm)
@@ -430,7 +430,7 @@ def test_the_expiry_only_hits_the_task_that_armed_it():
 
 
 def test_debug_key_kills_a_task_that_touched_slice_ctrl_during_the_grant():
-    b = Bench("7.0+slice", debug=True)
+    b = ScriptedMachine("7.0+slice", debug=True)
     SCENARIOS["slice-grant"].play(b)
     b.task.mm.poke(b.layout.area + StructRseq.SLICE_CTRL.offset, 4, slice_ctrl(request=1, granted=1))
     assert b.syscall(nr=39) is None
@@ -447,7 +447,7 @@ def test_slice_ext_nsec_debugfs_write(text, want):
 
 
 def test_slice_ext_nsec_option_sets_the_expiry():
-    b = Bench("7.1+slice", slice_ext_nsec=20_000)
+    b = ScriptedMachine("7.1+slice", slice_ext_nsec=20_000)
     SCENARIOS["slice-grant"].play(b)
     assert b.sched.timers[b.task.cpu][0] == 20_000
     with pytest.raises(BadInput, match="ERANGE"):
@@ -471,7 +471,7 @@ def test_slice_ext_nsec_option_sets_the_expiry():
 def test_offset_28_clobber_is_separate_from_the_missing_id_rewrite(kernel, rewritten, kept):
     """A 32-byte registration, then user space keeps its own word in cpu_id_start and bytes
     28..31 (TCMalloc's layout); a preemption back onto the same CPU."""
-    b = Bench(kernel)
+    b = ScriptedMachine(kernel)
     assert b.register() == 0
     a = b.layout.area
     b.task.mm.poke(a + StructRseq.CPU_ID_START.offset, 4, 0x8000_1234)

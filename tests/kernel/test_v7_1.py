@@ -28,7 +28,7 @@ from rseqlab.abi import (
 )
 from rseqlab.kernel import COUNTERS, PERSONALITIES
 from rseqlab.kernel._task import SIGSEGV, SIGUSR1
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 from rseqlab.machine.machine import make_machine
 from rseqlab.scenarios import SPEC_SCENARIOS as SCENARIOS, explain
 from rseqlab.selftests import tcmalloc_slab
@@ -111,7 +111,7 @@ LEGACY = {
 }
 
 
-def observed(t, bench: Bench) -> dict:
+def observed(t, bench: ScriptedMachine) -> dict:
     """What a scenario's task saw, in the shape of :data:`LEGACY`."""
     return {"counters": {c: getattr(t.stats, c) for c in COUNTERS if c != "exit" and getattr(t.stats, c)},
             "tp": t.trace.as_dict(), "reads": dict(+t.uaccess.reads), "writes": dict(+t.uaccess.writes),
@@ -126,7 +126,7 @@ def from_explanation(got) -> dict:
             "abort": got.ip_is_abort}
 
 
-class V2Bench(Bench):
+class V2ScriptedMachine(ScriptedMachine):
     """The bench with a 64-byte registration (the area at tls + 0x100 is 256-byte aligned)."""
 
     def register(self, t=None, *, length: int = 64, **kw):
@@ -136,7 +136,7 @@ class V2Bench(Bench):
         return super().unregister(t, length=length, **kw)
 
 
-def poke_cpu_id_start(b: Bench, value: int) -> None:
+def poke_cpu_id_start(b: ScriptedMachine, value: int) -> None:
     b.task.mm.poke(b.layout.area + StructRseq.CPU_ID_START.offset, 4, value)
 
 
@@ -157,7 +157,7 @@ def test_legacy_scenario(name):
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SCENARIOS if n not in ("unregister", "thread-create")))
-@pytest.mark.parametrize("bench_cls", [Bench, V2Bench], ids=["legacy", "v2"])
+@pytest.mark.parametrize("bench_cls", [ScriptedMachine, V2ScriptedMachine], ids=["legacy", "v2"])
 def test_ids_are_current_after_every_scenario(name, bench_cls):
     """Spec §1.5 holds in both modes."""
     b = bench_cls("7.1")
@@ -170,7 +170,7 @@ def test_ids_are_current_after_every_scenario(name, bench_cls):
 
 def test_unregistration_resets_cpu_id_start_to_zero():
     """rseq_reset_ids at b2128290 stores 0 (6.19 stored -1 through rseq_set_ids)."""
-    for bench_cls in (Bench, V2Bench):
+    for bench_cls in (ScriptedMachine, V2ScriptedMachine):
         b = bench_cls("7.1")
         t = SCENARIOS["unregister"].play(b)
         assert b.area(t) == {"cpu_id_start": 0, "cpu_id": UNINIT, "rseq_cs": 0, "flags": 0, "node_id": 0,
@@ -180,7 +180,7 @@ def test_unregistration_resets_cpu_id_start_to_zero():
 
 def test_unregistration_fault_returns_efault_and_kills():
     """rseq_reset_ids: a store that faults forces SIGSEGV; rseq_reset() is not reached."""
-    b = Bench("7.1")
+    b = ScriptedMachine("7.1")
     assert b.register() == 0
     t = b.task
     t.mm.protect(b.layout.tls, PAGE_SIZE, writable=False)
@@ -193,7 +193,7 @@ def test_unregistration_fault_returns_efault_and_kills():
 # ----------------------------------------------------------------------
 # legacy_check.c, on the bench (userspace spec §2.9, O-01/O-02)
 # ----------------------------------------------------------------------
-def legacy_check(kernel: str, bench_cls=Bench) -> dict:
+def legacy_check(kernel: str, bench_cls=ScriptedMachine) -> dict:
     """legacy_check's steps: overwrite cpu_id_start, sleep; overwrite, raise(SIGUSR1)."""
     b = bench_cls(kernel)
     assert b.register() == 0
@@ -219,7 +219,7 @@ def test_legacy_check_passes_with_a_32_byte_registration():
 def test_legacy_check_would_fail_on_6_19_and_in_v2_mode():
     unchanged = {"after_sleep": UNINIT, "in_handler": UNINIT, "after_raise": UNINIT}
     assert legacy_check("6.19") == unchanged
-    assert legacy_check("7.1", V2Bench) == unchanged
+    assert legacy_check("7.1", V2ScriptedMachine) == unchanged
 
 
 # ----------------------------------------------------------------------
@@ -233,7 +233,7 @@ EXTRA_VALIDATIONS = {"fork-child-cow": 1}
 @pytest.mark.parametrize("name", sorted(n for n in SCENARIOS if n not in ("register", "unregister")))
 def test_v2_scenario_is_6_19_plus_read_only_checks(name):
     old = from_explanation(explain(name, "6.19"))
-    b = V2Bench("7.1")
+    b = V2ScriptedMachine("7.1")
     new = observed(SCENARIOS[name].play(b), b)
     checks = old["counters"].get("ids", 0) + EXTRA_VALIDATIONS.get(name, 0)
     want_reads = dict(old["reads"])
@@ -245,20 +245,20 @@ def test_v2_scenario_is_6_19_plus_read_only_checks(name):
 
 
 def test_v2_registration_adds_the_flags_store_and_unregistration_counts_nothing():
-    b = V2Bench("7.1")
+    b = V2ScriptedMachine("7.1")
     reg = observed(SCENARIOS["register"].play(b), b)
     assert reg == outcome({"fastpath": 1, "ids": 1}, upd=1,
                           reads={"rseq_cs": 1, **IDS},  # the forced update validates -1, -1, 0, 0
                           writes={"rseq_cs": 1, "flags": 1, "cpu_id_start": 2, "cpu_id": 2, "node_id": 2,
                                   "mm_cid": 2})
-    b = V2Bench("7.1")
+    b = V2ScriptedMachine("7.1")
     assert observed(SCENARIOS["unregister"].play(b), b) == outcome(writes=IDS)
 
 
 @pytest.mark.parametrize("field", ["cpu_id_start", "cpu_id", "node_id", "mm_cid"])
 def test_v2_kills_a_task_that_wrote_an_id_field(field):
     """82f572449cfe: a v2 task that changed a read-only field dies at the next ID write."""
-    b = V2Bench("7.1")
+    b = V2ScriptedMachine("7.1")
     assert b.register() == 0
     t = b.task
     f = getattr(StructRseq, field.upper())
@@ -271,12 +271,12 @@ def test_v2_kills_a_task_that_wrote_an_id_field(field):
 
 def test_legacy_tolerates_a_written_cpu_id_start_unless_debug():
     """No read-only check for a 32-byte registration (TCMalloc writes there); the debug key checks."""
-    b = Bench("7.1")
+    b = ScriptedMachine("7.1")
     assert b.register() == 0
     poke_cpu_id_start(b, JUNK)
     assert b.interrupt(resched=Placement(1, b.task.mm_cid))
     assert b.area()["cpu_id_start"] == 1
-    dbg = Bench("7.1", debug=True)
+    dbg = ScriptedMachine("7.1", debug=True)
     assert dbg.register() == 0
     poke_cpu_id_start(dbg, JUNK)
     assert dbg.syscall(block=Placement(0, dbg.task.mm_cid)) is None  # died on the way out
@@ -310,7 +310,7 @@ LENGTHS = [
 @pytest.mark.parametrize(("offset", "length", "want_71", "want_619"), LENGTHS)
 def test_registration_length_and_alignment(offset, length, want_71, want_619):
     for kernel, want in (("7.1", want_71), ("6.19", want_619)):
-        b = Bench(kernel)
+        b = ScriptedMachine(kernel)
         addr = b.layout.tls + offset
         assert b.syscall(work=lambda k, task, a=addr: k.sys_rseq(task, a, length, 0, RSEQ_SIG)) == want, kernel
 
@@ -318,7 +318,7 @@ def test_registration_length_and_alignment(offset, length, want_71, want_619):
 @pytest.mark.parametrize(("length", "rewritten"), [(32, True), (33, False), (64, False), (256, False)])
 def test_the_length_picks_the_mode(length, rewritten):
     """Only the original 32 bytes get the legacy rewrite after a plain switch."""
-    b = Bench("7.1")
+    b = ScriptedMachine("7.1")
     assert b.register(length=length) == 0
     poke_cpu_id_start(b, UNINIT)
     b.syscall(block=Placement(0, b.task.mm_cid))
@@ -334,14 +334,14 @@ def test_the_length_picks_the_mode(length, rewritten):
 ])
 def test_registration_flags(flags, want_71, want_619):
     for kernel, want in (("7.1", want_71), ("6.19", want_619)):
-        b = Bench(kernel)
+        b = ScriptedMachine(kernel)
         a = b.layout.area
         assert b.syscall(work=lambda k, task, a=a: k.sys_rseq(task, a, 64, flags, RSEQ_SIG)) == want, kernel
 
 
 def test_registration_writes_flags_zero():
     """Without the slice extension configured, rseq_register stores 0 into flags (junk is cleared)."""
-    b = Bench("7.1")
+    b = ScriptedMachine("7.1")
     b.task.mm.poke(b.layout.area + StructRseq.FLAGS.offset, 4, 0xFFFF)
     assert b.register(length=64) == 0
     assert b.area()["flags"] == 0

@@ -10,23 +10,23 @@ import pytest
 
 from rseqlab.abi import TASK_SIZE, StructRseq, StructRseqCs
 from rseqlab.kernel._task import SIGSEGV
-from rseqlab.machine.bench import Bench, Placement
+from rseqlab.machine.scripted import Placement, ScriptedMachine
 
 KERNELS = ("6.18", "6.19")
 
 
-def registered(kernel: str, *, debug: bool = False) -> Bench:
-    b = Bench(kernel, debug=debug)
+def registered(kernel: str, *, debug: bool = False) -> ScriptedMachine:
+    b = ScriptedMachine(kernel, debug=debug)
     assert b.register() == 0
     return b
 
 
-def preempt(b: Bench) -> bool:
+def preempt(b: ScriptedMachine) -> bool:
     t = b.task
     return b.interrupt(resched=Placement(t.cpu, t.mm_cid))
 
 
-def poke_desc(b: Bench, field, value: int) -> None:
+def poke_desc(b: ScriptedMachine, field, value: int) -> None:
     b.task.mm.poke(b.layout.descriptor + field.offset, field.size, value)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..abi import StructRseq
-from ..machine.machine import RseqAbort
+from ..machine.interface import RseqAbort
 from ..userprog.image import PLAIN_IP
 from ..userprog.primitives import count_abort
 

@@ -15,8 +15,7 @@ from rich.table import Table
 
 from ..kernel import PERSONALITIES
 from ..trace.format import Trace
-from ..trace.replay import observed, residual_sources
-from ..trace.replaybase import KernelReplay
+from ..trace.replaybase import KernelReplay, observed, residual_sources
 from . import print_table
 from .compare import kernel_result, render_compare
 

@@ -60,8 +60,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..errors import BadInput
 from ..kernel import Entry, Kernel, Task, Tif, Topology, make_kernel
 from ..kernel._task import CLONE_VM, COUNTERS, TRACEPOINTS, RseqStats, TraceCounts
@@ -72,6 +70,8 @@ from .format import IrqKind, Kind, Trace
 from .sections import Section
 from .replaybase import (EXEC_LOOKUP_ERRORS, MAP_ANONYMOUS, MM_CID_SCAN_DELAY_NS, Fallback, KernelReplay,
                          ReplayScheduler, exit_windows, root_start_cpu, tracks_user_mode, unmap_range)
+# Also importable from here (vm/validate.py and the tests import them from this module):
+from .replaybase import PARTIAL_SECTIONS, RESIDUAL_SOURCES, observed, residual_sources  # noqa: F401
 
 # x86_64 syscall numbers the replay interprets.
 NR_CLOSE, NR_MMAP, NR_MUNMAP, NR_RT_SIGRETURN = 3, 9, 11, 15
@@ -90,38 +90,6 @@ def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
     """clone()'s child TID pointer (x86_64: ``clone(flags, newsp, parent_tid, child_tid, tls)``);
     0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
     return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
-
-
-RESIDUAL_SOURCES = (
-    "exceptions other than user page faults are not recorded (interrupts and exceptions:page_fault_user "
-    "are), and whether an interrupt right after a return hit user mode or that exit path is inferred",
-    "TIF_NOTIFY_RESUME raised by sources not in the trace (memcg/blkcg throttling, "
-    "task_work of other subsystems, deferred fput of files the trace did not see opened)",
-    "the mm_cid compaction task_work is modelled from the tick and a 100 ms per-mm period, "
-    "not observed",
-    "user-space rseq critical sections are not recorded (rseq_cs is always 0 in the replay): "
-    "rseq_ip_fixup is never predicted",
-    "membarrier RSEQ IPIs and KVM guest entry are not replayed",
-    "events lost by the ring buffer, if any",
-)
-
-
-#: What replaces RESIDUAL_SOURCES[3] when the recording has the user IPs and the sections.
-PARTIAL_SECTIONS = ("critical sections are placed from the user IP each interrupt saved and the "
-                    "programs' __rseq_cs descriptors; a stale rseq_cs user space left outside a "
-                    "section since the last one seen is not recorded (clear may be undercounted)")
-
-
-def residual_sources(trace: Trace) -> list[str]:
-    """What the replay of ``trace`` cannot see: :data:`RESIDUAL_SOURCES`, less the inference of
-    returns and entries when the recording has them, and with the critical sections' item
-    narrowed when it also has the user IPs and the programs' descriptors."""
-    out = list(RESIDUAL_SOURCES)
-    if not tracks_user_mode(trace):
-        return out
-    if trace.meta.get("rseq_cs") and (trace.meta.get("user_ip") or {}).get("with_ip"):
-        out[3] = PARTIAL_SECTIONS
-    return out[1:]
 
 
 def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, str]:
@@ -746,12 +714,6 @@ def replay(trace: Trace, kernels: list[str], *, reference: bool = False, jobs: i
         return results
     finally:
         _SHARED.clear()
-
-
-def observed(trace: Trace) -> dict[str, int]:
-    kinds = trace.events["kind"]
-    return {"rseq_update": int(np.count_nonzero(kinds == Kind.RSEQ_UPDATE)),
-            "rseq_ip_fixup": int(np.count_nonzero(kinds == Kind.RSEQ_IP_FIXUP))}
 
 
 __all__ = ["COUNTERS", "RESIDUAL_SOURCES", "TRACEPOINTS", "Replay", "observed", "replay", "residual_sources",

@@ -3,8 +3,8 @@
 
 It holds the inference's constants and the helpers whose answers the two paths must agree on
 (the root's start CPU, the exit windows, the file table's ``munmap``), the scheduler both hand to
-the kernel, the result type, and :class:`Fallback`, the array path's way of saying "run the
-reference instead".
+the kernel, the result type, what the inference leaves out and what the trace observed, and
+:class:`Fallback`, the array path's way of saying "run the reference instead".
 """
 
 from __future__ import annotations
@@ -28,6 +28,46 @@ SYSCALL_EXIT_WINDOW_NS = 5_000
 #: ... and this soon after an interrupt entry, in that interrupt's exit (the handler runs
 #: first: the timer tick takes 10-50 us in the recorded VMs, rarely up to ~140 us).
 IRQ_EXIT_WINDOW_NS = 150_000
+
+
+#: What the replay cannot see or infers (the report prints them beside the residuals).
+RESIDUAL_SOURCES = (
+    "exceptions other than user page faults are not recorded (interrupts and exceptions:page_fault_user "
+    "are), and whether an interrupt right after a return hit user mode or that exit path is inferred",
+    "TIF_NOTIFY_RESUME raised by sources not in the trace (memcg/blkcg throttling, "
+    "task_work of other subsystems, deferred fput of files the trace did not see opened)",
+    "the mm_cid compaction task_work is modelled from the tick and a 100 ms per-mm period, "
+    "not observed",
+    "user-space rseq critical sections are not recorded (rseq_cs is always 0 in the replay): "
+    "rseq_ip_fixup is never predicted",
+    "membarrier RSEQ IPIs and KVM guest entry are not replayed",
+    "events lost by the ring buffer, if any",
+)
+
+
+#: What replaces RESIDUAL_SOURCES[3] when the recording has the user IPs and the sections.
+PARTIAL_SECTIONS = ("critical sections are placed from the user IP each interrupt saved and the "
+                    "programs' __rseq_cs descriptors; a stale rseq_cs user space left outside a "
+                    "section since the last one seen is not recorded (clear may be undercounted)")
+
+
+def residual_sources(trace: Trace) -> list[str]:
+    """What the replay of ``trace`` cannot see: :data:`RESIDUAL_SOURCES`, less the inference of
+    returns and entries when the recording has them, and with the critical sections' item
+    narrowed when it also has the user IPs and the programs' descriptors."""
+    out = list(RESIDUAL_SOURCES)
+    if not tracks_user_mode(trace):
+        return out
+    if trace.meta.get("rseq_cs") and (trace.meta.get("user_ip") or {}).get("with_ip"):
+        out[3] = PARTIAL_SECTIONS
+    return out[1:]
+
+
+def observed(trace: Trace) -> dict[str, int]:
+    """The recorded rseq tracepoints, to set beside each kernel's prediction."""
+    kinds = trace.events["kind"]
+    return {"rseq_update": int(np.count_nonzero(kinds == Kind.RSEQ_UPDATE)),
+            "rseq_ip_fixup": int(np.count_nonzero(kinds == Kind.RSEQ_IP_FIXUP))}
 
 
 class Fallback(Exception):

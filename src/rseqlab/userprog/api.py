@@ -5,7 +5,7 @@ user code (``insn``, ``load``, ``store``, ``compute``) is an instruction
 boundary at a known IP where an interrupt may land; every syscall method is
 a full kernel round trip through the personality. If the kernel resumes the
 thread at a critical section's abort IP, the method raises
-:class:`~rseqlab.machine.machine.RseqAbort`, which the section's code catches
+:class:`~rseqlab.machine.interface.RseqAbort`, which the section's code catches
 exactly where the real code has its abort label.
 """
 
@@ -19,11 +19,11 @@ from ..abi import NR_RSEQ_SLICE_YIELD, RSEQ_SIG, StructRseq, as_s32
 from ..kernel import Entry
 from ..kernel._base import SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK  # noqa: F401 (re-exported for programs)
 from ..kernel._task import SA_NODEFER, SA_RESETHAND, SIG_DFL, SIG_IGN, SIGSEGV  # noqa: F401
-from ..machine.machine import RseqAbort, State, TaskExit, WaitQueue
+from ..machine.interface import RseqAbort, State, TaskExit, WaitQueue
 from .image import PLAIN_IP, handler_ip
 
 if TYPE_CHECKING:
-    from ..machine.machine import Machine, SimTask
+    from ..machine.core import BaseMachine, SimTask
 
 MEMBARRIER_CMD_QUERY = 0
 MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ = 1 << 7
@@ -42,7 +42,7 @@ class Pipe:
 class Thread:
     """The handle a simulated program uses; one per simulated thread."""
 
-    def __init__(self, machine: Machine, st: SimTask) -> None:
+    def __init__(self, machine: BaseMachine, st: SimTask) -> None:
         self.m = machine
         self.st = st
         self.kt = st.kt
@@ -503,11 +503,10 @@ class Thread:
     def vfork(self, program: Callable[[Thread], Any]):
         """vfork()/posix_spawn(): the child borrows this memory (no rseq: CLONE_VM resets it)
         and must exec; the parent sleeps until it has."""
-        from ..machine.machine import WaitQueue as _WaitQueue
 
         def work():
             child = self.m.clone(self.st, program, thread=False, vfork=True)
-            done = child.proc.vfork_done = _WaitQueue()
+            done = child.proc.vfork_done = WaitQueue()
             while child.proc.vfork_done is done:
                 self.m.block(self.st, done)
             return child

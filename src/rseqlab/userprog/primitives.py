@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..abi import StructRseq
-from ..machine.machine import RseqAbort
+from ..machine.interface import RseqAbort
 from .image import PLAIN_IP, CsSite
 
 

@@ -25,7 +25,7 @@ Return values and the compare-twice oracle are those of :mod:`.primitives`.
 
 from __future__ import annotations
 
-from ..machine.machine import RseqAbort
+from ..machine.interface import RseqAbort
 from .image import PLAIN_IP
 from .primitives import CsOptions, RseqBug, _Section, count_abort, inject
 

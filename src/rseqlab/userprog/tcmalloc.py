@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..abi import RSEQ_SIG, StructRseq
-from ..machine.machine import RseqAbort
+from ..machine.interface import RseqAbort
 from .api import (
     MEMBARRIER_CMD_FLAG_CPU,
     MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,

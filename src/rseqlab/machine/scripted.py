@@ -1,10 +1,11 @@
-"""A one-task machine with a scripted scheduler: the test bench of the kernel model.
+"""The scripted machine: one task and a scripted scheduler driving a kernel personality round
+trip by round trip (``rseqlab explain``'s scenarios and the kernel model's property tests).
 
-The bench owns one user task (plus a child after fork) and drives a kernel
+It owns one user task (plus a child after fork) and drives a kernel
 personality through complete user -> kernel -> user round trips: a syscall
 that may block or reschedule, an interrupt or exception that may preempt or
 deliver a signal, the membarrier RSEQ IPI, fork, KVM guest entry. Where the
-kernel would switch to another task, the bench plays the rest of the system:
+kernel would switch to another task, the machine plays the rest of the system:
 the task is switched out and back in at the placement (CPU, mm_cid) the
 scenario scripted.
 
@@ -29,7 +30,7 @@ from ..usermem import PAGE_SIZE, AddressSpace
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the bench program keeps things in its address space."""
+    """Where the scripted task keeps things in its address space."""
 
     text: int = 0x40_1000  # r-x: code, including the critical section and its signature
     plain_ip: int = 0x40_1000  # ordinary code, outside any section
@@ -76,7 +77,7 @@ class ScriptedScheduler:
         self.plan: deque[Placement] = deque()
         self.switches = 0
         #: The timer service (the slice extension's hrtimer): a clock the script moves
-        #: (``Bench.advance``) and one armed timer per CPU, fired by ``Bench.hrtimer_interrupt``.
+        #: (``ScriptedMachine.advance``) and one armed timer per CPU, fired by ``ScriptedMachine.hrtimer_interrupt``.
         self.now_ns = 0
         self.timers: dict[int, tuple[int, object]] = {}
         self.cancelled = 0
@@ -106,7 +107,7 @@ class ScriptedScheduler:
         k.finish_task_switch_in(t, place.mm_cid)
 
 
-class Bench:
+class ScriptedMachine:
     """One task on a kernel personality, driven one round trip at a time."""
 
     def __init__(self, release: str, *, cpus: int = 2, nodes: int = 1, debug: bool = False,
@@ -325,4 +326,4 @@ class Bench:
         return self.syscall(work=run)
 
 
-__all__ = ["LAYOUT", "Bench", "Layout", "Placement", "ScriptedScheduler"]
+__all__ = ["LAYOUT", "ScriptedMachine", "Layout", "Placement", "ScriptedScheduler"]
