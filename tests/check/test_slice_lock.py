@@ -42,7 +42,7 @@ def test_a_second_reschedule_request_revokes_the_grant():
 
 
 def test_expiry_is_an_explorer_decision():
-    from rseqlab.check.explore import World
+    from rseqlab.check.world import World
 
     w = World(SCENARIOS["slice-lock"](), "7.1+slice", debug=False)
     assert w.m.hrtimer_start.__qualname__.startswith("ControlledMachine")
