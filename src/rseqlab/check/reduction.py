@@ -44,16 +44,32 @@ REDUCTIONS = ("sleep", "local", "none")
 class Node:
     """A decision of the current path: its alternatives, the ones to explore, the sleep set."""
 
-    __slots__ = ("pos", "allowed", "alts", "done", "fp")
+    __slots__ = ("pos", "allowed", "alts", "done", "fp", "key")
 
-    def __init__(self, allowed: list[int], alts: list[tuple[str, int, int]], fp: Footprint | None) -> None:
+    def __init__(self, allowed: list[int], alts: list[tuple[str, int, int]], fp: Footprint | None,
+                 key: bytes | None = None) -> None:
         self.pos = 0
         self.allowed = allowed
         self.alts = alts
         #: Alternatives already explored here, with their footprints: asleep for the later ones.
         self.done: list[tuple[tuple[str, int, int], Footprint]] = []
         self.fp = fp  # footprint of the alternative being explored now
+        #: The state digest at this decision (None: not hashed), for :func:`absorbable`.
+        self.key = key
 
+
+
+def absorbable(node: Node | None, kind: str, fp: Footprint, key: bytes) -> bool:
+    """Did the alternative just taken at ``node`` change nothing the future depends on?
+
+    It did not if the state digest after it equals the digest at the decision (the budget,
+    which the explorer keeps, aside): everything below it is then what lies below the
+    decision with more budget, which the node's other alternatives explore. The execution
+    can take the node's next alternative at once instead of ending, without replaying the
+    prefix again (the digest decides the future, as the state cache already assumes). A step
+    that reached another thread or let time pass is never absorbed."""
+    return (node is not None and node.key == key and not fp.total and kind != "expire"
+            and node.pos + 1 < len(node.allowed))
 
 
 def widen(records, path, n_fixed: int, n_prefix: int, new_allowed, tid: int, moves: int) -> None:

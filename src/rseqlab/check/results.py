@@ -49,6 +49,10 @@ class Execution:
     #: For each decision: the alternatives offered there and the footprint of the step taken.
     alts: list[list[tuple[str, int, int]]] = field(default_factory=list)
     footprints: list[Footprint] = field(default_factory=list)
+    #: For each decision past the replayed prefix: its state digest (None: not hashed).
+    keys: list[bytes | None] = field(default_factory=list)
+    #: Alternatives of the prefix's last decision found to change nothing and absorbed.
+    absorbed: int = 0
 
 
 @dataclass

@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 from ..errors import BadInput
 from .model import Scenario
-from .reduction import REDUCTIONS, Footprint, Node, dependent, widen
+from .reduction import REDUCTIONS, Footprint, Node, absorbable, dependent, widen
 from .results import HISTORY_POINTS, Bounds, CheckResult, Execution
 from .tracer import Tracer
 from .world import World
@@ -62,6 +62,8 @@ class Explorer:
         self.progress = progress
         #: state digest -> (remaining budgets, sleep set) it was explored with
         self.seen: dict[bytes, list[tuple[tuple[int, int, int], frozenset]]] = {}
+        #: Alternatives found to change nothing and taken over by the execution (no replay).
+        self.absorbed = 0
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
@@ -96,6 +98,7 @@ class Explorer:
             prefix = base + [node.allowed[node.pos] for node in path]
             ex = self.execute(prefix, path=path, n_fixed=len(base))
             explored += 1
+            self.absorbed += ex.absorbed
             depth_cut += ex.ended == "depth"
             if ex.violation is not None:
                 violations += 1
@@ -114,7 +117,7 @@ class Explorer:
             offset = len(ex.choices) - n_new
             for i in range(n_new):
                 path.append(Node(ex.allowed[i], ex.alts[offset + i], ex.footprints[offset + i]
-                                  if offset + i < len(ex.footprints) else None))
+                                 if offset + i < len(ex.footprints) else None, ex.keys[i]))
             while path and path[-1].pos + 1 >= len(path[-1].allowed):
                 path.pop()
             if not path:
@@ -157,6 +160,10 @@ class Explorer:
         sleeping = self.reduction == "sleep" and prune
         local_por = self.reduction != "none"
         sleep: dict[tuple[str, int, int], Footprint] = {}
+        absorbing = sleeping and path is not None
+        last_state: tuple = ()
+        alts_taken: tuple[str, int] = ("", 0)
+        prefix = list(prefix)
         try:
             m.sim.run()
             while True:
@@ -171,15 +178,29 @@ class Explorer:
                 if depth < len(prefix):
                     choice = prefix[depth]
                 else:
+                    key = world.state_key() if prune else None
+                    if (absorbing and depth == len(prefix) and depth > n_fixed
+                            and absorbable(path[-1], alts_taken[0], ex.footprints[-1], key)):
+                        # The deviation changed nothing: back at the last node's decision
+                        # with its budget, take its next alternative in this execution.
+                        node = path[-1]
+                        node.done.append((ex.alts[-1][ex.choices[-1]], ex.footprints[-1]))
+                        node.pos += 1
+                        ex.absorbed += 1
+                        del ex.choices[-1], ex.alts[-1], ex.footprints[-1], records[-1]
+                        budget[:], sleep, moves[alts_taken[1]] = last_state
+                        prefix = prefix[:-1] + [node.allowed[node.pos]]
+                        continue
                     if sleeping:
                         awake = [i for i in awake if alts[i] not in sleep]
-                    if prune and self._known(world.state_key(), budget, frozenset(sleep)):
+                    if prune and self._known(key, budget, frozenset(sleep)):
                         ex.ended = "cut"
                         break
                     if not awake:
                         ex.ended = "sleep"
                         break
                     choice = awake[0]
+                    ex.keys.append(key)
                 ex.choices.append(choice)
                 ex.alts.append(alts)
                 records.append((alts, {tid: moves.get(tid, 0) for tid in m.parked}))
@@ -187,6 +208,9 @@ class Explorer:
                     tracer.before(alts[choice])
                 kind, tid, _ = alts[choice]
                 before = moves.get(tid, 0)
+                if absorbing and depth == len(prefix) - 1:
+                    last_state = (list(budget), sleep, before)
+                    alts_taken = (kind, tid)
                 local = world.apply(alts[choice], budget)
                 moves[tid] = before + 1
                 fp = world.footprint
