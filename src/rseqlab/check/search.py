@@ -38,14 +38,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import BadInput
+from ..kernel import kernel_class
 from .model import Scenario
 from .reduction import REDUCTIONS, Footprint, Node, absorbable, dependent, widen
 from .results import HISTORY_POINTS, Bounds, CheckResult, Execution
+from .statehash import inert_stale_rseq_cs
 from .tracer import Tracer
 from .world import World
 
 #: Decisions in one execution before it is cut (a livelock the hashing did not catch).
 MAX_DEPTH = 4000
+
+
+class _UserReadsRseqCs(Exception):
+    """An execution's user code read rseq_cs (``World.user_read_cs``)."""
 
 
 class Explorer:
@@ -64,8 +70,22 @@ class Explorer:
         self.seen: dict[bytes, list[tuple[tuple[int, int, int], frozenset]]] = {}
         #: Alternatives found to change nothing and taken over by the execution (no replay).
         self.absorbed = 0
+        #: Hash a stale rseq_cs as 0 (statehash.stale_rseq_cs): the sleep reduction, on kernels
+        #: whose rseq_cs code was audited for it; off again if user code ever reads rseq_cs.
+        self.canonical_cs = reduction == "sleep" and inert_stale_rseq_cs(kernel_class(kernel))
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
+        """The search (:meth:`_search`); again without the canonical rseq_cs hash if user code
+        turned out to read an rseq_cs word, which breaks that hash's premise."""
+        try:
+            return self._search(root, trace=trace)
+        except _UserReadsRseqCs:
+            self.canonical_cs = False
+            self.seen.clear()
+            self.absorbed = 0
+            return self._search(root, trace=trace)
+
+    def _search(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
 
         ``root``: explore only the subtree below this prefix of choices (``check --subtrees``);
@@ -151,6 +171,7 @@ class Explorer:
         prefix and lets a step that IPIs another thread widen the reduced decisions before it.
         """
         world = World(self.scenario, self.kernel, debug=self.debug)
+        world.canonical_cs = self.canonical_cs and prune
         tracer = Tracer(world) if trace else None
         budget = [self.bounds.preemptions, self.bounds.migrations, self.bounds.signals]
         ex = Execution([], [], "done")
@@ -230,6 +251,8 @@ class Explorer:
                     sleep = {z: zfp for z, zfp in candidates.items() if z != alts[choice] and not dependent(zfp, fp)}
                 if m.kicked and kind == "run" and path is not None and local_por:
                     widen(records, path, n_fixed, len(prefix), ex.allowed, tid, before)
+            if world.user_read_cs:
+                raise _UserReadsRseqCs
             if ex.ended == "done":
                 ex.violation = world.verdict()
             if tracer is not None:

@@ -6,6 +6,9 @@ signals and frames, the personality's rseq state, CPU, mm_cid), each thread's us
 (IP, plain locals, and its suspended Python frames: code, position and plain locals), the
 run queues, each process's mm_cid allocator and the bytes of every writable user page.
 What stays out: statistics (:data:`_STATS_KEYS`) and ``Thread.irqs``'s absolute value.
+
+With ``world.canonical_cs`` a stale ``rseq_cs`` is hashed as 0 (:func:`stale_rseq_cs`; the
+argument is in docs/scale.md, the personalities it holds for in :func:`inert_stale_rseq_cs`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,76 @@ from typing import Any
 
 from greenlet import greenlet
 
+from ..abi import StructRseq, StructRseqCs
+from ..usermem import PAGE_SHIFT, PAGE_SIZE
 from .controlled import ControlledMachine
+
+#: Kernel functions that read or write ``rseq_cs`` after registration, and the modules whose
+#: code of them was checked to treat a stale pointer (a valid descriptor, the IP outside its
+#: section) as it treats 0 apart from clearing it: a what-if or any other override of one of
+#: them turns the canonical hash off.
+CS_HOOKS = ("rseq_get_rseq_cs", "clear_rseq_cs", "rseq_ip_fixup", "rseq_need_restart", "rseq_syscall",
+            "_rseq_handle_notify_resume", "rseq_exit_user_update", "rseq_update_usr", "rseq_handle_cs",
+            "_put_ids_get_csaddr", "rseq_set_ids_get_csaddr", "_rseq_debug_syscall_return",
+            "rseq_update_user_cs", "rseq_debug_update_user_cs", "_rseq_cs_clear", "_rseq_cs_abort",
+            "get_rseq_field", "put_rseq_field", "get_user", "put_user", "rseq_signal_deliver",
+            "_rseq_signal_deliver", "rseq_debug_syscall_return")
+AUDITED_MODULES = frozenset({"rseqlab.kernel._base", "rseqlab.kernel.v6_18", "rseqlab.kernel.v6_19",
+                             "rseqlab.kernel.v7_0", "rseqlab.kernel.v7_1", "rseqlab.kernel.slice_ext",
+                             "rseqlab.kernel.arm64", "rseqlab.kernel.builds"})
+_RSEQ_CS = StructRseq.RSEQ_CS.offset
+
+
+def inert_stale_rseq_cs(cls: type) -> bool:
+    """True if every ``CS_HOOKS`` function of kernel class ``cls`` is one audited here."""
+    for name in CS_HOOKS:
+        fn = getattr(cls, name, None)
+        if fn is not None and getattr(fn, "__module__", None) not in AUDITED_MODULES:
+            return False
+    return True
+
+
+def _word(mm, addr: int, size: int = 8) -> int | None:
+    """``size`` bytes of user memory read straight from the page (no fault, no footprint)."""
+    pte = mm._ptes.get(addr >> PAGE_SHIFT)
+    off = addr & (PAGE_SIZE - 1)
+    if pte is None or off > PAGE_SIZE - size:
+        return None
+    return int.from_bytes(pte.page.view()[off:off + size], "little")
+
+
+def stale_rseq_cs(world) -> list[int]:
+    """Addresses of ``rseq_cs`` words that decide nothing: each points to an intact descriptor of
+    one of the image's sections in read-only memory, and neither the thread's IP, nor the IP the
+    kernel would return to, nor an IP saved in a signal frame is inside that section. Every audited
+    kernel either leaves such a pointer or clears it, exactly as it would treat 0 (apart from
+    counters), and user code only overwrites it (checked: ``World.user_read_cs``)."""
+    mm = world.main.proc.mm
+    sites = {s.descriptor: s for s in world.image.sites.values()}
+    out = []
+    for st in world.m.tasks.values():
+        th = st.thread
+        if th is None or not th.area:
+            continue
+        word = th.area + _RSEQ_CS
+        csaddr = _word(mm, word)
+        site = sites.get(csaddr) if csaddr else None
+        if site is None or mm.is_writable(site.descriptor):
+            continue
+        head = _word(mm, site.descriptor)
+        if (head != 0 or _word(mm, site.descriptor + StructRseqCs.START_IP.offset) != site.start_ip
+                or _word(mm, site.descriptor + StructRseqCs.POST_COMMIT_OFFSET.offset)
+                != site.post_commit_ip - site.start_ip
+                or _word(mm, site.descriptor + StructRseqCs.ABORT_IP.offset) != site.abort_ip):
+            continue  # version or flags set, or the descriptor changed: not the image's
+        if (site.start_ip <= site.abort_ip < site.post_commit_ip or mm.is_writable(site.abort_ip - 4)
+                or _word(mm, site.abort_ip - 4, 4) != getattr(st.kt.rseq, "sig", None)):
+            continue  # 6.18 checks the signature of any descriptor it reads, IP inside or not
+        ips = [th.ip, st.kt.regs.ip, *(f.saved_ip for f in st.kt.sigframes)]
+        if any(site.start_ip <= ip < site.post_commit_ip for ip in ips):
+            continue
+        out.append(word)
+    return out
 
 #: th.local keys that are statistics, not behaviour: left out of the state.
 _STATS_KEYS = frozenset({"nr_abort", "inject_passes"})
@@ -95,9 +167,19 @@ def state_key(world) -> bytes:
     h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
     # NOTE: the page table is read directly: hashing the bytes of every writable page
     # is the one complete and cheap description of user memory.
-    for pfn, pte in sorted(world.main.proc.mm.populate().items()):
+    ptes = world.main.proc.mm.populate()  # before stale_rseq_cs reads the text and descriptor pages
+    zeroed: dict[int, list[int]] = {}
+    if world.canonical_cs:
+        for addr in stale_rseq_cs(world):
+            zeroed.setdefault(addr >> PAGE_SHIFT, []).append(addr & (PAGE_SIZE - 1))
+    for pfn, pte in sorted(ptes.items()):
         if pte.writable:
             h.update(pfn.to_bytes(8, "little"))
             page = pte.page
-            h.update(page.view() if hasattr(page, "view") else page.data)  # lazily zeroed or not
+            data = page.view() if hasattr(page, "view") else page.data  # lazily zeroed or not
+            if pfn in zeroed:
+                data = bytearray(data)
+                for off in zeroed[pfn]:
+                    data[off:off + 8] = bytes(8)
+            h.update(data)
     return h.digest()

@@ -67,6 +67,10 @@ class World:
         self.index[self.main.tid] = 0
         self.image = self.main.proc.image
         self.mem.layout(self.image, scenario.memory)
+        #: Hash a stale ``rseq_cs`` as 0 (``statehash.stale_rseq_cs``); the explorer decides.
+        self.canonical_cs = False
+        #: User code read an ``rseq_cs`` word: the canonical hash's premise is broken.
+        self.user_read_cs = False
         # Footprint of a step: did it touch writable memory outside the thread's TLS, and
         # which words of user memory did it read and write (for the sleep sets)?
         self._tls: tuple[int, int] | None = None
@@ -89,8 +93,16 @@ class World:
                 else:
                     words.update(range(lo, hi + 1))
 
-        def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
+        def note_read(addr: int, size: int) -> None:
             note(addr, size, self._reads)
+            if self.canonical_cs:
+                for th in self.threads:
+                    if th is not None and th.area and addr < th.area + 16 and th.area + 8 < addr + size:
+                        self._read_of_rseq_cs()
+                        return
+
+        def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
+            note_read(addr, size)
             return read(addr, size, faults_allowed=faults_allowed)
 
         def tracked_write(addr: int, size: int, value: int, *, faults_allowed: bool = True) -> bool:
@@ -99,7 +111,7 @@ class World:
 
         # Scenario code also reads and writes its "C local variables" directly.
         def tracked_peek(addr: int, size: int) -> int:
-            note(addr, size, self._reads)
+            note_read(addr, size)
             return peek(addr, size)
 
         def tracked_poke(addr: int, size: int, value: int) -> None:
@@ -178,6 +190,17 @@ class World:
                                    total=bool(m.kicked) or kind == "expire")
         self._reads = self._writes = None
         return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
+
+    def _read_of_rseq_cs(self) -> None:
+        """A read of some thread's ``rseq_cs``: by the kernel (expected), or by user code."""
+        from greenlet import getcurrent
+
+        cur = getcurrent()
+        for st in self.m.tasks.values():
+            if st.glet is cur:
+                if st.kt.in_user:
+                    self.user_read_cs = True
+                return
 
     def finished(self) -> bool:
         return all(st.state is State.DEAD for st in self.m.tasks.values())
