@@ -131,10 +131,12 @@ def _freeze(value: Any, depth: int = 0) -> Any:
         return repr(value)
     if depth > 4:
         return "..."
+    # NOTE: plain elements inline (what _freeze returns for them): the hash's hot loop.
+    plain = _PLAIN
     if t is list or t is tuple:
-        return tuple([_freeze(v, depth + 1) for v in value])
+        return tuple([v if type(v) in plain else _freeze(v, depth + 1) for v in value])
     if t is dict:
-        items = [(k, _freeze(v, depth + 1)) for k, v in value.items()]
+        items = [(k, v if type(v) in plain else _freeze(v, depth + 1)) for k, v in value.items()]
         try:
             return tuple(sorted(items))
         except TypeError:
@@ -167,19 +169,15 @@ def state_key(world) -> bytes:
     h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
     # NOTE: the page table is read directly: hashing the bytes of every writable page
     # is the one complete and cheap description of user memory.
-    ptes = world.main.proc.mm.populate()  # before stale_rseq_cs reads the text and descriptor pages
     zeroed: dict[int, list[int]] = {}
     if world.canonical_cs:
         for addr in stale_rseq_cs(world):
             zeroed.setdefault(addr >> PAGE_SHIFT, []).append(addr & (PAGE_SIZE - 1))
-    for pfn, pte in sorted(ptes.items()):
-        if pte.writable:
-            h.update(pfn.to_bytes(8, "little"))
-            page = pte.page
-            data = page.view() if hasattr(page, "view") else page.data  # lazily zeroed or not
-            if pfn in zeroed:
-                data = bytearray(data)
-                for off in zeroed[pfn]:
-                    data[off:off + 8] = bytes(8)
-            h.update(data)
+    for pfn, data in world.main.proc.mm.writable_pages():
+        h.update(pfn.to_bytes(8, "little"))
+        if pfn in zeroed:
+            data = bytearray(data)
+            for off in zeroed[pfn]:
+                data[off:off + 8] = bytes(8)
+        h.update(data)
     return h.digest()
