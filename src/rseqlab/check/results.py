@@ -51,7 +51,9 @@ class Execution:
     footprints: list[Footprint] = field(default_factory=list)
     #: For each decision past the replayed prefix: its state digest (None: not hashed).
     keys: list[bytes | None] = field(default_factory=list)
-    #: Alternatives of the prefix's last decision found to change nothing and absorbed.
+    #: For each decision past the replayed prefix: alternatives probed there that changed nothing.
+    predone: list[list] = field(default_factory=list)
+    #: Alternatives found to change nothing and absorbed (no execution of their own).
     absorbed: int = 0
 
 

@@ -138,6 +138,7 @@ class Explorer:
             for i in range(n_new):
                 path.append(Node(ex.allowed[i], ex.alts[offset + i], ex.footprints[offset + i]
                                  if offset + i < len(ex.footprints) else None, ex.keys[i]))
+                path[-1].done = list(ex.predone[i])
             while path and path[-1].pos + 1 >= len(path[-1].allowed):
                 path.pop()
             if not path:
@@ -182,6 +183,7 @@ class Explorer:
         local_por = self.reduction != "none"
         sleep: dict[tuple[str, int, int], Footprint] = {}
         absorbing = sleeping and path is not None
+        forced: tuple[int, Footprint] | None = None
         last_state: tuple = ()
         alts_taken: tuple[str, int] = ("", 0)
         prefix = list(prefix)
@@ -221,7 +223,31 @@ class Explorer:
                         ex.ended = "sleep"
                         break
                     choice = awake[0]
+                    record = (alts, {tid: moves.get(tid, 0) for tid in m.parked})
+                    probed, forced = self._probe(world, alts, awake, budget, key) if absorbing else ([], None)
+                    if probed:
+                        done = {a for a, _ in probed}
+                        awake = [i for i in awake if alts[i] not in done]
+                        ex.absorbed += len(probed)
+                        if not awake:
+                            ex.ended = "sleep"
+                            break
+                        choice = awake[0]
                     ex.keys.append(key)
+                    ex.predone.append(probed)
+                if forced is not None:  # a probe that changed the state: that is the step taken here
+                    choice, fp = forced
+                    ex.choices.append(choice)
+                    ex.alts.append(alts)
+                    records.append(record)
+                    kind, tid, _ = alts[choice]
+                    moves[tid] = moves.get(tid, 0) + 1
+                    ex.footprints.append(fp)
+                    ex.allowed.append([choice] + [i for i in awake if i != choice])
+                    if sleeping:
+                        sleep = {z: zfp for z, zfp in sleep.items() if z != alts[choice] and not dependent(zfp, fp)}
+                    forced = None
+                    continue
                 ex.choices.append(choice)
                 ex.alts.append(alts)
                 records.append((alts, {tid: moves.get(tid, 0) for tid in m.parked}))
@@ -260,6 +286,38 @@ class Explorer:
         finally:
             world.teardown()
         return ex
+
+    def _probe(self, world: World, alts, awake: list[int], budget: list[int], key: bytes):
+        """Try first, at a new decision, the alternatives likely to change nothing (a signal with
+        no handler to a thread outside every section): each whose state digest afterwards is
+        ``key`` again is explored without an execution of its own (its subtree is this
+        decision's, with less budget). Returns those, with their footprints, and the first that
+        did change the state (index, footprint): the world is then past it, and it is the
+        decision's first choice (explored without the thread-local reduction here)."""
+        probed: list[tuple[tuple[str, int, int], Footprint]] = []
+        for i in awake:
+            if not self._likely_noop(world, alts[i]):
+                continue
+            saved = list(budget)
+            world.apply(alts[i], budget)
+            fp = world.footprint
+            if not fp.total and world.state_key() == key:
+                budget[:] = saved
+                probed.append((alts[i], fp))
+                continue
+            return probed, (i, fp)
+        return probed, None
+
+    def _likely_noop(self, world: World, alt) -> bool:
+        kind, tid, _ = alt
+        if kind != "signal" or self.scenario.handler is not None or not self.canonical_cs:
+            return False
+        m = world.m
+        st = m.tasks[tid]
+        if m.parked.get(tid) != "user" or st.kt.sigframes:
+            return False
+        ips = (st.thread.ip, st.kt.regs.ip)
+        return not any(site.start_ip <= ip < site.post_commit_ip for site in world.image.sites.values() for ip in ips)
 
     _widen = staticmethod(widen)
 
