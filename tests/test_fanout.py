@@ -266,3 +266,34 @@ def test_ctrl_c_on_local_workers_is_one_line_keeps_what_finished_and_leaves_no_p
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.killpg(p.pid, 0)  # no worker process left in the group
+
+
+def test_compare_seeds_as_parquet_keeps_every_sample_as_a_typed_row(capsys, tiny, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rseqlab.report import tables
+
+    status, out = _cli(capsys, "compare", "-w", tiny, "--seeds", "0-2", "-j", "1", "--json")
+    assert status == 0
+    doc = json.loads(out)
+    path = tmp_path / "s.parquet"
+    path.write_bytes(tables.parquet_bytes(tables.to_arrow(tables.rows_of(doc))))  # what --format parquet writes
+    table = pq.read_table(path)
+    assert table.schema.field("seed").type == pa.int64() and table.schema.field("value").type == pa.int64()
+    assert table.schema.field("kernel").type == pa.string() and table.schema.field("counter").type == pa.string()
+    rows = table.to_pylist()
+    kernels = doc["kernels"]
+    counters = {k: sorted(v) for k, v in kernels.items()}
+    assert len(rows) == len(doc["seeds"]) * sum(len(c) for c in counters.values())
+    got = {(r["seed"], r["kernel"], r["counter"]): r["value"] for r in rows}
+    assert len(got) == len(rows) and {r["workload"] for r in rows} == {doc["workload"]}
+    for i, seed in enumerate(doc["seeds"]):
+        for k, cs in counters.items():
+            for c in cs:
+                assert got[(seed, k, c)] == kernels[k][c]["samples"][i]
+    # A sample is that seed's own run: the single-seed report of seed 2 has the same counters.
+    status, one = _cli(capsys, "compare", "-w", tiny, "--seed", "2", "-j", "1", "--json")
+    single = json.loads(one)["kernels"]
+    same = [(k, c) for k in kernels for c in counters[k] if isinstance(single[k].get(c), int)]
+    assert len(same) >= 5 and all(got[(2, k, c)] == single[k][c] for k, c in same)

@@ -105,7 +105,7 @@ def test_check_plot_states_curve_and_violations(run_cli, tmp_path, broken_list):
 
 def test_check_history_is_thinned_and_ends_at_the_totals(broken_list):
     from rseqlab import check as checker
-    from rseqlab.check import explore
+    from rseqlab.check import results as explore
 
     r = broken_list
     assert r.history[-1] == (r.explored, r.distinct_states, r.violations)

@@ -381,6 +381,7 @@ def compare(workload: str, kernels: tuple[str, ...], seed: int, seed_list: str |
 
 
 @cli.command()
+@_format_option
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @_fanout_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every sample kept).")

@@ -152,6 +152,18 @@ class AddressSpace:
         self._unpopulated = []
         return self._ptes
 
+    def writable_pages(self) -> list[tuple[int, bytes | bytearray]]:
+        """``(pfn, bytes)`` of every writable mapped page in page order, the bytes of
+        :meth:`populate`'s entries without making them (``check`` hashes these per state)."""
+        ptes = self._ptes
+        pages = {pfn: pte.page.view() for pfn, pte in ptes.items() if pte.writable}
+        for lo, hi, writable, _ in self._unpopulated:
+            if writable:
+                for pfn in range(lo, hi):
+                    if pfn not in ptes:
+                        pages[pfn] = _ZERO_PAGE
+        return sorted(pages.items())
+
     def protect(self, addr: int, length: int, *, writable: bool) -> None:
         for pfn in _pages(addr, length):
             self._pte(pfn).writable = writable

@@ -11,7 +11,7 @@ import pytest
 
 from rseqlab.check import SCENARIOS, Bounds, check
 from rseqlab.check import parallel
-from rseqlab.check.explore import Footprint, dependent
+from rseqlab.check.reduction import Footprint, dependent
 
 MIGRATE = Bounds(0, 1, 0)
 PREEMPT = Bounds(1, 0, 0)

@@ -7,7 +7,8 @@ and returns a :class:`CheckResult`.
 
 from __future__ import annotations
 
-from .explore import Bounds, CheckResult, Execution, Step, check
+from .results import Bounds, CheckResult, Execution, Step
+from .search import check
 from .model import Cs, Final, Memory, Scenario, ThreadSpec
 from .scenarios import SCENARIOS
 

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
-from .explore import Bounds, CheckResult, Explorer, World
+from .results import Bounds, CheckResult
+from .search import Explorer
+from .world import World
 from .model import Scenario
 
 COUNTEREXAMPLE_FORMAT = "rseqlab-counterexample"

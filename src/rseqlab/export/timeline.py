@@ -306,7 +306,7 @@ STEP_NS = 10_000
 
 
 def counterexample_timeline(result) -> Timeline:
-    """``check --perfetto``: the counterexample of a :class:`~rseqlab.check.explore.CheckResult`
+    """``check --perfetto``: the counterexample of a :class:`~rseqlab.check.results.CheckResult`
     step by step: one slice per step on the thread it ran (its action, where, the rseq area
     before and after, the kernel's call graph as arguments), with the step's consequences as
     instants; a result without a violation gets one instant saying so."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..abi import StructRseq, as_s32
-from ..check.explore import CheckResult, Step
+from ..check.results import CheckResult, Step
 from ..check.model import Scenario
 
 

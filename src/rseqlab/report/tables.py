@@ -6,6 +6,9 @@ Every reporting command builds one JSON document (``--json``); :func:`rows_of` t
   replay) becomes the table of the 6.19 commit message: one row per counter, one column per
   kernel;
 * a list of objects (selftest, explain --all, ...) becomes one row per object;
+* a distribution over seeds or recordings (``compare --seeds``, ``sweep``, ``replay A B ...``)
+  becomes one row per sample (:func:`sample_rows`): every seed or recording x kernel x counter,
+  with typed columns (the summaries are in ``--json``);
 * any other object becomes ``key, value`` rows;
 
 nested objects are flattened to dotted column names. :func:`event_table` is ``rseqlab trace FILE
@@ -49,8 +52,40 @@ def _flatten(value, prefix: str = "") -> dict:
     return out
 
 
+#: Documents whose rows are their samples, and the name of the label column.
+_SAMPLE_DOCS = {"rseqlab-compare-seeds": "seed", "rseqlab-sweep": "seed", "rseqlab-replay-recordings": "recording"}
+
+
+def _block_samples(block: dict, label: str, workload) -> list[dict]:
+    """One distribution document's samples: ``kernels.K.COUNTER.samples[i]`` belongs to
+    ``block[label + "s"][i]`` (the seeds or recordings, same order for every counter)."""
+    labels = block[label + "s"]
+    kernels = dict(block["kernels"])
+    if isinstance(block.get("observed"), dict):  # replay A B ...: the live tracepoints
+        kernels["observed"] = block["observed"]
+    rows = []
+    for i, at in enumerate(labels):
+        for kernel, counters in kernels.items():
+            for counter, summary in counters.items():
+                row = {} if workload is None else {"workload": workload}
+                row.update({label: at, "kernel": kernel, "counter": counter, "value": summary["samples"][i]})
+                rows.append(row)
+    return rows
+
+
+def sample_rows(doc: dict) -> list[dict]:
+    """Every sample of a distribution document as a row (``workload``, when it has one, ``seed`` or
+    ``recording``, ``kernel``, ``counter``, ``value``), in the order seeds x kernels x counters."""
+    label = _SAMPLE_DOCS[doc["format"]]
+    if doc["format"] == "rseqlab-sweep":
+        return [row for name, block in doc["workloads"].items() for row in _block_samples(block, label, name)]
+    return _block_samples(doc, label, doc.get("workload"))
+
+
 def rows_of(doc) -> list[dict]:
     """The rows of a command's JSON document (see the module docstring)."""
+    if isinstance(doc, dict) and doc.get("format") in _SAMPLE_DOCS:
+        return sample_rows(doc)
     if isinstance(doc, dict) and "format" in doc and "version" in doc:
         # report.json_document's envelope: a list under its one key is the table itself
         rest = {k: v for k, v in doc.items() if k not in ("format", "version")}

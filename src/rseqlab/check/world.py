@@ -1,0 +1,235 @@
+"""One execution's world: a scenario set up on a fresh controlled machine.
+
+:class:`World` offers the alternatives at a decision point, carries one out and measures
+its :class:`~rseqlab.check.reduction.Footprint`, hashes the state (``statehash.py``), and
+gives the verdict of a finished execution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kernel import Tif
+from ..kernel._task import SIGNAL_NAMES, SIGUSR1
+from ..machine.machine import State
+from ..usermem import PAGE_SIZE
+from ..userprog.libc import Glibc
+from ..userprog.primitives import RseqBug
+from .controlled import _GO, ControlledMachine
+from .model import Final, Memory, Scenario
+from .reduction import Footprint
+from .statehash import state_key
+
+class World:
+    """A scenario set up on a fresh controlled machine."""
+
+    def __init__(self, scenario: Scenario, kernel: str, *, debug: bool) -> None:
+        self.scenario = scenario
+        self.m = m = ControlledMachine(kernel, scenario.cpus, debug=debug)
+        self.mem = Memory()
+        self.index: dict[int, int] = {}  # tid -> thread index in the scenario
+        self.threads: list[Any] = [None] * len(scenario.threads)
+        self.oracle: list[str] = []  # compare-twice oracle failures
+        handler = scenario.handler
+
+        def on_signal(th, sig: int) -> None:
+            if handler is not None:
+                handler(th, self.mem)
+
+        def wrap(i: int):
+            spec = scenario.threads[i]
+
+            def run(th) -> None:
+                self.index[th.tid] = i
+                self.threads[i] = th
+                m.active.add(th.tid)
+                try:
+                    spec.program(th, self.mem)
+                except RseqBug as exc:
+                    self.oracle.append(f"T{i}: {exc}")
+                finally:
+                    m.active.discard(th.tid)
+
+            return run
+
+        def main(th) -> None:
+            from ..userprog.api import MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ
+
+            th.sigaction(SIGUSR1, on_signal)
+            if scenario.membarrier:
+                th.membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ)
+            for i in range(1, len(scenario.threads)):
+                child = th.spawn_thread(wrap(i), affinity={scenario.threads[i].cpu})
+                self.index[child.tid] = i
+            wrap(0)(th)
+
+        self.main = m.spawn(main, cpu=scenario.threads[0].cpu, runtime=Glibc(scenario.glibc))
+        self.index[self.main.tid] = 0
+        self.image = self.main.proc.image
+        self.mem.layout(self.image, scenario.memory)
+        #: Hash a stale ``rseq_cs`` as 0 (``statehash.stale_rseq_cs``); the explorer decides.
+        self.canonical_cs = False
+        #: User code read an ``rseq_cs`` word: the canonical hash's premise is broken.
+        self.user_read_cs = False
+        # Footprint of a step: did it touch writable memory outside the thread's TLS, and
+        # which words of user memory did it read and write (for the sleep sets)?
+        self._tls: tuple[int, int] | None = None
+        self.foreign = False
+        self._reads: set[int] | None = None
+        self._writes: set[int] | None = None
+        mm = self.main.proc.mm
+        read, write, peek, poke = mm.read, mm.write, mm.peek, mm.poke
+
+        def note(addr: int, size: int, words: set[int] | None) -> None:
+            lo_hi = self._tls
+            if lo_hi is not None and not lo_hi[0] <= addr < lo_hi[1]:
+                # NOTE: page writability tells shared data from text and descriptors.
+                if not mm.is_mapped(addr) or mm.is_writable(addr):
+                    self.foreign = True
+            if words is not None:
+                lo, hi = addr >> 3, (addr + size - 1) >> 3
+                if lo >= hi:
+                    words.add(lo)
+                else:
+                    words.update(range(lo, hi + 1))
+
+        def note_read(addr: int, size: int) -> None:
+            note(addr, size, self._reads)
+            if self.canonical_cs:
+                for th in self.threads:
+                    if th is not None and th.area and addr < th.area + 16 and th.area + 8 < addr + size:
+                        self._read_of_rseq_cs()
+                        return
+
+        def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
+            note_read(addr, size)
+            return read(addr, size, faults_allowed=faults_allowed)
+
+        def tracked_write(addr: int, size: int, value: int, *, faults_allowed: bool = True) -> bool:
+            note(addr, size, self._writes)
+            return write(addr, size, value, faults_allowed=faults_allowed)
+
+        # Scenario code also reads and writes its "C local variables" directly.
+        def tracked_peek(addr: int, size: int) -> int:
+            note_read(addr, size)
+            return peek(addr, size)
+
+        def tracked_poke(addr: int, size: int, value: int) -> None:
+            note(addr, size, self._writes)
+            poke(addr, size, value)
+
+        mm.read, mm.write, mm.peek, mm.poke = tracked_read, tracked_write, tracked_peek, tracked_poke
+        fault_in = mm.fault_in
+
+        def tracked_fault_in(*args, **kwargs):
+            self.faulted = True  # the page tables are shared: a fault is never a thread-local step
+            return fault_in(*args, **kwargs)
+
+        mm.fault_in = tracked_fault_in
+        self.faulted = False
+
+    # ------------------------------------------------------------------
+    def alternatives(self, budget: list[int]) -> list[tuple[str, int, int]]:
+        """Every choice at this decision point, in a fixed order: plain runs first."""
+        m = self.m
+        parked = sorted(m.parked)
+        alts = [("run", tid, 0) for tid in parked]
+        alts += [("resume", tid, 0) for tid in sorted(m.away)]
+        for tid in parked:
+            cpu = m.tasks[tid].kt.cpu
+            if budget[0]:
+                alts.append(("preempt", tid, cpu))
+            if budget[1]:
+                alts += [("migrate", tid, c) for c in range(self.scenario.cpus) if c != cpu]
+            if budget[2]:
+                alts.append(("signal", tid, 0))
+            # A granted time-slice extension: its timer may expire here (not budgeted: time passes).
+            if m.cpus[cpu].hrtimer is not None and m.parked[tid] == "user":
+                alts.append(("expire", tid, cpu))
+        return alts
+
+    def apply(self, alt: tuple[str, int, int], budget: list[int]) -> bool:
+        """Carry out one alternative; True if it was a thread-local step (see :meth:`Explorer.run`)."""
+        kind, tid, arg = alt
+        m = self.m
+        if kind == "resume":
+            self._reads, self._writes = set(), set()
+            m.kicked.clear()
+            m.resume(tid)
+            m.sim.run()
+            self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes), kernel=True,
+                                       total=bool(m.kicked))
+            self._reads = self._writes = None
+            return False
+        st = m.tasks[tid]
+        kt = st.kt
+        user = m.parked[tid] == "user"
+        msg = _GO
+        if kind in ("preempt", "migrate"):
+            budget[0 if kind == "preempt" else 1] -= 1
+            kt.tif |= Tif.NEED_RESCHED
+            m.placement[tid] = arg
+            msg = ("irq", kind) if user else _GO
+        elif kind == "signal":
+            budget[2] -= 1
+            m.kernel.send_signal(kt, SIGUSR1)
+            msg = ("irq", "signal") if user else _GO
+        elif kind == "expire":
+            msg = ("irq", "hrtimer")
+        switches = m.switches
+        user = kind == "run" and m.parked[tid] == "user"
+        self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
+        self._reads, self._writes, self.faulted = set(), set(), False
+        m.kicked.clear()
+        st.glet.switch(msg)
+        m.sim.run()
+        self._tls = None
+        quiet = m.switches == switches and not m.kicked
+        self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes),
+                                   kernel=not (user and quiet and not self.faulted and m.parked.get(tid) == "user"),
+                                   total=bool(m.kicked) or kind == "expire")
+        self._reads = self._writes = None
+        return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
+
+    def _read_of_rseq_cs(self) -> None:
+        """A read of some thread's ``rseq_cs``: by the kernel (expected), or by user code."""
+        from greenlet import getcurrent
+
+        cur = getcurrent()
+        for st in self.m.tasks.values():
+            if st.glet is cur:
+                if st.kt.in_user:
+                    self.user_read_cs = True
+                return
+
+    def finished(self) -> bool:
+        return all(st.state is State.DEAD for st in self.m.tasks.values())
+
+    def verdict(self) -> str | None:
+        """None if the execution is correct, else what went wrong."""
+        problems = list(self.oracle)
+        killed = {}
+        for tid, st in sorted(self.m.tasks.items()):
+            name = f"T{self.index.get(tid, '?')}"
+            if st.state is not State.DEAD:
+                problems.append(f"{name} never finished (deadlock)")
+            elif st.kt.killed_by:
+                killed[tid] = st.kt.killed_by
+                problems.append(f"{name} killed by {SIGNAL_NAMES.get(st.kt.killed_by, st.kt.killed_by)}")
+        if not problems:
+            final = Final(self.mem, killed, [th.local if th is not None else {} for th in self.threads])
+            broken = self.scenario.check(final)
+            if broken:
+                problems.append(broken)
+        return "; ".join(problems) or None
+
+    def teardown(self) -> None:
+        """Unwind the greenlets still parked (a cut execution) so nothing lingers."""
+        for st in self.m.tasks.values():
+            if st.glet is not None and st.glet and not st.glet.dead:
+                st.glet.throw()  # GreenletExit: finally blocks run, the greenlet dies
+
+    # ------------------------------------------------------------------
+    def state_key(self) -> bytes:
+        """A digest of everything that decides the future of this execution (``statehash.py``)."""
+        return state_key(self)
