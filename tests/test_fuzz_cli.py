@@ -83,9 +83,17 @@ def _boundaries(monkeypatch) -> None:
     monkeypatch.setattr(archive.Archive, "_run", reached("archive"))
     # cost: the A/B loop runs, each benchmark run answers at once.
     monkeypatch.setattr(cost, "_run", lambda exe, args, rseq: 1000.0 if rseq else 990.0)
-    # selftest: the plan (every argument check) is whole; one case under one kernel runs.
+    # selftest: the plan (every argument check) is whole; one case under one kernel runs, in
+    # this process (both ways a selftest runs: runner.run, and run_fanout's items).
     real_run = runner.run
     monkeypatch.setattr(runner, "run", lambda cases, kernels_, **kw: real_run(cases[:1], kernels_[:1], **kw))
+
+    def one_item(tests, kernels_, *, full=False, cpus=2, arm64=False, seed=0, fan=None, on_result=None):
+        cases = runner.plan(tests, full=full, cpus=cpus, arm64=arm64)  # every argument check of the plan
+        each = (lambda r: on_result(0, r)) if on_result else None
+        return list(real_run(cases[:1], kernels_[:1], seed=seed, on_result=each))
+
+    monkeypatch.setattr(runner, "run_fanout", one_item)
 
 
 # ----------------------------------------------------------------------
@@ -245,6 +253,16 @@ def pools(tmp_path_factory):
     # The array replay compiles its kernels once per machine (numba's cache): not the case's work.
     replay(load(ROOT / "tests" / "data" / "guest-7.1.8-stats-sigstorm.trace"), ["6.19"])
     return _Pools((_odd_paths(tmp), _domain_words(), tmp))
+
+
+def test_the_boundaries_hold_for_a_whole_selftest(boundaries):
+    """The plain `selftest` runs one case under one kernel with the stubs (it once ran the whole
+    suite through run_fanout, which the stub did not cover, and took minutes)."""
+    import json
+
+    status, out, _ = run_in_process(["selftest", "--json"])
+    assert status in (0, 1)
+    assert len(json.loads(out)["results"]) == 1
 
 
 def test_the_generator_covers_every_command():

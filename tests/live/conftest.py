@@ -32,6 +32,7 @@ def tracefs_state(root: Path) -> dict:
     names = ["tracing_on", "set_event", "set_event_pid", "current_tracer", "buffer_size_kb", "trace_clock",
              "options/event-fork", "options/overwrite"]
     state = {n: (root / n).read_text() for n in names if (root / n).exists()}
+    state["debugfs_mounted"] = os.path.ismount("/sys/kernel/debug")  # guestrec mounts it for the statistics
     state["instances"] = sorted(p.name for p in (root / "instances").iterdir()
                                 if p.name.startswith("rseqlab-") and not _other_live_recorder(p.name))
     return state

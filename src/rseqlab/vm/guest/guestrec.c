@@ -633,7 +633,10 @@ int main(int argc, char **argv)
 		if (mount("debugfs", DEBUGFS, "debugfs", 0, NULL) == 0) {
 			mounted_debugfs = 1;
 			if (access(RSEQ_STATS, R_OK)) {
-				umount(DEBUGFS);
+				/* No statistics here: leave debugfs as found, lazily if the umount is refused
+				 * (EBUSY, e.g. tracefs automounted under it by then). */
+				if (umount(DEBUGFS))
+					umount2(DEBUGFS, MNT_DETACH);
 				mounted_debugfs = 0;
 			}
 		}
