@@ -120,11 +120,21 @@ def _like_native(native, trace, label) -> None:
     of a handful, like 6.19's fast paths after interrupts, vary by a few between runs)."""
     base = [_predictions(t) for t in native]
     got = _predictions(trace)
+    # 6.19 runs its fast path after a switch that follows a user-mode interrupt, so its count
+    # follows how often the workload was preempted, which a system-wide recorder (perf -a, its
+    # own threads on two CPUs) changes: one fresh-clone run had 16 against 3-4 natively. The
+    # recording is read right (test_decoded_events_match_the_tools_own_report); the workload ran
+    # differently. That difference in preemptions is allowed on top.
+    def preempted(t) -> int:
+        ev = t.events
+        return int(((ev["kind"] == Kind.SWITCH_OUT) & (ev["a"] == 0)).sum())
+
+    extra = abs(preempted(trace) - sum(preempted(t) for t in native) / len(native))
     for kernel in ("6.18", "6.19"):
         for key, value in got[kernel].items():
             runs = [b[kernel][key] for b in base]
             spread = max(runs) - min(runs)
-            bound = max(3 * spread, 0.01 * max(runs), 10)
+            bound = max(3 * spread, 0.01 * max(runs), 10) + (extra if (kernel, key) == ("6.19", "fastpath") else 0)
             assert abs(value - sum(runs) / 2) <= bound, (label, kernel, key, value, runs)
     assert got["6.18"]["exit"] >= 2 * int(PINGPONG_ROUNDS)  # the workload, not a fragment of it
 
