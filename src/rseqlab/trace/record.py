@@ -236,10 +236,15 @@ def _record(command: list[str], exe: str, buffer_mb: int, tracefs: Path, stdout_
             main.set("tracing_on", "1")
             gate_r, gate_w = os.pipe()
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            # Held off across fork(): a signal whose handler raises inside Python's after-fork hooks
+            # (logging's lock release) is printed as "Exception ignored" with a traceback and
+            # lost. Held, it is taken right after fork() returns, where _Stop is handled.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CAUGHT)
             child = os.fork()
             if child == 0:  # pragma: no cover - runs in the child, replaced by exec
                 _child(gate_r, gate_w, err_r, err_w, exe, command, stdout_to_stderr, main.path / "trace_marker",
                        token)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(gate_r)
             os.close(err_w)
             root_pid = _kernel_pid_of_child(main, token, child)
