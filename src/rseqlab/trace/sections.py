@@ -44,6 +44,8 @@ def read_sections(path: str | Path) -> list[Section]:
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
+    if not Path(path).is_file():  # a device or FIFO named by a recording is not read
+        return []
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
