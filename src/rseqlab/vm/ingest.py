@@ -293,7 +293,7 @@ def _attach_user_ips(trace: Trace, d: Path, man: dict, formats, page_size: int, 
         rows, _, cpu, idx = parse.records_of(rec, formats[key], ctype)
         for pid, c, i in zip(rows["common_pid"].tolist(), cpu.tolist(), idx.tolist()):
             nxt = i + 1
-            ok = nxt in ip_at and nxt < len(rec.cpu) and int(rec.cpu[nxt]) == c
+            ok = nxt in ip_at and int(rec.cpu[nxt]) == c  # its user stack follows it on that CPU
             seen.setdefault((c, pid, int(kind)), []).append(ip_at[nxt] if ok else 0)
     ev = trace.events
     irq = np.nonzero((ev["kind"] == Kind.IRQ) & (ev["a"] != IrqKind.PAGE_FAULT))[0]
