@@ -54,6 +54,10 @@ def render_record(con: Console, summary: dict, path) -> None:
     con.print(f"  lost events: {lost.get('total', 0)} (per CPU {lost.get('per_cpu', {})}, "
               f"migration instance {lost.get('migration_instance', 0)}, flagged pages "
               f"{lost.get('flagged_pages', 0)})", markup=False)
+    untraced = summary.get("untraced", {}).get("switch_in", 0)
+    if untraced:
+        con.print(f"  switch-ins the kernel did not record: {untraced} (a task ran again with no "
+                  "sched_switch into it; added at its next event)", markup=False)
     if ov:
         share = (f"~{ov['estimated_pct']:.1f}% of the workload's CPU time" if ov.get("estimated_pct") is not None
                  else "no share: the command used under 10 ms of CPU")

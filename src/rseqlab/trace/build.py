@@ -192,6 +192,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     else:
         order = np.lexsort((cols["sub"], cols["seq"], cols["cpu"], cols["ts"]))
     events = {k: cols[k][order] for k in EVENT_COLUMNS}
+    events, untraced = _add_untraced_switch_ins(events, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
     base = t0 if t0 else (int(events["ts"][0]) if len(events["ts"]) else 0)
     events["ts"] = events["ts"] - base
     # sysargs rows follow the sorted events; sys_enter rows point at them.
@@ -216,6 +217,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     meta["root"] = dict(meta["root"], pid=root)
     meta["tasks"] = dict(sorted(comms.items(), key=lambda kv: int(kv[0])))
     meta["exec_files"] = dict(sorted(exec_files.items(), key=lambda kv: int(kv[0])))
+    meta["untraced"] = {"switch_in": untraced}
     meta["lost"] = {"total": max(lost_total, flagged), "per_cpu": {str(c): n for c, n in sorted(lost_main.items())},
                     "migration_instance": sum(lost_mig.values()), "flagged_pages": len(lost_pages)}
     trace = Trace(meta, events, sysargs)
@@ -227,6 +229,38 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     meta["glibc"]["observed_registration_lengths"] = rseq_lens
     meta["recorder"]["overhead"] = estimate_overhead(trace)
     return trace
+
+
+def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, children: np.ndarray
+                             ) -> tuple[dict[str, np.ndarray], int]:
+    """The sorted events with a SWITCH_IN (``a`` = -1: previous task unknown) before each event of a
+    task that ran without one: its last own event was a switch-out, or it is a child forked in the
+    recording whose first event is not its switch-in. Some kernels do not always emit sched_switch
+    when a CPU leaves idle for a task (seen on a 6.18 guest kernel with cpuidle-haltpoll: most
+    idle exits of one CPU left no record, system-wide and pid-filtered alike); the task was switched
+    in all the same, and the replay needs that switch-in (mm_cid, the exit loop). Returns the
+    events and the number added."""
+    kind, pid = events["kind"], events["pid"]
+    own = np.nonzero((kind != Kind.MIGRATE) & (kind != Kind.LOST))[0]  # events the task itself ran
+    if not len(own):
+        return events, 0
+    task = pid[own]
+    if len(tree) < 1 << 16:  # a dense 16-bit task index sorts in linear time (radix)
+        task = np.searchsorted(tree, task.astype(np.int64)).astype(np.uint16)
+    by_task = own[np.argsort(task, kind="stable")]  # each task's events, in time order
+    k, t = kind[by_task], pid[by_task]
+    same = t[1:] == t[:-1]
+    missed = np.zeros(len(by_task), bool)
+    missed[1:] = same & (k[:-1] == Kind.SWITCH_OUT) & (k[1:] != Kind.SWITCH_IN)
+    first = np.ones(len(by_task), bool)
+    first[1:] = ~same
+    missed |= first & np.isin(t, children) & (k != Kind.SWITCH_IN)
+    at = np.sort(by_task[missed])
+    if not len(at):
+        return events, 0
+    row = {"ts": events["ts"][at], "cpu": events["cpu"][at], "kind": np.full(len(at), Kind.SWITCH_IN, np.uint8),
+           "pid": events["pid"][at], "a": np.full(len(at), -1, np.int64)}
+    return {c: np.insert(v, at, row.get(c, 0)) for c, v in events.items()}, len(at)
 
 
 def _sysargs_nr(events, sysargs) -> np.ndarray:
@@ -271,6 +305,6 @@ def estimate_overhead(trace: Trace) -> dict:
 def summarize(trace: Trace, size: int = 0) -> dict:
     m = trace.meta
     return {"events": len(trace), "by_kind": m.get("events", {}), "lost": m.get("lost", {}),
-            "tasks": len(m.get("tasks", {})), "duration_s": round(m.get("duration_ns", 0) / 1e9, 4),
+            "untraced": m.get("untraced", {}), "tasks": len(m.get("tasks", {})), "duration_s": round(m.get("duration_ns", 0) / 1e9, 4),
             "overhead": m.get("recorder", {}).get("overhead", {}), "file_size": size,
             "exit_status": m.get("exit_status")}
