@@ -266,3 +266,37 @@ def test_a_section_left_behind_is_a_stale_rseq_cs_the_next_check_clears():
 def test_without_the_programs_sections_the_ip_changes_nothing():
     trace = interrupted_at(started(), START + 0x10, preempt=True).trace()
     assert cs_counts(trace) == {"cs": 0, "clear": 0, "fixup": 0}
+
+
+@pytest.mark.parametrize("state", [0x100, 0], ids=["preempted", "scheduled"])
+def test_a_switch_after_the_slow_paths_store_runs_the_fast_path_once_more(state):
+    """7.1.8 forkloop (measured, 2 December 2026): after fork the parent's rseq page is copy-on-write,
+    so the exit's fast path faults (page faults off) and fails, and the slow path's store faults
+    again and resolves it. A switch after that second fault (a tick preempting the fault handling,
+    or the work loop's schedule() for the resched the tick raised) sets the event again after the
+    slow path took it, so the exit runs the fast path a second time: two rseq_update, fastpath 2,
+    slowpath 1. Switched before the faults, the slow path takes the switch's event itself: one of
+    each. The recorded kernel faults tell the two apart."""
+    def exit_counts(rel: str, preempt_after_faults: bool) -> dict:
+        b = started()
+        b.from_user().ev(Kind.SYS_ENTER, ROOT, 57, -1).ev(Kind.FORK, ROOT, ROOT + 1, 0x11)
+        b.ev(Kind.SYS_EXIT, ROOT, 57, ROOT + 1).ret()
+        # wait4 blocks and the parent wakes on the other CPU: the IDs change
+        b.from_user().ev(Kind.SYS_ENTER, ROOT, 61, -1).ev(Kind.SWITCH_OUT, ROOT, 1)
+        b.ev(Kind.SWITCH_IN, ROOT, cpu=1).ev(Kind.SYS_EXIT, ROOT, 61, ROOT + 1, cpu=1)
+        preempt = [(Kind.IRQ, int(IrqKind.TIMER)), (Kind.SWITCH_OUT, state), (Kind.SWITCH_IN, 0)]
+        faults = [(Kind.KERNEL_FAULT, AREA + 4), (Kind.KERNEL_FAULT, AREA + 4)]
+        for kind, a in faults + preempt if preempt_after_faults else preempt + faults:
+            b.ev(kind, ROOT, a, cpu=1, dt=10_000)
+        b.ret(cpu=1)
+        trace = b.trace()
+        trace.meta["kernel"]["release"] = "7.1.8"
+        c = Replay(trace, rel).run().per_task[ROOT]["counters"]
+        return {k: c[k] for k in ("fastpath", "slowpath", "ids")}
+
+    # The registration's first return takes the fast path and writes the IDs; wait4's return
+    # fails it and writes them in the slow path (and once more after the late preemption).
+    assert exit_counts("7.1", preempt_after_faults=False) == {"fastpath": 2, "slowpath": 1, "ids": 2}
+    assert exit_counts("7.1", preempt_after_faults=True) == {"fastpath": 3, "slowpath": 1, "ids": 3}
+    # 6.19 raises no event for a kernel-mode preemption that changes no ID: one of each either way.
+    assert exit_counts("6.19", preempt_after_faults=True) == exit_counts("6.19", preempt_after_faults=False)

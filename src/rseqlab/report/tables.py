@@ -191,6 +191,7 @@ FIELDS = {
     Kind.LOST: ("lost", ("lost_count",)),
     Kind.USER_ENTER: ("user_enter", ()),
     Kind.USER_EXIT: ("user_exit", ()),
+    Kind.KERNEL_FAULT: ("page_fault_kernel", ("address", "ip", "error_code")),
 }
 _UNSIGNED = {"regs_ip", "start_ip", "abort_ip", "post_commit_offset"}
 

@@ -162,6 +162,12 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
             np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
             pf[0]["ip"][sel].astype(np.int64))
+    kf = get(("exceptions", "page_fault_kernel"))
+    if kf is not None:
+        sel = in_tree(kf[0]["common_pid"])
+        add(Kind.KERNEL_FAULT, kf[1][sel], kf[2][sel], kf[3][sel], kf[0]["common_pid"][sel],
+            kf[0]["address"][sel].astype(np.int64), kf[0]["ip"][sel].astype(np.int64),
+            kf[0]["error_code"][sel].astype(np.int64))
     for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
                                   (("context_tracking", "user_exit"), Kind.USER_EXIT)):
         r = get((system, event))

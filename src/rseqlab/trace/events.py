@@ -24,6 +24,9 @@ EVENTS = {
     ("irq_vectors", "irq_work_entry"): False,
     ("irq", "irq_handler_entry"): False,
     ("exceptions", "page_fault_user"): False,
+    # A fault in kernel mode (x86), e.g. the exit's store into the rseq area of a copy-on-write
+    # page: where a preemption lands in the rseq work of an exit (trace/replay.py).
+    ("exceptions", "page_fault_kernel"): False,
     # Present only where user context tracking is on (see Kind.USER_ENTER): exact returns.
     ("context_tracking", "user_enter"): False,
     ("context_tracking", "user_exit"): False,

@@ -73,6 +73,10 @@ class Kind(IntEnum):
     #: ``enter_from_user_mode()``. With them the replay reads every return instead of inferring it.
     USER_ENTER = 13
     USER_EXIT = 14
+    #: ``exceptions:page_fault_kernel`` (x86): a fault taken in kernel mode, e.g. a store into the
+    #: rseq area of a copy-on-write page; a=fault address, b=kernel IP, c=error_code. Not an entry:
+    #: the replay uses it only to place a preemption inside an exit's rseq work.
+    KERNEL_FAULT = 15
 
 
 class IrqKind(IntEnum):

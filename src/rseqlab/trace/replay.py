@@ -58,6 +58,7 @@ depend on this choice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
@@ -90,6 +91,15 @@ def clone_child_tid(nr: int | None, args: tuple[int, ...]) -> int:
     """clone()'s child TID pointer (x86_64: ``clone(flags, newsp, parent_tid, child_tid, tls)``);
     0 when the fork came from another syscall (clone3 passes it in memory) or without arguments."""
     return int(args[3]) if nr == NR_CLONE and len(args) > 3 else 0
+
+
+def _slowpath_fault_number(meta: dict) -> int:
+    """Which kernel fault on the rseq area, counted from the start of a return, is the slow path's
+    store (the one that resolves the fault): the second where the recording kernel has the exit's
+    fast path (6.19+: its store faults first, with page faults disabled, and fails), else the first
+    (6.18's notify-resume handler)."""
+    m = re.match(r"(\d+)\.(\d+)", str(meta.get("kernel", {}).get("release", "")))
+    return 2 if m and (int(m[1]), int(m[2])) >= (6, 19) else 1
 
 
 def _entry_kinds(kinds: list[int], pids: list[int], a: list[int]) -> dict[int, str]:
@@ -153,6 +163,7 @@ class _Rt:
     rseq_area: int = 0  # the registered struct rseq (0: none), and its signature
     rseq_sig: int = 0
     irq_from_user: bool = False  # the open entry is an interrupt or fault from user mode (tracked)
+    exit_rseq_faults: int = 0  # kernel faults on the rseq area since the pending return began (tracked)
 
 
 class Replay:
@@ -306,7 +317,7 @@ class Replay:
         SWITCH_OUT, SWITCH_IN, SYS_ENTER, SYS_EXIT = Kind.SWITCH_OUT, Kind.SWITCH_IN, Kind.SYS_ENTER, Kind.SYS_EXIT
         for i in range(len(ts_l)):
             kind, pid, ts = kind_l[i], pid_l[i], ts_l[i]
-            if kind == Kind.LOST or kind == Kind.MIGRATE:
+            if kind == Kind.LOST or kind == Kind.MIGRATE or kind == Kind.KERNEL_FAULT:
                 continue  # switch-in CPUs are the truth; migrations are informational
             rt = self.tasks.get(pid)
             if rt is None:
@@ -445,6 +456,7 @@ class Replay:
         cols = [ev[name].tolist() for name in ("ts", "cpu", "kind", "pid", "a", "b", "c")]
         entry_of = _entry_kinds(*cols[2:5])
         k = self.kernel
+        slowpath_fault = _slowpath_fault_number(self.trace.meta)
         for i, (ts, cpu, kind, pid, a, b, c) in enumerate(zip(*cols)):
             if kind == Kind.LOST or kind == Kind.MIGRATE:
                 continue
@@ -457,6 +469,7 @@ class Replay:
             if kind == Kind.USER_EXIT:
                 entry = entry_of[i]
                 self._enter(rt, entry, ts)  # a pending return first: its user_enter was lost
+                rt.exit_rseq_faults = 0
                 rt.irq_from_user = entry is not Entry.SYSCALL
                 if not rt.irq_from_user:
                     t.regs.ip = 0  # a syscall's IP: its return address, outside every section
@@ -474,7 +487,19 @@ class Replay:
                 rt.syscall = None
                 rt.pending = Entry.SYSCALL
                 rt.pending_ts = ts
+                rt.exit_rseq_faults = 0
+            elif kind == Kind.KERNEL_FAULT:
+                if rt.pending is not None and rt.rseq_area <= a < rt.rseq_area + 32:
+                    rt.exit_rseq_faults += 1
             elif kind == Kind.SWITCH_OUT:
+                if rt.pending is not None and rt.exit_rseq_faults >= slowpath_fault:
+                    # A switch after the slow path's store into the rseq area began (that store's
+                    # fault is recorded first): a tick preempting the fault handling, or the work
+                    # loop's schedule() for a resched the tick raised meanwhile. The slow path took
+                    # the earlier event before this switch, whose event makes the rest of the exit
+                    # run the fast path once more: play the work loop up to here now.
+                    k.exit_to_user_mode_prepare(t)
+                    rt.exit_rseq_faults = 0
                 k.prepare_task_switch(t)
                 self._alloc(rt, pid).switch_out(pid, t.mm_cid, cpu=t.cpu)
                 rt.on_cpu = False

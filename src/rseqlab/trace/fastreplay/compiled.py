@@ -89,7 +89,8 @@ F_OPEN, F_CLOSE, F_MMAP, F_MUNMAP, F_FORKCOPY, F_EMPTY = 1, 2, 3, 4, 5, 6
 
 _K_SWITCH_OUT, _K_SWITCH_IN, _K_MIGRATE, _K_FORK, _K_EXEC, _K_EXIT = 0, 1, 2, 3, 4, 5
 _K_SYS_ENTER, _K_SYS_EXIT, _K_SIGNAL, _K_RSEQ_UPDATE, _K_RSEQ_IP_FIXUP, _K_IRQ, _K_LOST = 6, 7, 8, 9, 10, 11, 12
-assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT) == (0, 11, 12, 7)
+_K_KERNEL_FAULT = 15
+assert (Kind.SWITCH_OUT, Kind.IRQ, Kind.LOST, Kind.SYS_EXIT, Kind.KERNEL_FAULT) == (0, 11, 12, 7, 15)
 assert IrqKind.PAGE_FAULT == 6
 
 
@@ -185,7 +186,7 @@ def drive(ts, cpu, kind, pid, slot_of, pid_lo, a, b, pids, nslots, root_slot, nc
         if i == n:
             break
         k = kind[i]
-        if k == _K_LOST or k == _K_MIGRATE:
+        if k == _K_LOST or k == _K_MIGRATE or k == _K_KERNEL_FAULT:
             continue
         s = slot_of[pid[i] - pid_lo]
         t = pid_cur[s]

@@ -89,6 +89,7 @@ static struct event events[] = {
 	{"irq_vectors", "irq_work_entry", 0, 0},
 	{"irq", "irq_handler_entry", 0, 0},
 	{"exceptions", "page_fault_user", 0, 0},
+	{"exceptions", "page_fault_kernel", 0, 0},
 	{"context_tracking", "user_enter", 0, 0}, /* only with user context tracking on */
 	{"context_tracking", "user_exit", 0, 0},
 	{"sched", "sched_migrate_task", 1, 0}, /* the migration instance's only event */
