@@ -157,3 +157,45 @@ def test_7_1_release_uses_the_7_1_personality(run_cli, tmp_path):
     assert v["kernel"] == "7.1" and "7.1" in res.json["kernels"]
     # The stats were made for 6.19's prediction; 7.1's legacy registration differs on switch-ins.
     assert v["counters"]["exit"]["error"] == 0.0
+
+
+@pytest.mark.parametrize("tick", ["before the first read", "after the window closes"])
+def test_the_window_is_bounded_by_the_statistics_reads_not_the_clock_reads(tick):
+    """guestrec takes the time, then reads the statistics: a tick in user mode between the two
+    returns before the first read (not in the window) or before the second (in it). The window
+    is cut at each read's sys_enter, not at the times taken."""
+    from rseqlab.vm.ingest import NR_READ
+    from rseqlab.vm.validate import recorder_share
+
+    rows, t = [], 0
+
+    def ev(kind, a=0, dt=MS // 10):
+        nonlocal t
+        t += dt
+        rows.append((t, 0, int(kind), RECORDER, a, -1, 0, 0))
+
+    def tick_in_user():
+        ev(Kind.USER_EXIT), ev(Kind.IRQ, 0), ev(Kind.USER_ENTER)
+
+    def syscall(nr):
+        ev(Kind.USER_EXIT), ev(Kind.SYS_ENTER, nr), ev(Kind.SYS_EXIT, nr), ev(Kind.USER_ENTER)
+
+    syscall(1)
+    tb = t + MS // 20  # mono_ns(), then read()
+    if tick == "before the first read":
+        tick_in_user()
+    syscall(NR_READ)  # the first statistics read: its return is in the window
+    syscall(1)  # the gate write
+    syscall(7)  # poll()
+    ta = t + MS // 20
+    if tick == "after the window closes":
+        tick_in_user()
+    ev(Kind.USER_EXIT), ev(Kind.SYS_ENTER, NR_READ)  # the second read
+    meta = {"cpus": 2, "topology": {"node_of_cpu": [0, 0]}, "kernel": {"hz": 250}, "tasks": {},
+            "root": {"pid": RECORDER, "rseq_registered": True, "rseq_addr": 0x7F00_0000_0200, "rseq_len": 32}}
+    window = {"meta": meta, "events": {c: [r[i] for r in rows] for i, c in enumerate(EVENT_COLUMNS)},
+              "sysargs": {c: [] for c in SYSARG_COLUMNS}, "lost": 0}
+    trace = _guest_trace()
+    trace.meta["guest"].update(window_ns=[tb, ta], recorder_window=window)
+    share = recorder_share(trace, ["7.1"])["7.1"]
+    assert share["exit"] == (3 if tick == "before the first read" else 4)

@@ -42,22 +42,13 @@ def _qemu_running() -> list[str]:
 #: run); beyond it, or anywhere else, it fails. Fixed causes have no entry, so they cannot come
 #: back: schedule_tail()'s set_child_tid store (forkloop slowpath), unrecorded page faults
 #: (munmaploop/forkloop exit), a tick on kill()'s way out read as one from user mode (sigstorm
-#: signal on 6.19), the recorded root's first CPU (one ids/rseq_update).
-#: The statistics kernels record context_tracking:user_enter/user_exit, so the replay reads every
-#: return and every entry's mode (the tick right after a return that used to cost up to 19 `exit`
-#: and 2 fast paths per run is gone). What still differs now and then, with its cause:
-#: (kernel, workload, counter) -> (why, largest difference accepted); measured on 2 December 2026,
-#: 7.1.8 forkloop off by one in 2 of 3 runs (docs/real-kernels.md, item 10).
-_TWICE = ("7.1 sometimes runs the fast path twice in one exit (two rseq_update before one user_enter, after "
-          "a kernel preemption in that exit; rseq_exit_to_user_mode_restart's loop, include/linux/rseq_entry.h); "
-          "the model once: cause not established (model)")
-_SHARE = ("the recorder's share of the window one exit too many in one run of three: cause not established (harness)")
-KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {
-    ("7.1.8", "forkloop", "fastpath"): (_TWICE, 1),
-    ("7.1.8", "forkloop", "ids"): (_TWICE, 1),
-    ("7.1.8", "forkloop", "tp:rseq_update"): (_TWICE, 1),
-    ("7.1.8", "forkloop", "exit"): (_SHARE, 1),
-}
+#: signal on 6.19), the recorded root's first CPU (one ids/rseq_update), a switch inside the slow
+#: path's store into a copy-on-write rseq page (7.1.8 forkloop: a second fast path in that exit,
+#: placed by the recorded kernel faults), the statistics window cut at the clock reads instead of
+#: the statistics reads (one recorder `exit` too many). The statistics kernels record
+#: context_tracking:user_enter/user_exit, so the replay reads every return and every entry's mode.
+#: Nothing differs on the deterministic workloads now (docs/real-kernels.md, items 10 and 11).
+KNOWN: dict[tuple[str, str, str], tuple[str, int | None]] = {}
 
 
 def test_deterministic_workloads_come_back_whole(stats_runs):

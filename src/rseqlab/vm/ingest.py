@@ -34,6 +34,9 @@ from ..trace.format import EVENT_COLUMNS, SYSARG_COLUMNS, IrqKind, Kind, Trace, 
 from ..trace.sections import read_sections
 from .stats import deltas, has_slice_counters, parse_stats
 
+#: read(2) on x86_64: how guestrec reads the statistics at each end of the window.
+NR_READ = 0
+
 MANIFEST_FORMAT = "rseqlab-guestrec"
 MANIFEST_VERSION = 1
 INSTANCES = ("main", "mig", "self")
@@ -326,7 +329,9 @@ def _sections_of(exec_files: dict, host_file_of) -> dict:
 
 def _recorder_window(raw, formats, page_size, meta, lost, t0, recorder_pid, ta) -> dict:
     """The recorder's own events (its private instance) up to the end of the statistics window,
-    as columns: what validate replays to predict the recorder's share of the statistics."""
+    as columns: what validate replays to predict the recorder's share of the statistics. The
+    window closes where the second statistics read enters the kernel, just after ``ta``: an
+    interrupt's return in between is counted before that read."""
     own_meta = {"format": "rseqlab-trace", "command": ["guestrec"], "cwd": "", "start": meta["start"],
                 "duration_ns": meta["duration_ns"], "exit_status": 0,
                 "kernel": dict(meta["kernel"]), "cpus": meta["cpus"], "topology": meta["topology"],
@@ -336,7 +341,10 @@ def _recorder_window(raw, formats, page_size, meta, lost, t0, recorder_pid, ta) 
     if "replay" in meta:
         own_meta["replay"] = dict(meta["replay"])
     own = build_trace(raw["self"], raw["mig"], formats, page_size, own_meta, lost["self"], {}, t0)
-    n = int(np.searchsorted(own.events["ts"], ta, side="left"))
+    ev = own.events
+    read = np.nonzero((ev["ts"] >= ta) & (ev["kind"] == Kind.SYS_ENTER) & (ev["a"] == NR_READ)
+                      & (ev["pid"] == recorder_pid))[0]
+    n = int(read[0]) + 1 if len(read) else int(np.searchsorted(ev["ts"], ta, side="left"))
     keep_args = own.sysargs["event"] < n
     keep = [k for k in ("cpus", "topology", "kernel", "root", "tasks", "replay") if k in own.meta]
     return {"meta": {k: own.meta[k] for k in keep},

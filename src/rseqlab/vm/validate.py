@@ -15,11 +15,13 @@ up to the window's start). Without statistics, the tracepoints are compared (``r
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import BadInput
 from ..kernel import COUNTERS
-from ..trace.format import Trace
+from ..trace.format import Kind, Trace
 from ..trace.replay import replay
-from .ingest import recorder_trace
+from .ingest import NR_READ, recorder_trace
 from .releases import personality_for, unmapped_reason
 from .stats import SLICE_COUNTERS
 
@@ -57,7 +59,11 @@ def recorder_share(trace: Trace, kernels: list[str]) -> dict[str, dict[str, int]
     full = recorder_trace(trace)
     if full is None:
         return {k: dict.fromkeys(COUNTERS, 0) for k in kernels}
-    before = recorder_trace(trace, upto_ns=tb)
+    # The window opens where the first statistics read enters the kernel, just after tb (guestrec
+    # takes the time, then reads): a return in between, an interrupt's, is counted before it.
+    ev = full.events
+    read = np.nonzero((ev["ts"] >= tb) & (ev["kind"] == Kind.SYS_ENTER) & (ev["a"] == NR_READ))[0]
+    before = recorder_trace(trace, upto_ns=int(ev["ts"][read[0]]) if len(read) else tb)
     rf = replay(full, kernels)
     rp = replay(before, kernels) if before is not None else None
     out = {}
