@@ -489,7 +489,7 @@ class Replay:
                 rt.pending_ts = ts
                 rt.exit_rseq_faults = 0
             elif kind == Kind.KERNEL_FAULT:
-                if rt.pending is not None and rt.rseq_area <= a < rt.rseq_area + 32:
+                if rt.pending is not None and rt.rseq_area and rt.rseq_area <= a < rt.rseq_area + 32:
                     rt.exit_rseq_faults += 1
             elif kind == Kind.SWITCH_OUT:
                 if rt.pending is not None and rt.exit_rseq_faults >= slowpath_fault:
