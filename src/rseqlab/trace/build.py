@@ -191,8 +191,19 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         order = np.lexsort((tie, cols["ts"]))
     else:
         order = np.lexsort((cols["sub"], cols["seq"], cols["cpu"], cols["ts"]))
-    events = {k: cols[k][order] for k in EVENT_COLUMNS}
-    events, untraced = _add_untraced_switch_ins(events, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
+    kind, pid = cols["kind"][order], cols["pid"][order]
+    at = _untraced_switch_ins(kind, pid, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
+    untraced = len(at)
+    if untraced:  # each added switch-in starts as a copy of the row it precedes (its ts, cpu, pid)
+        order = np.insert(order, at, order[at])
+        at = at + np.arange(untraced)
+        kind, pid = cols["kind"][order], cols["pid"][order]
+        kind[at] = Kind.SWITCH_IN
+    events = {k: kind if k == "kind" else pid if k == "pid" else cols[k][order] for k in EVENT_COLUMNS}
+    if untraced:
+        events["a"][at] = -1
+        for k in "bcd":
+            events[k][at] = 0
     base = t0 if t0 else (int(events["ts"][0]) if len(events["ts"]) else 0)
     events["ts"] = events["ts"] - base
     # sysargs rows follow the sorted events; sys_enter rows point at them.
@@ -234,16 +245,36 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
 def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, children: np.ndarray
                              ) -> tuple[dict[str, np.ndarray], int]:
     """The sorted events with a SWITCH_IN (``a`` = -1: previous task unknown) before each event of a
-    task that ran without one: its last own event was a switch-out, or it is a child forked in the
-    recording whose first event is not its switch-in. Some kernels do not always emit sched_switch
-    when a CPU leaves idle for a task (seen on a 6.18 guest kernel with cpuidle-haltpoll: most
-    idle exits of one CPU left no record, system-wide and pid-filtered alike); the task was switched
-    in all the same, and the replay needs that switch-in (mm_cid, the exit loop). Returns the
-    events and the number added."""
-    kind, pid = events["kind"], events["pid"]
+    task that ran without one (see :func:`_untraced_switch_ins`). Returns the events and the number
+    added."""
+    at = _untraced_switch_ins(events["kind"], events["pid"], tree, children)
+    if not len(at):
+        return events, 0
+    row = {"ts": events["ts"][at], "cpu": events["cpu"][at], "kind": np.full(len(at), Kind.SWITCH_IN, np.uint8),
+           "pid": events["pid"][at], "a": np.full(len(at), -1, np.int64)}
+    return {c: np.insert(v, at, row.get(c, 0)) for c, v in events.items()}, len(at)
+
+
+def _untraced_switch_ins(kind: np.ndarray, pid: np.ndarray, tree: np.ndarray, children: np.ndarray,
+                         *, compiled: bool | None = None) -> np.ndarray:
+    """The rows (of events sorted by time) that need a SWITCH_IN before them: the task's last own
+    event was a switch-out, or it is a child forked in the recording (``children``) whose first
+    event is not its switch-in. Some kernels do not always emit sched_switch when a CPU leaves idle
+    for a task (seen on a 6.18 guest kernel with cpuidle-haltpoll: most idle exits of one CPU left
+    no record, system-wide and pid-filtered alike); the task was switched in all the same, and the
+    replay needs that switch-in (mm_cid, the exit loop). Every task's pid is in ``tree`` (sorted).
+    ``compiled`` False: the numpy version even where the compiled one is available (same rows)."""
+    tree = np.asarray(tree, np.int64)
+    if (parse._COMPILED if compiled is None else compiled) and len(tree):
+        child = np.isin(tree, np.asarray(children, np.int64)).astype(np.uint8)
+        mark = np.zeros(len(kind), np.uint8)
+        if _untraced_walk(kind, pid, tree, child, mark, int(Kind.SWITCH_OUT), int(Kind.SWITCH_IN),
+                          int(Kind.MIGRATE), int(Kind.LOST)):
+            raise ValueError("an event's task is not in the process tree")
+        return np.flatnonzero(mark)
     own = np.nonzero((kind != Kind.MIGRATE) & (kind != Kind.LOST))[0]  # events the task itself ran
     if not len(own):
-        return events, 0
+        return own
     task = pid[own]
     if len(tree) < 1 << 16:  # a dense 16-bit task index sorts in linear time (radix)
         task = np.searchsorted(tree, task.astype(np.int64)).astype(np.uint16)
@@ -255,12 +286,28 @@ def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, ch
     first = np.ones(len(by_task), bool)
     first[1:] = ~same
     missed |= first & np.isin(t, children) & (k != Kind.SWITCH_IN)
-    at = np.sort(by_task[missed])
-    if not len(at):
-        return events, 0
-    row = {"ts": events["ts"][at], "cpu": events["cpu"][at], "kind": np.full(len(at), Kind.SWITCH_IN, np.uint8),
-           "pid": events["pid"][at], "a": np.full(len(at), -1, np.int64)}
-    return {c: np.insert(v, at, row.get(c, 0)) for c, v in events.items()}, len(at)
+    return np.sort(by_task[missed])
+
+
+def _untraced_walk(kind, pid, tree, child, mark, k_out, k_in, k_mig, k_lost):
+    """One pass in time order with each task's state (compiled): ``mark`` the rows that need a
+    switch-in; 1 if a task's pid is not in ``tree``."""
+    out = child.copy()  # per task: switched out (a forked child starts so)
+    for i in range(len(kind)):
+        k = kind[i]
+        if k == k_mig or k == k_lost:
+            continue
+        t = np.searchsorted(tree, pid[i])
+        if t >= len(tree) or tree[t] != pid[i]:
+            return 1
+        if out[t] and k != k_in:
+            mark[i] = 1
+        out[t] = 1 if k == k_out else 0
+    return 0
+
+
+if parse._njit is not None:
+    _untraced_walk = parse._njit(cache=True)(_untraced_walk)
 
 
 def _sysargs_nr(events, sysargs) -> np.ndarray:
