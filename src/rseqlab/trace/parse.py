@@ -177,9 +177,16 @@ def walk_pages(pages_by_cpu: dict[int, bytes], page_size: int, *, lockstep: bool
     if not chunks:
         e = np.zeros(0, dtype=np.int64)
         return RawRecords(np.zeros(0, np.uint8), e, e, e.astype(np.uint64), e.astype(np.int16), [])
-    flat = np.concatenate(chunks)
-    page_cpu = np.concatenate(cpus)
+    return walk_flat(np.concatenate(chunks), np.concatenate(cpus), page_size, lockstep=lockstep)
+
+
+def walk_flat(flat: np.ndarray, page_cpu: np.ndarray, page_size: int, *, lockstep: bool = False) -> RawRecords:
+    """:func:`walk_pages` of pages already back to back in ``flat`` (uint8, whole pages, each
+    CPU's in read order, the CPUs in ascending order), ``page_cpu`` the CPU of each page."""
     npages = len(page_cpu)
+    if not npages:
+        e = np.zeros(0, dtype=np.int64)
+        return RawRecords(np.zeros(0, np.uint8), e, e, e.astype(np.uint64), e.astype(np.int16), [])
     base = np.arange(npages, dtype=np.int64) * page_size
     head = flat.reshape(npages, page_size)
     page_ts = head[:, 0:8].copy().view("<u8").ravel()
