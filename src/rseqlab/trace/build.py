@@ -44,48 +44,40 @@ def config_hz(release: str) -> tuple[int | None, str]:
 
 
 
-#: build_trace's row columns: the trace's event columns plus the per-CPU sequence and the
-#: sub-order of the rows one record yields (a switch-out before its switch-in).
-_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
-              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
-
-
 def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
                 lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
-                ctype: np.ndarray | None = None) -> Trace:
+                ctype: np.ndarray | parse.EventIndex | None = None) -> Trace:
     """The columnar trace of the process tree rooted at ``meta["root"]["pid"]``.
 
     ``raw_main`` and ``raw_mig`` are per-CPU pages or already walked records; ``raw_mig`` None:
-    the migrations are in the main records (a system-wide recording, e.g. a trace.dat)."""
+    the migrations are in the main records (a system-wide recording, e.g. a trace.dat).
+    ``ctype``: the main records' event IDs, or their :class:`~rseqlab.trace.parse.EventIndex`."""
     rec = raw_main if isinstance(raw_main, parse.RawRecords) else parse.walk_pages(raw_main, page_size)
     if raw_mig is None:
         rec_mig = None
     else:
         rec_mig = raw_mig if isinstance(raw_mig, parse.RawRecords) else parse.walk_pages(raw_mig, page_size)
-    ctype = parse.common_types(rec) if ctype is None else ctype
-    rows: list[dict[str, np.ndarray]] = []
+    index = ctype if isinstance(ctype, parse.EventIndex) else parse.EventIndex(rec, ctype)
+    # One block per event type: (rows, {column: array, scalar or None (zero)}); the columns are
+    # the trace's plus the per-CPU sequence and the sub-order of the rows one record yields (a
+    # switch-out before its switch-in).
+    blocks: list[tuple[int, dict]] = []
 
-    def get(key, raw=rec, ct=ctype):
+    def get(key, *names):
         fmt = formats.get(key)
         if fmt is None:
             return None
-        return parse.records_of(raw, fmt, ct)
+        return parse.fields_of(index, fmt, names)
 
     def add(kind, ts, cpu, seq, pid, a=None, b=None, c=None, d=None, sub=0):
-        # The columns keep their decoded types here; the concatenation below casts each to its
-        # column type once (as astype would, without a copy per event type).
-        n = len(ts)
-        z = np.zeros(n, np.int64)
-        rows.append({"ts": ts, "cpu": cpu, "seq": seq, "sub": np.full(n, sub, np.int8),
-                     "kind": np.full(n, kind, np.uint8), "pid": pid,
-                     "a": z if a is None else a, "b": z if b is None else b,
-                     "c": z if c is None else c, "d": z if d is None else d})
+        blocks.append((len(ts), {"ts": ts, "cpu": cpu, "seq": seq, "sub": sub, "kind": kind, "pid": pid,
+                                 "a": a, "b": b, "c": c, "d": d}))
 
     # Process tree: the recorder's child, and every task forked from the tree.
-    fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"))
-    exec_r, exec_ts, exec_cpu, exec_seq = get(("sched", "sched_process_exec"))
-    sw, sw_ts, sw_cpu, sw_seq = get(("sched", "sched_switch"))
+    fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"), "parent_pid", "child_pid")
+    exec_r, exec_ts, exec_cpu, exec_seq = get(("sched", "sched_process_exec"), "pid", "old_pid", "filename")
+    sw, sw_ts, sw_cpu, sw_seq = get(("sched", "sched_switch"), "prev_pid", "prev_state", "next_pid")
     root = int(meta["root"]["pid"])
     tree = {root}
     order = np.argsort(fork_ts, kind="stable")
@@ -106,7 +98,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
 
     # Forks, with clone flags from task_newtask (same child pid) when available.
     flags = {}
-    nt = get(("task", "task_newtask"))
+    nt = get(("task", "task_newtask"), "pid", "clone_flags")
     if nt is not None:
         for pid, fl in zip(nt[0]["pid"].tolist(), nt[0]["clone_flags"].tolist()):
             flags[pid] = fl
@@ -121,57 +113,59 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     names = parse.data_loc_string(rec, rec.offset[exec_seq[sel]], exec_r["filename"][sel]) if sel.any() else []
     for i in np.argsort(exec_ts[sel], kind="stable").tolist():
         exec_files[str(int(exec_r["pid"][sel][i]))] = names[i]
-    ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"))
+    ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"), "pid", "group_dead")
     sel = in_tree(ex["pid"])
-    add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel].astype(np.int64))
+    add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel])
 
-    se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"))
+    se_fmt = formats.get(("raw_syscalls", "sys_enter"))
+    se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"), "common_pid", "id")
     sel = in_tree(se["common_pid"])
-    se, se_ts, se_cpu, se_seq = se[sel], se_ts[sel], se_cpu[sel], se_seq[sel]
+    se, se_ts, se_cpu, se_seq = {k: v[sel] for k, v in se.items()}, se_ts[sel], se_cpu[sel], se_seq[sel]
     want = np.isin(se["id"], np.array(sorted(SYSARGS_FOR), dtype=np.int64))
-    arg_index = np.full(len(se), -1, np.int64)
+    arg_index = np.full(len(se_seq), -1, np.int64)
     arg_index[want] = np.arange(int(want.sum()))
     add(Kind.SYS_ENTER, se_ts, se_cpu, se_seq, se["common_pid"], se["id"], arg_index)
-    sys_args = se["args"][want].copy().view("<u8").reshape(-1, 6) if want.any() else np.zeros((0, 6), np.uint64)
-    sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"))
+    sys_args = parse.field_at(rec, rec.offset[se_seq[want]], se_fmt, "args").view("<u8").reshape(-1, 6) \
+        if want.any() else np.zeros((0, 6), np.uint64)
+    sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"), "common_pid", "id", "ret")
     sel = in_tree(sx["common_pid"])
     add(Kind.SYS_EXIT, sx_ts[sel], sx_cpu[sel], sx_seq[sel], sx["common_pid"][sel], sx["id"][sel], sx["ret"][sel])
 
-    sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"))
+    sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"), "common_pid", "sig", "sa_handler", "code")
     sel = in_tree(sg["common_pid"])
     add(Kind.SIGNAL, sg_ts[sel], sg_cpu[sel], sg_seq[sel], sg["common_pid"][sel], sg["sig"][sel],
-        sg["sa_handler"][sel].astype(np.int64), sg["code"][sel])
-    ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"))
+        sg["sa_handler"][sel], sg["code"][sel])
+    ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"), "common_pid", "cpu_id", "node_id", "mm_cid")
     sel = in_tree(ru["common_pid"])
     add(Kind.RSEQ_UPDATE, ru_ts[sel], ru_cpu[sel], ru_seq[sel], ru["common_pid"][sel], ru["cpu_id"][sel],
         ru["node_id"][sel], ru["mm_cid"][sel])
-    fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"))
+    fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"), "common_pid", "regs_ip", "start_ip",
+                                    "post_commit_offset", "abort_ip")
     sel = in_tree(fx["common_pid"])
     add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
-        fx["regs_ip"][sel].astype(np.int64), fx["start_ip"][sel].astype(np.int64),
-        fx["post_commit_offset"][sel].astype(np.int64), fx["abort_ip"][sel].astype(np.int64))
+        fx["regs_ip"][sel], fx["start_ip"][sel], fx["post_commit_offset"][sel], fx["abort_ip"][sel])
     for (system, event), kind in IRQ_EVENTS:
-        r = get((system, event))
+        r = get((system, event), "common_pid")
         if r is None:
             continue
         sel = in_tree(r[0]["common_pid"])
-        add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], np.full(int(sel.sum()), int(kind)))
-    pf = get(("exceptions", "page_fault_user"))
+        add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], int(kind))
+    pf = get(("exceptions", "page_fault_user"), "common_pid", "address", "ip")
     if pf is not None:
         sel = in_tree(pf[0]["common_pid"])
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
-            np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
-            pf[0]["ip"][sel].astype(np.int64))
+            int(IrqKind.PAGE_FAULT), pf[0]["address"][sel], pf[0]["ip"][sel])
     for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
                                   (("context_tracking", "user_exit"), Kind.USER_EXIT)):
-        r = get((system, event))
+        r = get((system, event), "common_pid")
         if r is not None:
             sel = in_tree(r[0]["common_pid"])
             add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
-    mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \
-        parse.records_of(rec_mig, formats[MIGRATION_EVENT])
+    mig_names = ("pid", "orig_cpu", "dest_cpu")
+    mg = parse.fields_of(index, formats[MIGRATION_EVENT], mig_names) if rec_mig is None else \
+        parse.fields_of(parse.EventIndex(rec_mig), formats[MIGRATION_EVENT], mig_names)
     sel = in_tree(mg[0]["pid"])
     add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
         mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
@@ -179,33 +173,28 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     lost_pages = rec.lost_pages + (rec_mig.lost_pages if rec_mig is not None else [])
     if lost_pages:
         lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
-        add(Kind.LOST, lp[:, 2], lp[:, 0], np.zeros(len(lp), np.int64), np.full(len(lp), -1), lp[:, 1])
+        add(Kind.LOST, lp[:, 2], lp[:, 0], 0, -1, lp[:, 1])
 
-    cols = {k: np.concatenate([np.asarray(r[k]) for r in rows], dtype=_ROW_TYPES[k], casting="unsafe")
-            for k in rows[0]}
-    # Sorted by (ts, cpu, seq, sub); the last three packed into one key when they fit (two sort
-    # passes instead of four, the same order).
-    seq_max = int(cols["seq"].max()) if len(cols["seq"]) else 0
-    if 0 <= seq_max < 1 << 46 and (not len(cols["cpu"]) or 0 <= int(cols["cpu"].min())):
-        tie = (cols["cpu"].astype(np.int64) << 48) | (cols["seq"] << 2) | cols["sub"].astype(np.int64)
-        order = np.lexsort((tie, cols["ts"]))
-    else:
-        order = np.lexsort((cols["sub"], cols["seq"], cols["cpu"], cols["ts"]))
-    kind, pid = cols["kind"][order], cols["pid"][order]
+    order, cpu_all, ts_all, scratch = _sort_order(blocks)
+    kind, pid = _gather(blocks, "kind", order, scratch), _gather(blocks, "pid", order, scratch)
     at = _untraced_switch_ins(kind, pid, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
     untraced = len(at)
     if untraced:  # each added switch-in starts as a copy of the row it precedes (its ts, cpu, pid)
         order = np.insert(order, at, order[at])
         at = at + np.arange(untraced)
-        kind, pid = cols["kind"][order], cols["pid"][order]
+        kind, pid = _gather(blocks, "kind", order, scratch), _gather(blocks, "pid", order, scratch)
         kind[at] = Kind.SWITCH_IN
-    events = {k: kind if k == "kind" else pid if k == "pid" else cols[k][order] for k in EVENT_COLUMNS}
+    events = {"ts": ts_all[order], "cpu": cpu_all[order], "kind": kind, "pid": pid}
+    del ts_all, cpu_all
+    for k in "abcd":
+        events[k] = _gather(blocks, k, order, scratch)
+    del scratch, blocks
     if untraced:
         events["a"][at] = -1
         for k in "bcd":
             events[k][at] = 0
     base = t0 if t0 else (int(events["ts"][0]) if len(events["ts"]) else 0)
-    events["ts"] = events["ts"] - base
+    events["ts"] -= base
     # sysargs rows follow the sorted events; sys_enter rows point at them.
     rows_idx = np.nonzero((events["kind"] == Kind.SYS_ENTER) & (events["b"] >= 0))[0]
     src = events["b"][rows_idx]
@@ -220,7 +209,9 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     tree_pids = sw["prev_pid"][by_time][m]
     _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
     last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
-    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(sw["prev_comm"][by_time][m][last])):
+    last_comm = parse.field_at(rec, rec.offset[sw_seq[by_time][m][last]], formats[("sched", "sched_switch")],
+                               "prev_comm")
+    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(last_comm)):
         comms[str(pid)] = name
     lost_total = sum(lost_main.values()) + sum(lost_mig.values())
     flagged = sum(max(n, 0) for _, n, _ in lost_pages)
@@ -240,6 +231,63 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     meta["glibc"]["observed_registration_lengths"] = rseq_lens
     meta["recorder"]["overhead"] = estimate_overhead(trace)
     return trace
+
+
+#: The dtypes of build_trace's row columns (the trace's event columns, the per-CPU sequence and
+#: the sub-order), each block's values cast to them as ``astype`` would.
+_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
+              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
+
+
+def _fill(blocks: list[tuple[int, dict]], column: str, out: np.ndarray) -> np.ndarray:
+    """``column`` of every block back to back into ``out`` (an array, a scalar or None: zeros)."""
+    pos = 0
+    for n, values in blocks:
+        v = values[column]
+        if v is None:
+            out[pos : pos + n] = 0
+        elif np.ndim(v) == 0:
+            out[pos : pos + n] = v
+        else:
+            np.copyto(out[pos : pos + n], v, casting="unsafe")
+        pos += n
+    return out
+
+
+def _column(blocks: list[tuple[int, dict]], column: str, scratch: np.ndarray | None = None) -> np.ndarray:
+    n = sum(b[0] for b in blocks)
+    dtype = np.dtype(_ROW_TYPES[column])
+    out = np.empty(n, dtype) if scratch is None else scratch[: n * dtype.itemsize].view(dtype)
+    return _fill(blocks, column, out)
+
+
+def _gather(blocks: list[tuple[int, dict]], column: str, order: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """``column`` in sorted order: the blocks copied into ``scratch`` (reused: no fresh memory per
+    column) and gathered from there once."""
+    return np.take(_column(blocks, column, scratch), order)
+
+
+def _sort_order(blocks: list[tuple[int, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows' order by (ts, cpu, seq, sub), the cpu and ts columns, and a scratch buffer of
+    8 bytes per row. (cpu, seq, sub) are packed into one key when they fit (two sort passes
+    instead of four, the same order)."""
+    n = sum(b[0] for b in blocks)
+    cpu = _column(blocks, "cpu")
+    ts = _column(blocks, "ts")
+    seq_max = max((int(np.max(v["seq"])) for k, v in blocks if k), default=0)
+    if 0 <= seq_max < 1 << 46 and (not n or 0 <= int(cpu.min())):
+        tie, pos = np.empty(n, np.int64), 0
+        for k, v in blocks:
+            part = tie[pos : pos + k]
+            np.copyto(part, v["seq"], casting="unsafe")
+            part <<= 2
+            part |= np.int64(v["sub"])
+            part |= cpu[pos : pos + k].astype(np.int64) << 48
+            pos += k
+        order = np.lexsort((tie, ts))
+        return order, cpu, ts, tie.view(np.uint8)
+    order = np.lexsort((_column(blocks, "sub"), _column(blocks, "seq"), cpu, ts))
+    return order, cpu, ts, np.empty(n * 8, np.uint8)
 
 
 def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, children: np.ndarray

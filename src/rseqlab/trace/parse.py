@@ -135,10 +135,10 @@ def _walk_one_page_by_page(flat, page_size, data_len, page_ts, fill, out_off, ou
     return n
 
 
-def _gather_rows(flat, offsets, size):
+def _gather_rows(flat, offsets, start, size):
     out = np.empty((len(offsets), size), np.uint8)
     for i in range(len(offsets)):
-        o = offsets[i]
+        o = offsets[i] + start
         for j in range(size):
             out[i, j] = flat[o + j]
     return out
@@ -157,11 +157,19 @@ def gather_rows(flat: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
 
     A row past the end of ``flat`` (a damaged file) is a ValueError, checked before the compiled
     copy (which does not check bounds) runs."""
+    _check_rows(flat, offsets, size)
+    return _gather_unchecked(flat, offsets, 0, size)
+
+
+def _check_rows(flat: np.ndarray, offsets: np.ndarray, size: int) -> None:
     if len(offsets) and (int(offsets.max()) + size > len(flat) or int(offsets.min()) < 0):
         raise ValueError("a record runs past the end of the pages")
+
+
+def _gather_unchecked(flat: np.ndarray, offsets: np.ndarray, start: int, size: int) -> np.ndarray:
     if _COMPILED:
-        return _gather_rows(flat, offsets.astype(np.int64, copy=False), int(size))
-    return flat[offsets[:, None] + np.arange(size)]
+        return _gather_rows(flat, offsets.astype(np.int64, copy=False), int(start), int(size))
+    return flat[offsets[:, None] + (start + np.arange(size))]
 
 
 def walk_pages(pages_by_cpu: dict[int, bytes], page_size: int, *, lockstep: bool = False) -> RawRecords:
@@ -283,6 +291,45 @@ def records_of(raw: RawRecords, fmt: EventFormat, ctype: np.ndarray | None = Non
         return np.zeros(0, dtype=fmt.dtype), np.zeros(0, np.uint64), np.zeros(0, np.int16), sel
     rows = gather_rows(raw.flat, raw.offset[sel], fmt.size)
     return rows.view(fmt.dtype).ravel(), raw.ts[sel], raw.cpu[sel], sel
+
+
+class EventIndex:
+    """The records of each event ID of a :class:`RawRecords`, found once (a stable sort of the
+    IDs) rather than by a pass over every record per event type."""
+
+    def __init__(self, raw: RawRecords, ctype: np.ndarray | None = None) -> None:
+        self.raw = raw
+        self.ctype = common_types(raw) if ctype is None else ctype
+        self._order = np.argsort(self.ctype, kind="stable")  # 16-bit keys: a radix sort
+        self._ids = self.ctype[self._order]
+
+    def select(self, fmt: EventFormat) -> np.ndarray:
+        """The records of ``fmt``'s event long enough for its layout, ascending: as
+        ``np.nonzero((ctype == fmt.id) & (raw.length >= fmt.size))``."""
+        if not 0 <= fmt.id <= np.iinfo(self._ids.dtype).max:
+            return np.zeros(0, np.int64)
+        lo, hi = np.searchsorted(self._ids, fmt.id, "left"), np.searchsorted(self._ids, fmt.id, "right")
+        sel = self._order[lo:hi]
+        return sel[self.raw.length[sel] >= fmt.size]
+
+
+def fields_of(index: EventIndex, fmt: EventFormat, names: tuple[str, ...] | list[str]
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`records_of` decoding only the fields ``names`` (each a 1-D array of its own type,
+    as the structured array's field would be): (fields, ts, cpu, index)."""
+    raw = index.raw
+    sel = index.select(fmt)
+    offsets = raw.offset[sel]
+    _check_rows(raw.flat, offsets, fmt.size)  # whole records, as records_of checks them
+    return {n: field_at(raw, offsets, fmt, n) for n in names}, raw.ts[sel], raw.cpu[sel], sel
+
+
+def field_at(raw: RawRecords, offsets: np.ndarray, fmt: EventFormat, name: str) -> np.ndarray:
+    """Field ``name`` of ``fmt``'s records at payload ``offsets`` (records known to be whole)."""
+    dt, start = fmt.dtype.fields[name][:2]
+    if not len(offsets):
+        return np.zeros(0, dt)
+    return _gather_unchecked(raw.flat, offsets, start, dt.itemsize).view(dt).ravel()
 
 
 def data_loc_string(raw: RawRecords, offsets: np.ndarray, loc: np.ndarray) -> list[str]:

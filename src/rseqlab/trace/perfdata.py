@@ -308,9 +308,9 @@ def _load(path: str | Path) -> Trace:
     if problem:
         raise BadInput(problem)
     rec = pd.records
-    ctype = parse.common_types(rec)
+    index = parse.EventIndex(rec)
     formats = {k: pd.formats[k] for k in recorded_events() if k in pd.formats}
-    root = tracedat.find_root(rec, formats, ctype)
+    root = tracedat.find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")
@@ -338,4 +338,4 @@ def _load(path: str | Path) -> Trace:
     }
     if pd.release and pd.release == platform.release():
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(pd.release)
-    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=ctype)
+    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=index)

@@ -442,15 +442,17 @@ def lost_from_cpustat(texts: list[str]) -> dict[int, int]:
     return out
 
 
-def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
+def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray | parse.EventIndex) -> int | None:
     """The recorded command's first pid: the first task to exec out of a recorder process
     (``RECORDER_COMMS``: its comm at its last switch-out before the exec), else the first task
-    that execs at all (None: no exec in the file)."""
+    that execs at all (None: no exec in the file). ``ctype``: the records' event IDs or their
+    :class:`~rseqlab.trace.parse.EventIndex`."""
+    index = ctype if isinstance(ctype, parse.EventIndex) else parse.EventIndex(rec, ctype)
     exe = formats.get(("sched", "sched_process_exec"))
     if exe is None:
         return None
-    ex, ex_ts, _, _ = parse.records_of(rec, exe, ctype)
-    if len(ex) == 0:
+    ex, ex_ts, _, _ = parse.fields_of(index, exe, ("pid",))
+    if len(ex_ts) == 0:
         return None
     order = np.argsort(ex_ts, kind="stable")
     pids = ex["pid"][order].astype(np.int64)
@@ -458,13 +460,14 @@ def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
     before: dict[int, str] = {}
     sw = formats.get(("sched", "sched_switch"))
     if sw is not None:
-        s, s_ts, _, _ = parse.records_of(rec, sw, ctype)
+        s, s_ts, _, s_seq = parse.fields_of(index, sw, ("prev_pid",))
         cand = np.isin(s["prev_pid"], pids[:64])
-        s, s_ts = s[cand], s_ts[cand]
+        prev_pid, s_ts, s_seq = s["prev_pid"][cand], s_ts[cand], s_seq[cand]
         for pid, t in zip(pids.tolist()[:64], ts.tolist()[:64]):
-            sel = np.nonzero((s["prev_pid"] == pid) & (s_ts < t))[0]
+            sel = np.nonzero((prev_pid == pid) & (s_ts < t))[0]
             if len(sel):
-                before[pid] = parse.cstr(s["prev_comm"][sel[-1:]])[0]
+                comm = parse.field_at(rec, rec.offset[s_seq[sel[-1:]]], sw, "prev_comm")
+                before[pid] = parse.cstr(comm)[0]
     for pid in pids.tolist()[:64]:
         if before.get(pid) in RECORDER_COMMS:
             return pid
@@ -509,9 +512,9 @@ def _load(path: str | Path) -> Trace:
         rec = parse.walk_flat(td.flat, page_cpu, td.page_size)
     else:
         rec = parse.walk_pages({cpu: b"".join(blobs) for cpu, blobs in pages.items()}, td.page_size)
-    ctype = parse.common_types(rec)
+    index = parse.EventIndex(rec)
     formats = {k: td.formats[k] for k in recorded_events() if k in td.formats}
-    root = find_root(rec, formats, ctype)
+    root = find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")
@@ -545,4 +548,4 @@ def _load(path: str | Path) -> Trace:
     if meta["kernel"]["release"] == platform.release():  # recorded here: this kernel's own CONFIG_HZ
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(platform.release())
     lost = lost_from_cpustat(td.cpustat)
-    return build_trace(rec, None, formats, td.page_size, meta, lost, {}, t0, ctype=ctype)
+    return build_trace(rec, None, formats, td.page_size, meta, lost, {}, t0, ctype=index)
