@@ -44,6 +44,32 @@ def config_hz(release: str) -> tuple[int | None, str]:
 
 
 
+#: The fields build_trace decodes, per event (the rest of each record is not read).
+FIELDS = {("sched", "sched_process_fork"): ("parent_pid", "child_pid"),
+          ("sched", "sched_process_exec"): ("pid", "old_pid", "filename"),
+          ("sched", "sched_switch"): ("prev_pid", "prev_state", "next_pid"),
+          ("task", "task_newtask"): ("pid", "clone_flags"),
+          ("sched", "sched_process_exit"): ("pid", "group_dead"),
+          ("raw_syscalls", "sys_enter"): ("common_pid", "id"),
+          ("raw_syscalls", "sys_exit"): ("common_pid", "id", "ret"),
+          ("signal", "signal_deliver"): ("common_pid", "sig", "sa_handler", "code"),
+          ("rseq", "rseq_update"): ("common_pid", "cpu_id", "node_id", "mm_cid"),
+          ("rseq", "rseq_ip_fixup"): ("common_pid", "regs_ip", "start_ip", "post_commit_offset", "abort_ip"),
+          **{key: ("common_pid",) for key, _ in IRQ_EVENTS},
+          ("exceptions", "page_fault_user"): ("common_pid", "address", "ip"),
+          ("context_tracking", "user_enter"): ("common_pid",),
+          ("context_tracking", "user_exit"): ("common_pid",),
+          MIGRATION_EVENT: ("pid", "orig_cpu", "dest_cpu")}
+
+
+def prefetch(index: parse.EventIndex, formats: dict[tuple[str, str], parse.EventFormat], *,
+             migrations: bool = True) -> None:
+    """Decode every field build_trace uses in one pass over ``index``'s records (``migrations``
+    False: they are in other records)."""
+    index.prefetch({formats[k]: names for k, names in FIELDS.items()
+                    if k in formats and (migrations or k != MIGRATION_EVENT)})
+
+
 def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
                 lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
@@ -59,25 +85,26 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     else:
         rec_mig = raw_mig if isinstance(raw_mig, parse.RawRecords) else parse.walk_pages(raw_mig, page_size)
     index = ctype if isinstance(ctype, parse.EventIndex) else parse.EventIndex(rec, ctype)
+    prefetch(index, formats, migrations=rec_mig is None)
     # One block per event type: (rows, {column: array, scalar or None (zero)}); the columns are
     # the trace's plus the per-CPU sequence and the sub-order of the rows one record yields (a
     # switch-out before its switch-in).
     blocks: list[tuple[int, dict]] = []
 
-    def get(key, *names):
+    def get(key):
         fmt = formats.get(key)
         if fmt is None:
             return None
-        return parse.fields_of(index, fmt, names)
+        return parse.fields_of(index, fmt, FIELDS[key])
 
     def add(kind, ts, cpu, seq, pid, a=None, b=None, c=None, d=None, sub=0):
         blocks.append((len(ts), {"ts": ts, "cpu": cpu, "seq": seq, "sub": sub, "kind": kind, "pid": pid,
                                  "a": a, "b": b, "c": c, "d": d}))
 
     # Process tree: the recorder's child, and every task forked from the tree.
-    fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"), "parent_pid", "child_pid")
-    exec_r, exec_ts, exec_cpu, exec_seq = get(("sched", "sched_process_exec"), "pid", "old_pid", "filename")
-    sw, sw_ts, sw_cpu, sw_seq = get(("sched", "sched_switch"), "prev_pid", "prev_state", "next_pid")
+    fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"))
+    exec_r, exec_ts, exec_cpu, exec_seq = get(("sched", "sched_process_exec"))
+    sw, sw_ts, sw_cpu, sw_seq = get(("sched", "sched_switch"))
     root = int(meta["root"]["pid"])
     tree = {root}
     order = np.argsort(fork_ts, kind="stable")
@@ -98,7 +125,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
 
     # Forks, with clone flags from task_newtask (same child pid) when available.
     flags = {}
-    nt = get(("task", "task_newtask"), "pid", "clone_flags")
+    nt = get(("task", "task_newtask"))
     if nt is not None:
         for pid, fl in zip(nt[0]["pid"].tolist(), nt[0]["clone_flags"].tolist()):
             flags[pid] = fl
@@ -113,12 +140,12 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     names = parse.data_loc_string(rec, rec.offset[exec_seq[sel]], exec_r["filename"][sel]) if sel.any() else []
     for i in np.argsort(exec_ts[sel], kind="stable").tolist():
         exec_files[str(int(exec_r["pid"][sel][i]))] = names[i]
-    ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"), "pid", "group_dead")
+    ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"))
     sel = in_tree(ex["pid"])
     add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel])
 
     se_fmt = formats.get(("raw_syscalls", "sys_enter"))
-    se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"), "common_pid", "id")
+    se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"))
     sel = in_tree(se["common_pid"])
     se, se_ts, se_cpu, se_seq = {k: v[sel] for k, v in se.items()}, se_ts[sel], se_cpu[sel], se_seq[sel]
     want = np.isin(se["id"], np.array(sorted(SYSARGS_FOR), dtype=np.int64))
@@ -127,45 +154,43 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     add(Kind.SYS_ENTER, se_ts, se_cpu, se_seq, se["common_pid"], se["id"], arg_index)
     sys_args = parse.field_at(rec, rec.offset[se_seq[want]], se_fmt, "args").view("<u8").reshape(-1, 6) \
         if want.any() else np.zeros((0, 6), np.uint64)
-    sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"), "common_pid", "id", "ret")
+    sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"))
     sel = in_tree(sx["common_pid"])
     add(Kind.SYS_EXIT, sx_ts[sel], sx_cpu[sel], sx_seq[sel], sx["common_pid"][sel], sx["id"][sel], sx["ret"][sel])
 
-    sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"), "common_pid", "sig", "sa_handler", "code")
+    sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"))
     sel = in_tree(sg["common_pid"])
     add(Kind.SIGNAL, sg_ts[sel], sg_cpu[sel], sg_seq[sel], sg["common_pid"][sel], sg["sig"][sel],
         sg["sa_handler"][sel], sg["code"][sel])
-    ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"), "common_pid", "cpu_id", "node_id", "mm_cid")
+    ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"))
     sel = in_tree(ru["common_pid"])
     add(Kind.RSEQ_UPDATE, ru_ts[sel], ru_cpu[sel], ru_seq[sel], ru["common_pid"][sel], ru["cpu_id"][sel],
         ru["node_id"][sel], ru["mm_cid"][sel])
-    fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"), "common_pid", "regs_ip", "start_ip",
-                                    "post_commit_offset", "abort_ip")
+    fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"))
     sel = in_tree(fx["common_pid"])
     add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
         fx["regs_ip"][sel], fx["start_ip"][sel], fx["post_commit_offset"][sel], fx["abort_ip"][sel])
     for (system, event), kind in IRQ_EVENTS:
-        r = get((system, event), "common_pid")
+        r = get((system, event))
         if r is None:
             continue
         sel = in_tree(r[0]["common_pid"])
         add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], int(kind))
-    pf = get(("exceptions", "page_fault_user"), "common_pid", "address", "ip")
+    pf = get(("exceptions", "page_fault_user"))
     if pf is not None:
         sel = in_tree(pf[0]["common_pid"])
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
             int(IrqKind.PAGE_FAULT), pf[0]["address"][sel], pf[0]["ip"][sel])
     for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
                                   (("context_tracking", "user_exit"), Kind.USER_EXIT)):
-        r = get((system, event), "common_pid")
+        r = get((system, event))
         if r is not None:
             sel = in_tree(r[0]["common_pid"])
             add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
-    mig_names = ("pid", "orig_cpu", "dest_cpu")
-    mg = parse.fields_of(index, formats[MIGRATION_EVENT], mig_names) if rec_mig is None else \
-        parse.fields_of(parse.EventIndex(rec_mig), formats[MIGRATION_EVENT], mig_names)
+    mg = parse.fields_of(index if rec_mig is None else parse.EventIndex(rec_mig), formats[MIGRATION_EVENT],
+                         FIELDS[MIGRATION_EVENT])
     sel = in_tree(mg[0]["pid"])
     add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
         mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)

@@ -294,42 +294,143 @@ def records_of(raw: RawRecords, fmt: EventFormat, ctype: np.ndarray | None = Non
 
 
 class EventIndex:
-    """The records of each event ID of a :class:`RawRecords`, found once (a stable sort of the
-    IDs) rather than by a pass over every record per event type."""
+    """The records of each event ID of a :class:`RawRecords`, found once (a counting sort of the
+    16-bit IDs) rather than by a pass over every record per event type; :meth:`prefetch` decodes
+    the fields of several event types in one pass over the pages."""
 
     def __init__(self, raw: RawRecords, ctype: np.ndarray | None = None) -> None:
         self.raw = raw
         self.ctype = common_types(raw) if ctype is None else ctype
-        self._order = np.argsort(self.ctype, kind="stable")  # 16-bit keys: a radix sort
-        self._ids = self.ctype[self._order]
+        self._rows: dict[int, tuple[EventFormat, frozenset, dict[str, np.ndarray], np.ndarray]] = {}
+        if self.ctype.dtype == np.uint16:
+            self._count = np.bincount(self.ctype, minlength=1 << 16)
+            self._start = np.cumsum(self._count) - self._count
+            self._order = _group_by_id(self.ctype, self._start) if _COMPILED else np.argsort(self.ctype, kind="stable")
+        else:  # any other integer IDs: a stable sort, bounds by binary search
+            self._order = np.argsort(self.ctype, kind="stable")
+            ids = self.ctype[self._order]
+            self._count = self._start = None
+            self._ids = ids
+
+    def _of_id(self, ident: int) -> np.ndarray:
+        if self._start is not None:
+            if not 0 <= ident < len(self._start):
+                return self._order[:0]
+            lo = int(self._start[ident])
+            return self._order[lo : lo + int(self._count[ident])]
+        lo, hi = np.searchsorted(self._ids, ident, "left"), np.searchsorted(self._ids, ident, "right")
+        return self._order[lo:hi]
 
     def select(self, fmt: EventFormat) -> np.ndarray:
         """The records of ``fmt``'s event long enough for its layout, ascending: as
         ``np.nonzero((ctype == fmt.id) & (raw.length >= fmt.size))``."""
-        if not 0 <= fmt.id <= np.iinfo(self._ids.dtype).max:
-            return np.zeros(0, np.int64)
-        lo, hi = np.searchsorted(self._ids, fmt.id, "left"), np.searchsorted(self._ids, fmt.id, "right")
-        sel = self._order[lo:hi]
+        sel = self._of_id(fmt.id)
         return sel[self.raw.length[sel] >= fmt.size]
+
+    def prefetch(self, wanted: dict[EventFormat, tuple[str, ...]]) -> None:
+        """Decode ``wanted`` (format: field names) in one pass over the records (compiled; each
+        record's bytes from the first to the last of its fields), for :func:`fields_of` to
+        hand out: one stream through the pages instead of one per event type."""
+        ids = [fmt.id for fmt in wanted]
+        todo = [(fmt, tuple(names)) for fmt, names in wanted.items()
+                if _COMPILED and self._start is not None and 0 <= fmt.id < len(self._start)
+                and ids.count(fmt.id) == 1 and fmt.id not in self._rows and names]
+        if not todo:
+            return
+        raw = self.raw
+        slot_of_id = np.full(len(self._start), -1, np.int32)
+        lo, span, min_len, cur, layouts, bases = [], [], [], [], [], []
+        pos = 0
+        for s, (fmt, names) in enumerate(todo):
+            sel = self.select(fmt)
+            _check_rows(raw.flat, raw.offset[sel], fmt.size)
+            first, dtype = _span(fmt, names)
+            slot_of_id[fmt.id] = s
+            lo.append(first)
+            span.append(dtype.itemsize)
+            min_len.append(fmt.size)
+            cur.append(pos)
+            layouts.append((fmt, names, dtype, sel))
+            bases.append(pos)
+            pos += len(sel) * dtype.itemsize
+        out = np.empty(pos, np.uint8)
+        _gather_spans(raw.flat, raw.offset, self.ctype, raw.length, slot_of_id, np.array(lo, np.int64),
+                      np.array(span, np.int64), np.array(min_len, np.int64), np.array(cur, np.int64), out)
+        for (fmt, names, dtype, sel), base in zip(layouts, bases):
+            rows = out[base : base + len(sel) * dtype.itemsize].view(dtype)
+            self._rows[fmt.id] = (fmt, frozenset(names), {n: rows[n] for n in names}, sel)
+
+    def prefetched(self, fmt: EventFormat, names) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        got = self._rows.get(fmt.id)
+        if got is None or got[0] != fmt or not set(names) <= got[1]:
+            return None
+        return {n: got[2][n] for n in names}, got[3]
+
+
+def _group_by_id(ctype, start):
+    """Record indices grouped by ID, ascending within each (a counting sort; compiled)."""
+    pos = start.copy()
+    order = np.empty(len(ctype), np.int64)
+    for i in range(len(ctype)):
+        c = ctype[i]
+        order[pos[c]] = i
+        pos[c] += 1
+    return order
+
+
+def _gather_spans(flat, offset, ctype, length, slot_of_id, lo, span, min_len, cur, out):
+    """Each wanted record's span of bytes, appended to its event type's part of ``out``."""
+    for i in range(len(offset)):
+        s = slot_of_id[ctype[i]]
+        if s < 0 or length[i] < min_len[s]:
+            continue
+        o = offset[i] + lo[s]
+        p = cur[s]
+        for j in range(span[s]):
+            out[p + j] = flat[o + j]
+        cur[s] = p + span[s]
+
+
+if _COMPILED:
+    _group_by_id = _njit(cache=True)(_group_by_id)
+    _gather_spans = _njit(cache=True)(_gather_spans)
 
 
 def fields_of(index: EventIndex, fmt: EventFormat, names: tuple[str, ...] | list[str]
               ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """:func:`records_of` decoding only the fields ``names`` (each a 1-D array of its own type,
-    as the structured array's field would be): (fields, ts, cpu, index)."""
+    as the structured array's field would be): (fields, ts, cpu, index). From
+    :meth:`EventIndex.prefetch` when it decoded them, else one gather of the bytes from the first
+    to the last of those fields per record."""
     raw = index.raw
+    got = index.prefetched(fmt, names)
+    if got is not None:
+        fields, sel = got
+        return fields, raw.ts[sel], raw.cpu[sel], sel
     sel = index.select(fmt)
     offsets = raw.offset[sel]
     _check_rows(raw.flat, offsets, fmt.size)  # whole records, as records_of checks them
-    return {n: field_at(raw, offsets, fmt, n) for n in names}, raw.ts[sel], raw.cpu[sel], sel
+    return _fields_at(raw, offsets, fmt, names), raw.ts[sel], raw.cpu[sel], sel
+
+
+def _span(fmt: EventFormat, names) -> tuple[int, np.dtype]:
+    """The first byte of ``names`` in ``fmt``'s record and a dtype of them from there on."""
+    spec = [(n, *fmt.dtype.fields[n][:2]) for n in names]
+    lo = min(start for _, _, start in spec)
+    hi = max(start + dt.itemsize for _, dt, start in spec)
+    return lo, np.dtype({"names": [n for n, _, _ in spec], "formats": [dt for _, dt, _ in spec],
+                         "offsets": [start - lo for _, _, start in spec], "itemsize": hi - lo})
+
+
+def _fields_at(raw: RawRecords, offsets: np.ndarray, fmt: EventFormat, names) -> dict[str, np.ndarray]:
+    lo, span = _span(fmt, names)
+    rows = _gather_unchecked(raw.flat, offsets, lo, span.itemsize).view(span).ravel()
+    return {n: rows[n] for n in names}
 
 
 def field_at(raw: RawRecords, offsets: np.ndarray, fmt: EventFormat, name: str) -> np.ndarray:
     """Field ``name`` of ``fmt``'s records at payload ``offsets`` (records known to be whole)."""
-    dt, start = fmt.dtype.fields[name][:2]
-    if not len(offsets):
-        return np.zeros(0, dt)
-    return _gather_unchecked(raw.flat, offsets, start, dt.itemsize).view(dt).ravel()
+    return _fields_at(raw, offsets, fmt, (name,))[name]
 
 
 def data_loc_string(raw: RawRecords, offsets: np.ndarray, loc: np.ndarray) -> list[str]:

@@ -299,7 +299,7 @@ def load(path: str | Path) -> Trace:
 
 def _load(path: str | Path) -> Trace:
     """A perf.data as a replayable :class:`Trace` (the workload's process tree, as for a trace.dat)."""
-    from .build import build_trace, config_hz
+    from .build import build_trace, config_hz, prefetch
     from .events import missing_events_message, recorded_events
 
     name = str(path)
@@ -310,6 +310,7 @@ def _load(path: str | Path) -> Trace:
     rec = pd.records
     index = parse.EventIndex(rec)
     formats = {k: pd.formats[k] for k in recorded_events() if k in pd.formats}
+    prefetch(index, formats)  # every field build_trace reads, find_root's among them
     root = tracedat.find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "

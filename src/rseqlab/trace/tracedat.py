@@ -492,7 +492,7 @@ def damage_is_bad_input(loader, path: str | Path, kind: str) -> Trace:
 
 def _load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace` (the workload's process tree, see the module)."""
-    from .build import build_trace, config_hz
+    from .build import build_trace, config_hz, prefetch
     from .events import missing_events_message, recorded_events
 
     name = str(path)
@@ -514,6 +514,7 @@ def _load(path: str | Path) -> Trace:
         rec = parse.walk_pages({cpu: b"".join(blobs) for cpu, blobs in pages.items()}, td.page_size)
     index = parse.EventIndex(rec)
     formats = {k: td.formats[k] for k in recorded_events() if k in td.formats}
+    prefetch(index, formats)  # every field build_trace reads, find_root's among them
     root = find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
