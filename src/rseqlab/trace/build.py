@@ -73,12 +73,16 @@ def prefetch(index: parse.EventIndex, formats: dict[tuple[str, str], parse.Event
 def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
                 lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
-                ctype: np.ndarray | parse.EventIndex | None = None) -> Trace:
+                ctype: np.ndarray | parse.EventIndex | None = None, *, release: bool = False) -> Trace:
     """The columnar trace of the process tree rooted at ``meta["root"]["pid"]``.
 
     ``raw_main`` and ``raw_mig`` are per-CPU pages or already walked records; ``raw_mig`` None:
     the migrations are in the main records (a system-wide recording, e.g. a trace.dat).
-    ``ctype``: the main records' event IDs, or their :class:`~rseqlab.trace.parse.EventIndex`."""
+    ``ctype``: the main records' event IDs, or their :class:`~rseqlab.trace.parse.EventIndex`.
+    ``release``: the main records (and that index) may be emptied once decoded, so their memory
+    serves the sorted columns (the caller holds no other reference to the pages); always so for
+    records this walks itself."""
+    release = release or not isinstance(raw_main, parse.RawRecords)
     rec = raw_main if isinstance(raw_main, parse.RawRecords) else parse.walk_pages(raw_main, page_size)
     if raw_mig is None:
         rec_mig = None
@@ -116,6 +120,11 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     def in_tree(pids):
         return np.isin(pids.astype(np.int64), tree_arr)
 
+    def pick(pids):
+        """in_tree as an index: every row (a view, no copy) when all are in the tree."""
+        sel = in_tree(pids)
+        return slice(None) if sel.all() else sel
+
     # sched_switch: one SWITCH_OUT for prev, one SWITCH_IN for next, each if in the tree.
     sel = in_tree(sw["prev_pid"])
     add(Kind.SWITCH_OUT, sw_ts[sel], sw_cpu[sel], sw_seq[sel], sw["prev_pid"][sel],
@@ -146,7 +155,7 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
 
     se_fmt = formats.get(("raw_syscalls", "sys_enter"))
     se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"))
-    sel = in_tree(se["common_pid"])
+    sel = pick(se["common_pid"])
     se, se_ts, se_cpu, se_seq = {k: v[sel] for k, v in se.items()}, se_ts[sel], se_cpu[sel], se_seq[sel]
     want = np.isin(se["id"], np.array(sorted(SYSARGS_FOR), dtype=np.int64))
     arg_index = np.full(len(se_seq), -1, np.int64)
@@ -155,43 +164,43 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     sys_args = parse.field_at(rec, rec.offset[se_seq[want]], se_fmt, "args").view("<u8").reshape(-1, 6) \
         if want.any() else np.zeros((0, 6), np.uint64)
     sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"))
-    sel = in_tree(sx["common_pid"])
+    sel = pick(sx["common_pid"])
     add(Kind.SYS_EXIT, sx_ts[sel], sx_cpu[sel], sx_seq[sel], sx["common_pid"][sel], sx["id"][sel], sx["ret"][sel])
 
     sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"))
-    sel = in_tree(sg["common_pid"])
+    sel = pick(sg["common_pid"])
     add(Kind.SIGNAL, sg_ts[sel], sg_cpu[sel], sg_seq[sel], sg["common_pid"][sel], sg["sig"][sel],
         sg["sa_handler"][sel], sg["code"][sel])
     ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"))
-    sel = in_tree(ru["common_pid"])
+    sel = pick(ru["common_pid"])
     add(Kind.RSEQ_UPDATE, ru_ts[sel], ru_cpu[sel], ru_seq[sel], ru["common_pid"][sel], ru["cpu_id"][sel],
         ru["node_id"][sel], ru["mm_cid"][sel])
     fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"))
-    sel = in_tree(fx["common_pid"])
+    sel = pick(fx["common_pid"])
     add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
         fx["regs_ip"][sel], fx["start_ip"][sel], fx["post_commit_offset"][sel], fx["abort_ip"][sel])
     for (system, event), kind in IRQ_EVENTS:
         r = get((system, event))
         if r is None:
             continue
-        sel = in_tree(r[0]["common_pid"])
+        sel = pick(r[0]["common_pid"])
         add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], int(kind))
     pf = get(("exceptions", "page_fault_user"))
     if pf is not None:
-        sel = in_tree(pf[0]["common_pid"])
+        sel = pick(pf[0]["common_pid"])
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
             int(IrqKind.PAGE_FAULT), pf[0]["address"][sel], pf[0]["ip"][sel])
     for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
                                   (("context_tracking", "user_exit"), Kind.USER_EXIT)):
         r = get((system, event))
         if r is not None:
-            sel = in_tree(r[0]["common_pid"])
+            sel = pick(r[0]["common_pid"])
             add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
     mg = parse.fields_of(index if rec_mig is None else parse.EventIndex(rec_mig), formats[MIGRATION_EVENT],
                          FIELDS[MIGRATION_EVENT])
-    sel = in_tree(mg[0]["pid"])
+    sel = pick(mg[0]["pid"])
     add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
         mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
 
@@ -200,6 +209,20 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
         add(Kind.LOST, lp[:, 2], lp[:, 0], 0, -1, lp[:, 1])
 
+    comms = {}  # the last name each task ran under (after its exec)
+    by_time = np.argsort(sw_ts, kind="stable")
+    m = in_tree(sw["prev_pid"][by_time])
+    tree_pids = sw["prev_pid"][by_time][m]
+    _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
+    last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
+    last_comm = parse.field_at(rec, rec.offset[sw_seq[by_time][m][last]], formats[("sched", "sched_switch")],
+                               "prev_comm")
+    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(last_comm)):
+        comms[str(pid)] = name
+    if release:  # the pages and per-record arrays are decoded: their memory can serve the columns
+        rec.drop()
+        index.drop()
+    del rec, index, sw, se, sx, sg, ru, fx, mg
     order, cpu_all, ts_all, scratch = _sort_order(blocks)
     kind, pid = _gather(blocks, "kind", order, scratch), _gather(blocks, "pid", order, scratch)
     at = _untraced_switch_ins(kind, pid, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
@@ -228,16 +251,6 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         sysargs[f"arg{i}"] = sys_args[src, i].astype(np.uint64)
     events["b"][rows_idx] = np.arange(len(rows_idx))
 
-    comms = {}  # the last name each task ran under (after its exec)
-    by_time = np.argsort(sw_ts, kind="stable")
-    m = in_tree(sw["prev_pid"][by_time])
-    tree_pids = sw["prev_pid"][by_time][m]
-    _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
-    last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
-    last_comm = parse.field_at(rec, rec.offset[sw_seq[by_time][m][last]], formats[("sched", "sched_switch")],
-                               "prev_comm")
-    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(last_comm)):
-        comms[str(pid)] = name
     lost_total = sum(lost_main.values()) + sum(lost_mig.values())
     flagged = sum(max(n, 0) for _, n, _ in lost_pages)
     meta = dict(meta)

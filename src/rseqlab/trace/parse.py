@@ -81,6 +81,12 @@ class RawRecords:
     cpu: np.ndarray  # int16
     lost_pages: list[tuple[int, int, int]]  # (cpu, lost count or -1, page ts) for pages flagged "missed events"
 
+    def drop(self) -> None:
+        """Empty the arrays (their memory freed once nothing else holds them); the lost pages stay."""
+        e = np.zeros(0, np.int64)
+        self.flat, self.offset, self.length = np.zeros(0, np.uint8), e, e
+        self.ts, self.cpu = e.astype(np.uint64), e.astype(np.int16)
+
 
 try:  # compiled page walk and row gathers; without numba, the numpy lockstep walk (same result)
     from numba import njit as _njit
@@ -364,6 +370,11 @@ class EventIndex:
         for fmt, names, dtype, sel, base in layouts:
             rows = out[base : base + len(sel) * dtype.itemsize // 4].view(dtype)
             self._rows[fmt.id] = (fmt, frozenset(names), {n: rows[n] for n in names}, sel)
+
+    def drop(self) -> None:
+        """Forget the grouping and the prefetched fields (arrays handed out stay valid)."""
+        self.ctype = self._order = np.zeros(0, np.int64)
+        self._rows = {}
 
     def prefetched(self, fmt: EventFormat, names) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         got = self._rows.get(fmt.id)

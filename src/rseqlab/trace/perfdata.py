@@ -339,4 +339,4 @@ def _load(path: str | Path) -> Trace:
     }
     if pd.release and pd.release == platform.release():
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(pd.release)
-    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=index)
+    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=index, release=True)

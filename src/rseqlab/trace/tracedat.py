@@ -549,4 +549,6 @@ def _load(path: str | Path) -> Trace:
     if meta["kernel"]["release"] == platform.release():  # recorded here: this kernel's own CONFIG_HZ
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(platform.release())
     lost = lost_from_cpustat(td.cpustat)
-    return build_trace(rec, None, formats, td.page_size, meta, lost, {}, t0, ctype=index)
+    page_size = td.page_size
+    del td, pages  # the pages are now held by rec alone, which build_trace empties once decoded
+    return build_trace(rec, None, formats, page_size, meta, lost, {}, t0, ctype=index, release=True)
