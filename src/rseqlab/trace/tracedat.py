@@ -490,6 +490,14 @@ def damage_is_bad_input(loader, path: str | Path, kind: str) -> Trace:
         raise BadInput(f"{path}: corrupt {kind} ({exc})") from None
 
 
+def _pages_by_cpu(td: TraceDat) -> dict[int, list[memoryview]]:
+    pages: dict[int, list[memoryview]] = {}
+    for per_cpu in td.buffers.values():
+        for cpu, blob in per_cpu.items():
+            pages.setdefault(cpu, []).append(blob)
+    return pages
+
+
 def _load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace` (the workload's process tree, see the module)."""
     from .build import build_trace, config_hz, prefetch
@@ -500,10 +508,7 @@ def _load(path: str | Path) -> Trace:
     problem = missing_events_message(name, td.formats, "trace-cmd")
     if problem:
         raise BadInput(problem)
-    pages: dict[int, list[bytes]] = {}
-    for per_cpu in td.buffers.values():
-        for cpu, blob in per_cpu.items():
-            pages.setdefault(cpu, []).append(blob)
+    pages = _pages_by_cpu(td)  # (no loop variable left holding a page buffer: see below)
     npages = sum(sum(len(b) for b in blobs) // td.page_size for blobs in pages.values())
     if td.flat is not None and all(size % td.page_size == 0 for _, size in td.flat_cpus):
         # The pages are already laid out as walk_pages would join them: no copy.
