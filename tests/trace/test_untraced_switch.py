@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rseqlab.trace.build import _add_untraced_switch_ins
+from rseqlab.trace.build import _add_untraced_switch_ins, _untraced_switch_ins
 from rseqlab.trace.format import EVENT_COLUMNS, Kind
 
 OUT, IN, ENTER, EXIT, MIG, FORK = Kind.SWITCH_OUT, Kind.SWITCH_IN, Kind.SYS_ENTER, Kind.SYS_EXIT, Kind.MIGRATE, Kind.FORK
@@ -58,3 +58,19 @@ def test_a_complete_recording_is_left_alone():
                   dict(ts=35, cpu=0, kind=OUT, pid=8, a=32)])
     fixed, n = _add_untraced_switch_ins(ev, np.array([7, 8]), np.array([8]))
     assert n == 0 and _rows(fixed) == _rows(ev)
+
+
+def test_the_compiled_walk_and_the_numpy_version_mark_the_same_rows():
+    # Random per-task event streams (switch-outs, switch-ins, syscalls, migrations, a lost-events
+    # row): both ways of finding the missing switch-ins give the same rows.
+    rng = np.random.default_rng(5)
+    n = 5000
+    kinds = np.array([OUT, IN, ENTER, EXIT, MIG, Kind.LOST], np.uint8)
+    kind = kinds[rng.choice(len(kinds), n, p=[0.3, 0.25, 0.2, 0.15, 0.07, 0.03])]
+    tree = np.array([3, 40, 41, 900, 70000])
+    pid = tree[rng.integers(0, len(tree), n)].astype(np.int32)
+    pid[kind == Kind.LOST] = -1
+    children = np.array([41, 70000])
+    compiled = _untraced_switch_ins(kind, pid, tree, children, compiled=True)
+    plain = _untraced_switch_ins(kind, pid, tree, children, compiled=False)
+    assert len(plain) > 100 and np.array_equal(compiled, plain)

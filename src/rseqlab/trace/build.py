@@ -44,43 +44,67 @@ def config_hz(release: str) -> tuple[int | None, str]:
 
 
 
-#: build_trace's row columns: the trace's event columns plus the per-CPU sequence and the
-#: sub-order of the rows one record yields (a switch-out before its switch-in).
-_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
-              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
+#: The fields build_trace decodes, per event (the rest of each record is not read).
+FIELDS = {("sched", "sched_process_fork"): ("parent_pid", "child_pid"),
+          ("sched", "sched_process_exec"): ("pid", "old_pid", "filename"),
+          ("sched", "sched_switch"): ("prev_pid", "prev_state", "next_pid"),
+          ("task", "task_newtask"): ("pid", "clone_flags"),
+          ("sched", "sched_process_exit"): ("pid", "group_dead"),
+          ("raw_syscalls", "sys_enter"): ("common_pid", "id"),
+          ("raw_syscalls", "sys_exit"): ("common_pid", "id", "ret"),
+          ("signal", "signal_deliver"): ("common_pid", "sig", "sa_handler", "code"),
+          ("rseq", "rseq_update"): ("common_pid", "cpu_id", "node_id", "mm_cid"),
+          ("rseq", "rseq_ip_fixup"): ("common_pid", "regs_ip", "start_ip", "post_commit_offset", "abort_ip"),
+          **{key: ("common_pid",) for key, _ in IRQ_EVENTS},
+          ("exceptions", "page_fault_user"): ("common_pid", "address", "ip"),
+          ("exceptions", "page_fault_kernel"): ("common_pid", "address", "ip", "error_code"),
+          ("context_tracking", "user_enter"): ("common_pid",),
+          ("context_tracking", "user_exit"): ("common_pid",),
+          MIGRATION_EVENT: ("pid", "orig_cpu", "dest_cpu")}
+
+
+def prefetch(index: parse.EventIndex, formats: dict[tuple[str, str], parse.EventFormat], *,
+             migrations: bool = True) -> None:
+    """Decode every field build_trace uses in one pass over ``index``'s records (``migrations``
+    False: they are in other records)."""
+    index.prefetch({formats[k]: names for k, names in FIELDS.items()
+                    if k in formats and (migrations or k != MIGRATION_EVENT)})
 
 
 def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int, bytes] | parse.RawRecords | None,
                 formats: dict[tuple[str, str], parse.EventFormat], page_size: int, meta: dict,
                 lost_main: dict[int, int], lost_mig: dict[int, int], t0: int,
-                ctype: np.ndarray | None = None) -> Trace:
+                ctype: np.ndarray | parse.EventIndex | None = None, *, release: bool = False) -> Trace:
     """The columnar trace of the process tree rooted at ``meta["root"]["pid"]``.
 
     ``raw_main`` and ``raw_mig`` are per-CPU pages or already walked records; ``raw_mig`` None:
-    the migrations are in the main records (a system-wide recording, e.g. a trace.dat)."""
+    the migrations are in the main records (a system-wide recording, e.g. a trace.dat).
+    ``ctype``: the main records' event IDs, or their :class:`~rseqlab.trace.parse.EventIndex`.
+    ``release``: the main records (and that index) may be emptied once decoded, so their memory
+    serves the sorted columns (the caller holds no other reference to the pages); always so for
+    records this walks itself."""
+    release = release or not isinstance(raw_main, parse.RawRecords)
     rec = raw_main if isinstance(raw_main, parse.RawRecords) else parse.walk_pages(raw_main, page_size)
     if raw_mig is None:
         rec_mig = None
     else:
         rec_mig = raw_mig if isinstance(raw_mig, parse.RawRecords) else parse.walk_pages(raw_mig, page_size)
-    ctype = parse.common_types(rec) if ctype is None else ctype
-    rows: list[dict[str, np.ndarray]] = []
+    index = ctype if isinstance(ctype, parse.EventIndex) else parse.EventIndex(rec, ctype)
+    prefetch(index, formats, migrations=rec_mig is None)
+    # One block per event type: (rows, {column: array, scalar or None (zero)}); the columns are
+    # the trace's plus the per-CPU sequence and the sub-order of the rows one record yields (a
+    # switch-out before its switch-in).
+    blocks: list[tuple[int, dict]] = []
 
-    def get(key, raw=rec, ct=ctype):
+    def get(key):
         fmt = formats.get(key)
         if fmt is None:
             return None
-        return parse.records_of(raw, fmt, ct)
+        return parse.fields_of(index, fmt, FIELDS[key])
 
     def add(kind, ts, cpu, seq, pid, a=None, b=None, c=None, d=None, sub=0):
-        # The columns keep their decoded types here; the concatenation below casts each to its
-        # column type once (as astype would, without a copy per event type).
-        n = len(ts)
-        z = np.zeros(n, np.int64)
-        rows.append({"ts": ts, "cpu": cpu, "seq": seq, "sub": np.full(n, sub, np.int8),
-                     "kind": np.full(n, kind, np.uint8), "pid": pid,
-                     "a": z if a is None else a, "b": z if b is None else b,
-                     "c": z if c is None else c, "d": z if d is None else d})
+        blocks.append((len(ts), {"ts": ts, "cpu": cpu, "seq": seq, "sub": sub, "kind": kind, "pid": pid,
+                                 "a": a, "b": b, "c": c, "d": d}))
 
     # Process tree: the recorder's child, and every task forked from the tree.
     fork_r, fork_ts, fork_cpu, fork_seq = get(("sched", "sched_process_fork"))
@@ -96,6 +120,11 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
 
     def in_tree(pids):
         return np.isin(pids.astype(np.int64), tree_arr)
+
+    def pick(pids):
+        """in_tree as an index: every row (a view, no copy) when all are in the tree."""
+        sel = in_tree(pids)
+        return slice(None) if sel.all() else sel
 
     # sched_switch: one SWITCH_OUT for prev, one SWITCH_IN for next, each if in the tree.
     sel = in_tree(sw["prev_pid"])
@@ -123,84 +152,103 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         exec_files[str(int(exec_r["pid"][sel][i]))] = names[i]
     ex, ex_ts, ex_cpu, ex_seq = get(("sched", "sched_process_exit"))
     sel = in_tree(ex["pid"])
-    add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel].astype(np.int64))
+    add(Kind.EXIT, ex_ts[sel], ex_cpu[sel], ex_seq[sel], ex["pid"][sel], ex["group_dead"][sel])
 
+    se_fmt = formats.get(("raw_syscalls", "sys_enter"))
     se, se_ts, se_cpu, se_seq = get(("raw_syscalls", "sys_enter"))
-    sel = in_tree(se["common_pid"])
-    se, se_ts, se_cpu, se_seq = se[sel], se_ts[sel], se_cpu[sel], se_seq[sel]
+    sel = pick(se["common_pid"])
+    se, se_ts, se_cpu, se_seq = {k: v[sel] for k, v in se.items()}, se_ts[sel], se_cpu[sel], se_seq[sel]
     want = np.isin(se["id"], np.array(sorted(SYSARGS_FOR), dtype=np.int64))
-    arg_index = np.full(len(se), -1, np.int64)
+    arg_index = np.full(len(se_seq), -1, np.int64)
     arg_index[want] = np.arange(int(want.sum()))
     add(Kind.SYS_ENTER, se_ts, se_cpu, se_seq, se["common_pid"], se["id"], arg_index)
-    sys_args = se["args"][want].copy().view("<u8").reshape(-1, 6) if want.any() else np.zeros((0, 6), np.uint64)
+    sys_args = parse.field_at(rec, rec.offset[se_seq[want]], se_fmt, "args").view("<u8").reshape(-1, 6) \
+        if want.any() else np.zeros((0, 6), np.uint64)
     sx, sx_ts, sx_cpu, sx_seq = get(("raw_syscalls", "sys_exit"))
-    sel = in_tree(sx["common_pid"])
+    sel = pick(sx["common_pid"])
     add(Kind.SYS_EXIT, sx_ts[sel], sx_cpu[sel], sx_seq[sel], sx["common_pid"][sel], sx["id"][sel], sx["ret"][sel])
 
     sg, sg_ts, sg_cpu, sg_seq = get(("signal", "signal_deliver"))
-    sel = in_tree(sg["common_pid"])
+    sel = pick(sg["common_pid"])
     add(Kind.SIGNAL, sg_ts[sel], sg_cpu[sel], sg_seq[sel], sg["common_pid"][sel], sg["sig"][sel],
-        sg["sa_handler"][sel].astype(np.int64), sg["code"][sel])
+        sg["sa_handler"][sel], sg["code"][sel])
     ru, ru_ts, ru_cpu, ru_seq = get(("rseq", "rseq_update"))
-    sel = in_tree(ru["common_pid"])
+    sel = pick(ru["common_pid"])
     add(Kind.RSEQ_UPDATE, ru_ts[sel], ru_cpu[sel], ru_seq[sel], ru["common_pid"][sel], ru["cpu_id"][sel],
         ru["node_id"][sel], ru["mm_cid"][sel])
     fx, fx_ts, fx_cpu, fx_seq = get(("rseq", "rseq_ip_fixup"))
-    sel = in_tree(fx["common_pid"])
+    sel = pick(fx["common_pid"])
     add(Kind.RSEQ_IP_FIXUP, fx_ts[sel], fx_cpu[sel], fx_seq[sel], fx["common_pid"][sel],
-        fx["regs_ip"][sel].astype(np.int64), fx["start_ip"][sel].astype(np.int64),
-        fx["post_commit_offset"][sel].astype(np.int64), fx["abort_ip"][sel].astype(np.int64))
+        fx["regs_ip"][sel], fx["start_ip"][sel], fx["post_commit_offset"][sel], fx["abort_ip"][sel])
     for (system, event), kind in IRQ_EVENTS:
         r = get((system, event))
         if r is None:
             continue
-        sel = in_tree(r[0]["common_pid"])
-        add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], np.full(int(sel.sum()), int(kind)))
+        sel = pick(r[0]["common_pid"])
+        add(Kind.IRQ, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel], int(kind))
     pf = get(("exceptions", "page_fault_user"))
     if pf is not None:
-        sel = in_tree(pf[0]["common_pid"])
+        sel = pick(pf[0]["common_pid"])
         add(Kind.IRQ, pf[1][sel], pf[2][sel], pf[3][sel], pf[0]["common_pid"][sel],
-            np.full(int(sel.sum()), int(IrqKind.PAGE_FAULT)), pf[0]["address"][sel].astype(np.int64),
-            pf[0]["ip"][sel].astype(np.int64))
+            int(IrqKind.PAGE_FAULT), pf[0]["address"][sel], pf[0]["ip"][sel])
     kf = get(("exceptions", "page_fault_kernel"))
     if kf is not None:
-        sel = in_tree(kf[0]["common_pid"])
+        sel = pick(kf[0]["common_pid"])
         add(Kind.KERNEL_FAULT, kf[1][sel], kf[2][sel], kf[3][sel], kf[0]["common_pid"][sel],
-            kf[0]["address"][sel].astype(np.int64), kf[0]["ip"][sel].astype(np.int64),
-            kf[0]["error_code"][sel].astype(np.int64))
+            kf[0]["address"][sel], kf[0]["ip"][sel], kf[0]["error_code"][sel])
     for (system, event), kind in ((("context_tracking", "user_enter"), Kind.USER_ENTER),
                                   (("context_tracking", "user_exit"), Kind.USER_EXIT)):
         r = get((system, event))
         if r is not None:
-            sel = in_tree(r[0]["common_pid"])
+            sel = pick(r[0]["common_pid"])
             add(kind, r[1][sel], r[2][sel], r[3][sel], r[0]["common_pid"][sel])
 
     # Migrations from the system-wide instance, filtered to the tree.
-    mg = parse.records_of(rec, formats[MIGRATION_EVENT], ctype) if rec_mig is None else \
-        parse.records_of(rec_mig, formats[MIGRATION_EVENT])
-    sel = in_tree(mg[0]["pid"])
+    mg = parse.fields_of(index if rec_mig is None else parse.EventIndex(rec_mig), formats[MIGRATION_EVENT],
+                         FIELDS[MIGRATION_EVENT])
+    sel = pick(mg[0]["pid"])
     add(Kind.MIGRATE, mg[1][sel], mg[2][sel], mg[3][sel] + (0 if rec_mig is None else len(rec.offset)),
         mg[0]["pid"][sel], mg[0]["orig_cpu"][sel], mg[0]["dest_cpu"][sel], sub=2)
 
     lost_pages = rec.lost_pages + (rec_mig.lost_pages if rec_mig is not None else [])
     if lost_pages:
         lp = np.array([(c, n, ts) for c, n, ts in lost_pages], dtype=np.int64)
-        add(Kind.LOST, lp[:, 2], lp[:, 0], np.zeros(len(lp), np.int64), np.full(len(lp), -1), lp[:, 1])
+        add(Kind.LOST, lp[:, 2], lp[:, 0], 0, -1, lp[:, 1])
 
-    cols = {k: np.concatenate([np.asarray(r[k]) for r in rows], dtype=_ROW_TYPES[k], casting="unsafe")
-            for k in rows[0]}
-    # Sorted by (ts, cpu, seq, sub); the last three packed into one key when they fit (two sort
-    # passes instead of four, the same order).
-    seq_max = int(cols["seq"].max()) if len(cols["seq"]) else 0
-    if 0 <= seq_max < 1 << 46 and (not len(cols["cpu"]) or 0 <= int(cols["cpu"].min())):
-        tie = (cols["cpu"].astype(np.int64) << 48) | (cols["seq"] << 2) | cols["sub"].astype(np.int64)
-        order = np.lexsort((tie, cols["ts"]))
-    else:
-        order = np.lexsort((cols["sub"], cols["seq"], cols["cpu"], cols["ts"]))
-    events = {k: cols[k][order] for k in EVENT_COLUMNS}
-    events, untraced = _add_untraced_switch_ins(events, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
+    comms = {}  # the last name each task ran under (after its exec)
+    by_time = np.argsort(sw_ts, kind="stable")
+    m = in_tree(sw["prev_pid"][by_time])
+    tree_pids = sw["prev_pid"][by_time][m]
+    _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
+    last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
+    last_comm = parse.field_at(rec, rec.offset[sw_seq[by_time][m][last]], formats[("sched", "sched_switch")],
+                               "prev_comm")
+    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(last_comm)):
+        comms[str(pid)] = name
+    if release:  # the pages and per-record arrays are decoded: their memory can serve the columns
+        rec.drop()
+        index.drop()
+    del rec, index, sw, se, sx, sg, ru, fx, mg
+    order, cpu_all, ts_all, scratch = _sort_order(blocks)
+    kind, pid = _gather(blocks, "kind", order, scratch), _gather(blocks, "pid", order, scratch)
+    at = _untraced_switch_ins(kind, pid, tree_arr, fork_r["child_pid"][in_tree(fork_r["parent_pid"])])
+    untraced = len(at)
+    if untraced:  # each added switch-in starts as a copy of the row it precedes (its ts, cpu, pid)
+        order = np.insert(order, at, order[at])
+        at = at + np.arange(untraced)
+        kind, pid = _gather(blocks, "kind", order, scratch), _gather(blocks, "pid", order, scratch)
+        kind[at] = Kind.SWITCH_IN
+    events = {"ts": ts_all[order], "cpu": cpu_all[order], "kind": kind, "pid": pid}
+    del ts_all, cpu_all
+    for k in "abcd":
+        events[k] = _gather(blocks, k, order, scratch)
+    del scratch, blocks
+    if untraced:
+        events["a"][at] = -1
+        for k in "bcd":
+            events[k][at] = 0
     base = t0 if t0 else (int(events["ts"][0]) if len(events["ts"]) else 0)
-    events["ts"] = events["ts"] - base
+    events["ts"] -= base
     # sysargs rows follow the sorted events; sys_enter rows point at them.
     rows_idx = np.nonzero((events["kind"] == Kind.SYS_ENTER) & (events["b"] >= 0))[0]
     src = events["b"][rows_idx]
@@ -209,14 +257,6 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
         sysargs[f"arg{i}"] = sys_args[src, i].astype(np.uint64)
     events["b"][rows_idx] = np.arange(len(rows_idx))
 
-    comms = {}  # the last name each task ran under (after its exec)
-    by_time = np.argsort(sw_ts, kind="stable")
-    m = in_tree(sw["prev_pid"][by_time])
-    tree_pids = sw["prev_pid"][by_time][m]
-    _, first_from_end = np.unique(tree_pids[::-1], return_index=True)
-    last = np.sort(len(tree_pids) - 1 - first_from_end)  # each task's last switch-out, in time order
-    for pid, name in zip(tree_pids[last].tolist(), parse.cstr(sw["prev_comm"][by_time][m][last])):
-        comms[str(pid)] = name
     lost_total = sum(lost_main.values()) + sum(lost_mig.values())
     flagged = sum(max(n, 0) for _, n, _ in lost_pages)
     meta = dict(meta)
@@ -237,19 +277,96 @@ def build_trace(raw_main: dict[int, bytes] | parse.RawRecords, raw_mig: dict[int
     return trace
 
 
+#: The dtypes of build_trace's row columns (the trace's event columns, the per-CPU sequence and
+#: the sub-order), each block's values cast to them as ``astype`` would.
+_ROW_TYPES = {"ts": np.int64, "cpu": np.int16, "seq": np.int64, "sub": np.int8, "kind": np.uint8,
+              "pid": np.int32, "a": np.int64, "b": np.int64, "c": np.int64, "d": np.int64}
+
+
+def _fill(blocks: list[tuple[int, dict]], column: str, out: np.ndarray) -> np.ndarray:
+    """``column`` of every block back to back into ``out`` (an array, a scalar or None: zeros)."""
+    pos = 0
+    for n, values in blocks:
+        v = values[column]
+        if v is None:
+            out[pos : pos + n] = 0
+        elif np.ndim(v) == 0:
+            out[pos : pos + n] = v
+        else:
+            np.copyto(out[pos : pos + n], v, casting="unsafe")
+        pos += n
+    return out
+
+
+def _column(blocks: list[tuple[int, dict]], column: str, scratch: np.ndarray | None = None) -> np.ndarray:
+    n = sum(b[0] for b in blocks)
+    dtype = np.dtype(_ROW_TYPES[column])
+    out = np.empty(n, dtype) if scratch is None else scratch[: n * dtype.itemsize].view(dtype)
+    return _fill(blocks, column, out)
+
+
+def _gather(blocks: list[tuple[int, dict]], column: str, order: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """``column`` in sorted order: the blocks copied into ``scratch`` (reused: no fresh memory per
+    column) and gathered from there once."""
+    return np.take(_column(blocks, column, scratch), order)
+
+
+def _sort_order(blocks: list[tuple[int, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows' order by (ts, cpu, seq, sub), the cpu and ts columns, and a scratch buffer of
+    8 bytes per row. (cpu, seq, sub) are packed into one key when they fit (two sort passes
+    instead of four, the same order)."""
+    n = sum(b[0] for b in blocks)
+    cpu = _column(blocks, "cpu")
+    ts = _column(blocks, "ts")
+    seq_max = max((int(np.max(v["seq"])) for k, v in blocks if k), default=0)
+    if 0 <= seq_max < 1 << 46 and (not n or 0 <= int(cpu.min())):
+        tie, pos = np.empty(n, np.int64), 0
+        for k, v in blocks:
+            part = tie[pos : pos + k]
+            np.copyto(part, v["seq"], casting="unsafe")
+            part <<= 2
+            part |= np.int64(v["sub"])
+            part |= cpu[pos : pos + k].astype(np.int64) << 48
+            pos += k
+        order = np.lexsort((tie, ts))
+        return order, cpu, ts, tie.view(np.uint8)
+    order = np.lexsort((_column(blocks, "sub"), _column(blocks, "seq"), cpu, ts))
+    return order, cpu, ts, np.empty(n * 8, np.uint8)
+
+
 def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, children: np.ndarray
                              ) -> tuple[dict[str, np.ndarray], int]:
     """The sorted events with a SWITCH_IN (``a`` = -1: previous task unknown) before each event of a
-    task that ran without one: its last own event was a switch-out, or it is a child forked in the
-    recording whose first event is not its switch-in. Some kernels do not always emit sched_switch
-    when a CPU leaves idle for a task (seen on a 6.18 guest kernel with cpuidle-haltpoll: most
-    idle exits of one CPU left no record, system-wide and pid-filtered alike); the task was switched
-    in all the same, and the replay needs that switch-in (mm_cid, the exit loop). Returns the
-    events and the number added."""
-    kind, pid = events["kind"], events["pid"]
+    task that ran without one (see :func:`_untraced_switch_ins`). Returns the events and the number
+    added."""
+    at = _untraced_switch_ins(events["kind"], events["pid"], tree, children)
+    if not len(at):
+        return events, 0
+    row = {"ts": events["ts"][at], "cpu": events["cpu"][at], "kind": np.full(len(at), Kind.SWITCH_IN, np.uint8),
+           "pid": events["pid"][at], "a": np.full(len(at), -1, np.int64)}
+    return {c: np.insert(v, at, row.get(c, 0)) for c, v in events.items()}, len(at)
+
+
+def _untraced_switch_ins(kind: np.ndarray, pid: np.ndarray, tree: np.ndarray, children: np.ndarray,
+                         *, compiled: bool | None = None) -> np.ndarray:
+    """The rows (of events sorted by time) that need a SWITCH_IN before them: the task's last own
+    event was a switch-out, or it is a child forked in the recording (``children``) whose first
+    event is not its switch-in. Some kernels do not always emit sched_switch when a CPU leaves idle
+    for a task (seen on a 6.18 guest kernel with cpuidle-haltpoll: most idle exits of one CPU left
+    no record, system-wide and pid-filtered alike); the task was switched in all the same, and the
+    replay needs that switch-in (mm_cid, the exit loop). Every task's pid is in ``tree`` (sorted).
+    ``compiled`` False: the numpy version even where the compiled one is available (same rows)."""
+    tree = np.asarray(tree, np.int64)
+    if (parse._COMPILED if compiled is None else compiled) and len(tree):
+        child = np.isin(tree, np.asarray(children, np.int64)).astype(np.uint8)
+        mark = np.zeros(len(kind), np.uint8)
+        if _untraced_walk(kind, pid, tree, child, mark, int(Kind.SWITCH_OUT), int(Kind.SWITCH_IN),
+                          int(Kind.MIGRATE), int(Kind.LOST)):
+            raise ValueError("an event's task is not in the process tree")
+        return np.flatnonzero(mark)
     own = np.nonzero((kind != Kind.MIGRATE) & (kind != Kind.LOST))[0]  # events the task itself ran
     if not len(own):
-        return events, 0
+        return own
     task = pid[own]
     if len(tree) < 1 << 16:  # a dense 16-bit task index sorts in linear time (radix)
         task = np.searchsorted(tree, task.astype(np.int64)).astype(np.uint16)
@@ -261,12 +378,28 @@ def _add_untraced_switch_ins(events: dict[str, np.ndarray], tree: np.ndarray, ch
     first = np.ones(len(by_task), bool)
     first[1:] = ~same
     missed |= first & np.isin(t, children) & (k != Kind.SWITCH_IN)
-    at = np.sort(by_task[missed])
-    if not len(at):
-        return events, 0
-    row = {"ts": events["ts"][at], "cpu": events["cpu"][at], "kind": np.full(len(at), Kind.SWITCH_IN, np.uint8),
-           "pid": events["pid"][at], "a": np.full(len(at), -1, np.int64)}
-    return {c: np.insert(v, at, row.get(c, 0)) for c, v in events.items()}, len(at)
+    return np.sort(by_task[missed])
+
+
+def _untraced_walk(kind, pid, tree, child, mark, k_out, k_in, k_mig, k_lost):
+    """One pass in time order with each task's state (compiled): ``mark`` the rows that need a
+    switch-in; 1 if a task's pid is not in ``tree``."""
+    out = child.copy()  # per task: switched out (a forked child starts so)
+    for i in range(len(kind)):
+        k = kind[i]
+        if k == k_mig or k == k_lost:
+            continue
+        t = np.searchsorted(tree, pid[i])
+        if t >= len(tree) or tree[t] != pid[i]:
+            return 1
+        if out[t] and k != k_in:
+            mark[i] = 1
+        out[t] = 1 if k == k_out else 0
+    return 0
+
+
+if parse._njit is not None:
+    _untraced_walk = parse._njit(cache=True)(_untraced_walk)
 
 
 def _sysargs_nr(events, sysargs) -> np.ndarray:

@@ -81,6 +81,12 @@ class RawRecords:
     cpu: np.ndarray  # int16
     lost_pages: list[tuple[int, int, int]]  # (cpu, lost count or -1, page ts) for pages flagged "missed events"
 
+    def drop(self) -> None:
+        """Empty the arrays (their memory freed once nothing else holds them); the lost pages stay."""
+        e = np.zeros(0, np.int64)
+        self.flat, self.offset, self.length = np.zeros(0, np.uint8), e, e
+        self.ts, self.cpu = e.astype(np.uint64), e.astype(np.int16)
+
 
 try:  # compiled page walk and row gathers; without numba, the numpy lockstep walk (same result)
     from numba import njit as _njit
@@ -135,10 +141,10 @@ def _walk_one_page_by_page(flat, page_size, data_len, page_ts, fill, out_off, ou
     return n
 
 
-def _gather_rows(flat, offsets, size):
+def _gather_rows(flat, offsets, start, size):
     out = np.empty((len(offsets), size), np.uint8)
     for i in range(len(offsets)):
-        o = offsets[i]
+        o = offsets[i] + start
         for j in range(size):
             out[i, j] = flat[o + j]
     return out
@@ -157,11 +163,19 @@ def gather_rows(flat: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
 
     A row past the end of ``flat`` (a damaged file) is a ValueError, checked before the compiled
     copy (which does not check bounds) runs."""
+    _check_rows(flat, offsets, size)
+    return _gather_unchecked(flat, offsets, 0, size)
+
+
+def _check_rows(flat: np.ndarray, offsets: np.ndarray, size: int) -> None:
     if len(offsets) and (int(offsets.max()) + size > len(flat) or int(offsets.min()) < 0):
         raise ValueError("a record runs past the end of the pages")
+
+
+def _gather_unchecked(flat: np.ndarray, offsets: np.ndarray, start: int, size: int) -> np.ndarray:
     if _COMPILED:
-        return _gather_rows(flat, offsets.astype(np.int64, copy=False), int(size))
-    return flat[offsets[:, None] + np.arange(size)]
+        return _gather_rows(flat, offsets.astype(np.int64, copy=False), int(start), int(size))
+    return flat[offsets[:, None] + (start + np.arange(size))]
 
 
 def walk_pages(pages_by_cpu: dict[int, bytes], page_size: int, *, lockstep: bool = False) -> RawRecords:
@@ -177,9 +191,16 @@ def walk_pages(pages_by_cpu: dict[int, bytes], page_size: int, *, lockstep: bool
     if not chunks:
         e = np.zeros(0, dtype=np.int64)
         return RawRecords(np.zeros(0, np.uint8), e, e, e.astype(np.uint64), e.astype(np.int16), [])
-    flat = np.concatenate(chunks)
-    page_cpu = np.concatenate(cpus)
+    return walk_flat(np.concatenate(chunks), np.concatenate(cpus), page_size, lockstep=lockstep)
+
+
+def walk_flat(flat: np.ndarray, page_cpu: np.ndarray, page_size: int, *, lockstep: bool = False) -> RawRecords:
+    """:func:`walk_pages` of pages already back to back in ``flat`` (uint8, whole pages, each
+    CPU's in read order, the CPUs in ascending order), ``page_cpu`` the CPU of each page."""
     npages = len(page_cpu)
+    if not npages:
+        e = np.zeros(0, dtype=np.int64)
+        return RawRecords(np.zeros(0, np.uint8), e, e, e.astype(np.uint64), e.astype(np.int16), [])
     base = np.arange(npages, dtype=np.int64) * page_size
     head = flat.reshape(npages, page_size)
     page_ts = head[:, 0:8].copy().view("<u8").ravel()
@@ -276,6 +297,158 @@ def records_of(raw: RawRecords, fmt: EventFormat, ctype: np.ndarray | None = Non
         return np.zeros(0, dtype=fmt.dtype), np.zeros(0, np.uint64), np.zeros(0, np.int16), sel
     rows = gather_rows(raw.flat, raw.offset[sel], fmt.size)
     return rows.view(fmt.dtype).ravel(), raw.ts[sel], raw.cpu[sel], sel
+
+
+class EventIndex:
+    """The records of each event ID of a :class:`RawRecords`, found once (a counting sort of the
+    16-bit IDs) rather than by a pass over every record per event type; :meth:`prefetch` decodes
+    the fields of several event types in one pass over the pages."""
+
+    def __init__(self, raw: RawRecords, ctype: np.ndarray | None = None) -> None:
+        self.raw = raw
+        self.ctype = common_types(raw) if ctype is None else ctype
+        self._rows: dict[int, tuple[EventFormat, frozenset, dict[str, np.ndarray], np.ndarray]] = {}
+        if self.ctype.dtype == np.uint16:
+            self._count = np.bincount(self.ctype, minlength=1 << 16)
+            self._start = np.cumsum(self._count) - self._count
+            self._order = _group_by_id(self.ctype, self._start) if _COMPILED else np.argsort(self.ctype, kind="stable")
+        else:  # any other integer IDs: a stable sort, bounds by binary search
+            self._order = np.argsort(self.ctype, kind="stable")
+            ids = self.ctype[self._order]
+            self._count = self._start = None
+            self._ids = ids
+
+    def _of_id(self, ident: int) -> np.ndarray:
+        if self._start is not None:
+            if not 0 <= ident < len(self._start):
+                return self._order[:0]
+            lo = int(self._start[ident])
+            return self._order[lo : lo + int(self._count[ident])]
+        lo, hi = np.searchsorted(self._ids, ident, "left"), np.searchsorted(self._ids, ident, "right")
+        return self._order[lo:hi]
+
+    def select(self, fmt: EventFormat) -> np.ndarray:
+        """The records of ``fmt``'s event long enough for its layout, ascending: as
+        ``np.nonzero((ctype == fmt.id) & (raw.length >= fmt.size))``."""
+        sel = self._of_id(fmt.id)
+        return sel[self.raw.length[sel] >= fmt.size]
+
+    def prefetch(self, wanted: dict[EventFormat, tuple[str, ...]]) -> None:
+        """Decode ``wanted`` (format: field names) in one pass over the records (compiled; each
+        record's 4-byte words from the first to the last of its fields), for :func:`fields_of`
+        to hand out: one stream through the pages instead of one per event type. An event type
+        whose records are not word-aligned is left to fields_of's own gather."""
+        raw = self.raw
+        ids = [fmt.id for fmt in wanted]
+        if not (_COMPILED and self._start is not None and raw.flat.ctypes.data % 4 == 0):
+            return
+        slot_of_id = np.full(len(self._start), -1, np.int32)
+        lo, words, min_len, cur, layouts = [], [], [], [], []
+        pos = 0
+        for fmt, names in wanted.items():
+            if not (0 <= fmt.id < len(self._start) and ids.count(fmt.id) == 1 and fmt.id not in self._rows and names):
+                continue
+            sel = self.select(fmt)
+            offsets = raw.offset[sel]
+            _check_rows(raw.flat, offsets, fmt.size)
+            first, dtype = _span(fmt, names, align=4)
+            if len(offsets) and (int(offsets.max()) + first + dtype.itemsize > len(raw.flat) or (offsets & 3).any()):
+                continue
+            slot_of_id[fmt.id] = len(lo)
+            lo.append(first)
+            words.append(dtype.itemsize // 4)
+            min_len.append(fmt.size)
+            cur.append(pos)
+            layouts.append((fmt, names, dtype, sel, pos))
+            pos += len(sel) * dtype.itemsize // 4
+        if not layouts:
+            return
+        out = np.empty(pos, np.uint32)
+        _gather_spans(raw.flat[: len(raw.flat) // 4 * 4].view(np.uint32), raw.offset, self.ctype, raw.length,
+                      slot_of_id, np.array(lo, np.int64), np.array(words, np.int64), np.array(min_len, np.int64),
+                      np.array(cur, np.int64), out)
+        for fmt, names, dtype, sel, base in layouts:
+            rows = out[base : base + len(sel) * dtype.itemsize // 4].view(dtype)
+            self._rows[fmt.id] = (fmt, frozenset(names), {n: rows[n] for n in names}, sel)
+
+    def drop(self) -> None:
+        """Forget the grouping and the prefetched fields (arrays handed out stay valid)."""
+        self.ctype = self._order = np.zeros(0, np.int64)
+        self._rows = {}
+
+    def prefetched(self, fmt: EventFormat, names) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        got = self._rows.get(fmt.id)
+        if got is None or got[0] != fmt or not set(names) <= got[1]:
+            return None
+        return {n: got[2][n] for n in names}, got[3]
+
+
+def _group_by_id(ctype, start):
+    """Record indices grouped by ID, ascending within each (a counting sort; compiled)."""
+    pos = start.copy()
+    order = np.empty(len(ctype), np.int64)
+    for i in range(len(ctype)):
+        c = ctype[i]
+        order[pos[c]] = i
+        pos[c] += 1
+    return order
+
+
+def _gather_spans(flat32, offset, ctype, length, slot_of_id, lo, words, min_len, cur, out):
+    """Each wanted record's span of 4-byte words, appended to its event type's part of ``out``
+    (word copies: a byte loop of unknown length is three times slower)."""
+    for i in range(len(offset)):
+        s = slot_of_id[ctype[i]]
+        if s < 0 or length[i] < min_len[s]:
+            continue
+        o = (offset[i] + lo[s]) >> 2
+        p = cur[s]
+        for j in range(words[s]):
+            out[p + j] = flat32[o + j]
+        cur[s] = p + words[s]
+
+
+if _COMPILED:
+    _group_by_id = _njit(cache=True)(_group_by_id)
+    _gather_spans = _njit(cache=True)(_gather_spans)
+
+
+def fields_of(index: EventIndex, fmt: EventFormat, names: tuple[str, ...] | list[str]
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`records_of` decoding only the fields ``names`` (each a 1-D array of its own type,
+    as the structured array's field would be): (fields, ts, cpu, index). From
+    :meth:`EventIndex.prefetch` when it decoded them, else one gather of the bytes from the first
+    to the last of those fields per record."""
+    raw = index.raw
+    got = index.prefetched(fmt, names)
+    if got is not None:
+        fields, sel = got
+        return fields, raw.ts[sel], raw.cpu[sel], sel
+    sel = index.select(fmt)
+    offsets = raw.offset[sel]
+    _check_rows(raw.flat, offsets, fmt.size)  # whole records, as records_of checks them
+    return _fields_at(raw, offsets, fmt, names), raw.ts[sel], raw.cpu[sel], sel
+
+
+def _span(fmt: EventFormat, names, align: int = 1) -> tuple[int, np.dtype]:
+    """The first byte of ``names`` in ``fmt``'s record and a dtype of them from there on (both
+    ends rounded to ``align`` bytes)."""
+    spec = [(n, *fmt.dtype.fields[n][:2]) for n in names]
+    lo = min(start for _, _, start in spec) // align * align
+    hi = -(-max(start + dt.itemsize for _, dt, start in spec) // align) * align
+    return lo, np.dtype({"names": [n for n, _, _ in spec], "formats": [dt for _, dt, _ in spec],
+                         "offsets": [start - lo for _, _, start in spec], "itemsize": hi - lo})
+
+
+def _fields_at(raw: RawRecords, offsets: np.ndarray, fmt: EventFormat, names) -> dict[str, np.ndarray]:
+    lo, span = _span(fmt, names)
+    rows = _gather_unchecked(raw.flat, offsets, lo, span.itemsize).view(span).ravel()
+    return {n: rows[n] for n in names}
+
+
+def field_at(raw: RawRecords, offsets: np.ndarray, fmt: EventFormat, name: str) -> np.ndarray:
+    """Field ``name`` of ``fmt``'s records at payload ``offsets`` (records known to be whole)."""
+    return _fields_at(raw, offsets, fmt, (name,))[name]
 
 
 def data_loc_string(raw: RawRecords, offsets: np.ndarray, loc: np.ndarray) -> list[str]:

@@ -299,7 +299,7 @@ def load(path: str | Path) -> Trace:
 
 def _load(path: str | Path) -> Trace:
     """A perf.data as a replayable :class:`Trace` (the workload's process tree, as for a trace.dat)."""
-    from .build import build_trace, config_hz
+    from .build import build_trace, config_hz, prefetch
     from .events import missing_events_message, recorded_events
 
     name = str(path)
@@ -308,9 +308,10 @@ def _load(path: str | Path) -> Trace:
     if problem:
         raise BadInput(problem)
     rec = pd.records
-    ctype = parse.common_types(rec)
+    index = parse.EventIndex(rec)
     formats = {k: pd.formats[k] for k in recorded_events() if k in pd.formats}
-    root = tracedat.find_root(rec, formats, ctype)
+    prefetch(index, formats)  # every field build_trace reads, find_root's among them
+    root = tracedat.find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")
@@ -338,4 +339,4 @@ def _load(path: str | Path) -> Trace:
     }
     if pd.release and pd.release == platform.release():
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(pd.release)
-    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=ctype)
+    return build_trace(rec, None, formats, pd.page_size, meta, pd.lost_per_cpu, {}, t0, ctype=index, release=True)

@@ -101,8 +101,8 @@ class _Decompressor:
 
     def __call__(self, blob, size: int) -> bytes:
         if self.algo == "zstd":
-            return self._z.decompress(bytes(blob), max_output_size=size)
-        return zlib.decompress(bytes(blob), 15, size)
+            return self._z.decompress(blob, max_output_size=size)
+        return zlib.decompress(blob, 15, size)
 
 
 class TraceDat:
@@ -120,8 +120,12 @@ class TraceDat:
         self.cpus = 0
         self.clock = ""
         self.cpustat: list[str] = []
-        #: instance name -> {cpu: raw page bytes}
-        self.buffers: dict[str, dict[int, bytes]] = {}
+        #: instance name -> {cpu: raw page bytes (a view into ``flat``)}
+        self.buffers: dict[str, dict[int, memoryview]] = {}
+        #: every buffer's pages back to back, by CPU and then in ``buffers`` order (None: laid
+        #: out otherwise, see :func:`_inflate`); ``flat_cpus``: (cpu, bytes) of each part
+        self.flat: np.ndarray | None = None
+        self.flat_cpus: list[tuple[int, int]] = []
 
 
 def is_tracedat(head: bytes) -> bool:
@@ -207,19 +211,21 @@ def _parse_v6(r: _Reader, td: TraceDat, at: int) -> None:
                        "(trace-cmd record -e ...)")
     if kind != b"flyrecord\0":
         raise BadInput(f"{r.name}: corrupt trace.dat (no flyrecord data)")
-    td.buffers[""] = _v6_cpus(r, td, at)
+    pending = {"": _v6_cpus(r, td, at)}
     for name, off in buffers:
         if r.bytes(off, 10) != b"flyrecord\0":
             raise BadInput(f"{r.name}: corrupt trace.dat (buffer {name!r} has no flyrecord data)")
-        td.buffers[name] = _v6_cpus(r, td, off + 10)
+        pending[name] = _v6_cpus(r, td, off + 10)
+    _inflate(r, None, td, pending)
 
 
-def _v6_cpus(r: _Reader, td: TraceDat, at: int) -> dict[int, bytes]:
+def _v6_cpus(r: _Reader, td: TraceDat, at: int) -> dict[int, list[tuple[int, int, int | None]]]:
     out = {}
     for cpu in range(td.cpus):
         off, size = r.u64(at + 16 * cpu), r.u64(at + 16 * cpu + 8)
         if size:
-            out[cpu] = r.bytes(off, size)
+            r.need(off, size)
+            out[cpu] = [(off, size, None)]
     return out
 
 
@@ -269,6 +275,7 @@ def _parse_v7(r: _Reader, td: TraceDat, at: int) -> None:
         body = _section(r, unpack, sections[_OPT_CMDLINES], _OPT_CMDLINES)
         n = struct.unpack_from("<Q", body)[0]
         td.cmdlines = _cmdlines(body[8 : 8 + n])
+    pending = {}
     for name, section_at, page_size, cpus in buffers:
         _, flags, _, _ = struct.unpack_from("<HHIQ", r.bytes(section_at, 16))
         compressed = bool(flags & _SECTION_COMPRESSED) and algo != "none"
@@ -276,10 +283,15 @@ def _parse_v7(r: _Reader, td: TraceDat, at: int) -> None:
         for cpu, off, size in cpus:
             if not size:
                 continue
-            per_cpu[cpu] = _chunks(r, unpack, off, size) if compressed else r.bytes(off, size)
-        td.buffers[name] = per_cpu
+            if compressed:
+                per_cpu[cpu] = _chunks(r, off, size)
+            else:
+                r.need(off, size)
+                per_cpu[cpu] = [(off, size, None)]
+        pending[name] = per_cpu
         td.page_size = page_size or td.page_size
         td.cpus = max(td.cpus, max((c for c, _, _ in cpus), default=-1) + 1)
+    _inflate(r, unpack, td, pending)
 
 
 def _section(r: _Reader, unpack, at: int, expect: int | None) -> bytes:
@@ -293,9 +305,9 @@ def _section(r: _Reader, unpack, at: int, expect: int | None) -> bytes:
     return r.bytes(at + 16, size)
 
 
-def _chunks(r: _Reader, unpack, at: int, size: int) -> bytes:
-    """Compressed trace data: a count, then (compressed size, size, data) chunks. trace-cmd
-    3.1 records ``size`` without the count's own 4 bytes."""
+def _chunks(r: _Reader, at: int, size: int) -> list[tuple[int, int, int]]:
+    """Compressed trace data: a count, then (compressed size, size, data) chunks, as (data
+    offset, compressed size, size). trace-cmd 3.1 records ``size`` without the count's own 4 bytes."""
     end = at + 4 + size
     count = r.u32(at)
     at += 4
@@ -304,9 +316,46 @@ def _chunks(r: _Reader, unpack, at: int, size: int) -> bytes:
         csize, usize = r.u32(at), r.u32(at + 4)
         if at + 8 + csize > end:
             raise _Truncated
-        out.append(unpack(r.bytes(at + 8, csize), usize))
+        r.need(at + 8, csize)
+        out.append((at + 8, csize, usize))
         at += 8 + csize
-    return b"".join(out)
+    return out
+
+
+def _inflate(r: _Reader, unpack, td: TraceDat, pending: dict[str, dict[int, list[tuple[int, int, int | None]]]]) -> None:
+    """Fill ``td.buffers`` from ``pending`` (per instance and CPU: its pieces, (offset, size,
+    None) stored or (offset, compressed size, size) compressed): every piece inflated straight
+    into one array, ordered as :func:`~rseqlab.trace.parse.walk_pages` would lay the CPUs' pages
+    out, so the reader needs no per-CPU joins nor that copy. A piece that inflates to another size
+    than its header says (a damaged file) gets its CPU data of its own and ``td.flat`` None."""
+    parts = sorted(((cpu, i, name) for i, (name, per_cpu) in enumerate(pending.items()) for cpu in per_cpu))
+    sizes = [sum(p[1] if p[2] is None else p[2] for p in pending[name][cpu]) for cpu, _, name in parts]
+    flat = np.empty(sum(sizes), np.uint8)
+    views: dict[tuple[str, int], memoryview] = {}
+    contiguous = True
+    pos = 0
+    for (cpu, _, name), size in zip(parts, sizes):
+        at, odd = pos, []
+        for off, n, usize in pending[name][cpu]:
+            if usize is None:  # stored: copied from the mapped file once
+                flat[at : at + n] = np.frombuffer(r.data, np.uint8, n, off)
+                at += n
+                continue
+            blob = unpack(r.data[off : off + n], usize)
+            if odd or len(blob) != usize:
+                odd.append(bytes(blob))
+                continue
+            flat[at : at + len(blob)] = np.frombuffer(blob, np.uint8)
+            at += len(blob)
+        if odd:  # the pieces before the odd one, then the rest as they came
+            contiguous = False
+            views[(name, cpu)] = memoryview(bytes(flat[pos:at]) + b"".join(odd))
+        else:
+            views[(name, cpu)] = memoryview(flat[pos : pos + size])
+        pos += size
+    td.buffers = {name: {cpu: views[(name, cpu)] for cpu in per_cpu} for name, per_cpu in pending.items()}
+    td.flat = flat if contiguous else None
+    td.flat_cpus = [(cpu, size) for (cpu, _, _), size in zip(parts, sizes)]
 
 
 def _v7_buffer(data: bytes) -> tuple[str, int, int, list[tuple[int, int, int]]]:
@@ -393,15 +442,17 @@ def lost_from_cpustat(texts: list[str]) -> dict[int, int]:
     return out
 
 
-def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
+def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray | parse.EventIndex) -> int | None:
     """The recorded command's first pid: the first task to exec out of a recorder process
     (``RECORDER_COMMS``: its comm at its last switch-out before the exec), else the first task
-    that execs at all (None: no exec in the file)."""
+    that execs at all (None: no exec in the file). ``ctype``: the records' event IDs or their
+    :class:`~rseqlab.trace.parse.EventIndex`."""
+    index = ctype if isinstance(ctype, parse.EventIndex) else parse.EventIndex(rec, ctype)
     exe = formats.get(("sched", "sched_process_exec"))
     if exe is None:
         return None
-    ex, ex_ts, _, _ = parse.records_of(rec, exe, ctype)
-    if len(ex) == 0:
+    ex, ex_ts, _, _ = parse.fields_of(index, exe, ("pid",))
+    if len(ex_ts) == 0:
         return None
     order = np.argsort(ex_ts, kind="stable")
     pids = ex["pid"][order].astype(np.int64)
@@ -409,13 +460,14 @@ def find_root(rec: parse.RawRecords, formats, ctype: np.ndarray) -> int | None:
     before: dict[int, str] = {}
     sw = formats.get(("sched", "sched_switch"))
     if sw is not None:
-        s, s_ts, _, _ = parse.records_of(rec, sw, ctype)
+        s, s_ts, _, s_seq = parse.fields_of(index, sw, ("prev_pid",))
         cand = np.isin(s["prev_pid"], pids[:64])
-        s, s_ts = s[cand], s_ts[cand]
+        prev_pid, s_ts, s_seq = s["prev_pid"][cand], s_ts[cand], s_seq[cand]
         for pid, t in zip(pids.tolist()[:64], ts.tolist()[:64]):
-            sel = np.nonzero((s["prev_pid"] == pid) & (s_ts < t))[0]
+            sel = np.nonzero((prev_pid == pid) & (s_ts < t))[0]
             if len(sel):
-                before[pid] = parse.cstr(s["prev_comm"][sel[-1:]])[0]
+                comm = parse.field_at(rec, rec.offset[s_seq[sel[-1:]]], sw, "prev_comm")
+                before[pid] = parse.cstr(comm)[0]
     for pid in pids.tolist()[:64]:
         if before.get(pid) in RECORDER_COMMS:
             return pid
@@ -438,9 +490,17 @@ def damage_is_bad_input(loader, path: str | Path, kind: str) -> Trace:
         raise BadInput(f"{path}: corrupt {kind} ({exc})") from None
 
 
+def _pages_by_cpu(td: TraceDat) -> dict[int, list[memoryview]]:
+    pages: dict[int, list[memoryview]] = {}
+    for per_cpu in td.buffers.values():
+        for cpu, blob in per_cpu.items():
+            pages.setdefault(cpu, []).append(blob)
+    return pages
+
+
 def _load(path: str | Path) -> Trace:
     """A trace.dat as a replayable :class:`Trace` (the workload's process tree, see the module)."""
-    from .build import build_trace, config_hz
+    from .build import build_trace, config_hz, prefetch
     from .events import missing_events_message, recorded_events
 
     name = str(path)
@@ -448,15 +508,19 @@ def _load(path: str | Path) -> Trace:
     problem = missing_events_message(name, td.formats, "trace-cmd")
     if problem:
         raise BadInput(problem)
-    pages: dict[int, list[bytes]] = {}
-    for per_cpu in td.buffers.values():
-        for cpu, blob in per_cpu.items():
-            pages.setdefault(cpu, []).append(blob)
-    raw = {cpu: b"".join(blobs) if len(blobs) > 1 else blobs[0] for cpu, blobs in pages.items()}
-    rec = parse.walk_pages(raw, td.page_size)
-    ctype = parse.common_types(rec)
+    pages = _pages_by_cpu(td)  # (no loop variable left holding a page buffer: see below)
+    npages = sum(sum(len(b) for b in blobs) // td.page_size for blobs in pages.values())
+    if td.flat is not None and all(size % td.page_size == 0 for _, size in td.flat_cpus):
+        # The pages are already laid out as walk_pages would join them: no copy.
+        page_cpu = np.repeat(np.array([c for c, _ in td.flat_cpus], np.int16),
+                             [size // td.page_size for _, size in td.flat_cpus])
+        rec = parse.walk_flat(td.flat, page_cpu, td.page_size)
+    else:
+        rec = parse.walk_pages({cpu: b"".join(blobs) for cpu, blobs in pages.items()}, td.page_size)
+    index = parse.EventIndex(rec)
     formats = {k: td.formats[k] for k in recorded_events() if k in td.formats}
-    root = find_root(rec, formats, ctype)
+    prefetch(index, formats)  # every field build_trace reads, find_root's among them
+    root = find_root(rec, formats, index)
     if root is None:
         raise BadInput(f"{name}: the recording has no exec (sched:sched_process_exec), so the recorded "
                        "command cannot be told from the rest of the system")
@@ -484,10 +548,12 @@ def _load(path: str | Path) -> Trace:
         "root": {"pid": root, "rseq_registered": True, "rseq_addr": 0, "rseq_len": 32},
         "buffer_kb_per_cpu": 0,
         "page_size": td.page_size,
-        "recorder": {"reader_cpu_s": 0.0, "pages": int(sum(len(b) for b in raw.values()) // td.page_size),
+        "recorder": {"reader_cpu_s": 0.0, "pages": npages,
                      "workload_cpu_s": 0.0},
     }
     if meta["kernel"]["release"] == platform.release():  # recorded here: this kernel's own CONFIG_HZ
         meta["kernel"]["hz"], meta["kernel"]["hz_source"] = config_hz(platform.release())
     lost = lost_from_cpustat(td.cpustat)
-    return build_trace(rec, None, formats, td.page_size, meta, lost, {}, t0, ctype=ctype)
+    page_size = td.page_size
+    del td, pages  # the pages are now held by rec alone, which build_trace empties once decoded
+    return build_trace(rec, None, formats, page_size, meta, lost, {}, t0, ctype=index, release=True)
