@@ -107,8 +107,12 @@ def _stack(glet: greenlet | None, irqs: int) -> Any:
     """
     if glet is None or glet.dead:
         return None
+    return _frames(glet.gr_frame, irqs)
+
+
+def _frames(f, irqs: int) -> tuple:
+    """:func:`_stack` from frame ``f`` outwards."""
     out = []
-    f = glet.gr_frame
     while f is not None:
         if f.f_code not in _SKIP_CODE:
             loc = f.f_locals
@@ -149,24 +153,41 @@ def _freeze(value: Any, depth: int = 0) -> Any:
 
 
 
+def _task_part(m, tid: int, st, doomed=None) -> bytes:
+    """One task's share of the state, as a digest; ``doomed`` (a site) hashes the thread's
+    position inside that section canonically (:func:`rseqlab.check.interrupts.doomed_stack`)."""
+    kt, th = st.kt, st.thread
+    local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
+    if doomed is None:
+        ips, stack = (kt.regs.ip, th.ip), _stack(st.glet, th.irqs)
+    else:
+        from .interrupts import doomed_stack
+
+        ips, stack = ("in", doomed.name), doomed_stack(st.glet, th.irqs)
+    part = (tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, ips[0], kt.in_user,
+            kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
+            tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
+            ips[1], th._frames, th.area, _freeze(local),
+            m.parked.get(tid), m.away.get(tid), tid in m.active, stack)
+    return hashlib.blake2b(repr(part).encode(), digest_size=16).digest()
+
+
 def state_key(world) -> bytes:
     """A digest of everything that decides the future of this execution."""
+    return state_keys(world)[0]
+
+
+def state_keys(world, doomed: dict | None = None) -> tuple[bytes, dict[int, bytes]]:
+    """The digest (:func:`state_key`) and, for each thread in ``doomed`` (tid -> the section an
+    interrupt now aborts), the digest with that thread's position in the section left out: the
+    key under which the explorer caches an interrupt of it (``interrupts.py``)."""
     m = world.m
-    parts: list[Any] = []
-    for tid, st in sorted(m.tasks.items()):
-        kt, th = st.kt, st.thread
-        local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
-        parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, kt.regs.ip, kt.in_user,
-                      kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
-                      tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
-                      th.ip, th._frames, th.area, _freeze(local),
-                      m.parked.get(tid), m.away.get(tid), tid in m.active,
-                      _stack(st.glet, th.irqs)))
-    parts.append(tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq), c.hrtimer is not None)
-                       for c in m.cpus))
-    for pid, proc in sorted(m.processes.items()):
-        parts.append((pid, _freeze(vars(proc.mmcid))))
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
+    tasks = sorted(m.tasks.items())
+    parts = [_task_part(m, tid, st) for tid, st in tasks]
+    tail = (tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq), c.hrtimer is not None)
+                  for c in m.cpus),
+            tuple((pid, _freeze(vars(proc.mmcid))) for pid, proc in sorted(m.processes.items())))
+    h = hashlib.blake2b(repr(tail).encode(), digest_size=16)
     # NOTE: the page table is read directly: hashing the bytes of every writable page
     # is the one complete and cheap description of user memory.
     zeroed: dict[int, list[int]] = {}
@@ -180,4 +201,12 @@ def state_key(world) -> bytes:
             for off in zeroed[pfn]:
                 data[off:off + 8] = bytes(8)
         h.update(data)
-    return h.digest()
+    common = h.digest()
+    key = hashlib.blake2b(b"".join(parts) + common, digest_size=16).digest()
+    abstract: dict[int, bytes] = {}
+    for i, (tid, st) in enumerate(tasks):
+        site = doomed.get(tid) if doomed else None
+        if site is not None:
+            others = parts[:i] + [_task_part(m, tid, st, site)] + parts[i + 1:]
+            abstract[tid] = hashlib.blake2b(b"".join(others) + common, digest_size=16).digest()
+    return key, abstract
