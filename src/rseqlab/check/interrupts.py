@@ -67,7 +67,7 @@ def audited(cls: type) -> bool:
         return False
     for name in dir(cls):
         fn = getattr(cls, name, None)
-        if inspect.isfunction(fn) and fn.__module__.startswith("rseqlab.") and fn.__module__ not in AUDITED_MODULES:
+        if inspect.isfunction(fn) and fn.__module__ not in AUDITED_MODULES:
             return False
     return True
 

@@ -14,6 +14,7 @@ argument is in docs/scale.md, the personalities it holds for in :func:`inert_sta
 from __future__ import annotations
 
 import hashlib
+import inspect
 from enum import Enum
 from typing import Any
 
@@ -113,17 +114,33 @@ def _stack(glet: greenlet | None, irqs: int) -> Any:
 def _frames(f, irqs: int) -> tuple:
     """:func:`_stack` from frame ``f`` outwards."""
     out = []
+    plain = _PLAIN
     while f is not None:
-        if f.f_code not in _SKIP_CODE:
+        code = f.f_code
+        if code not in _SKIP_CODE:
             loc = f.f_locals
             if "irqs" in loc and type(loc["irqs"]) is int:
                 loc = {**loc, "irqs": irqs - loc["irqs"]}
-            out.append((f.f_code.co_name, f.f_lasti, _freeze(loc)))
+            # NOTE: the locals in the order of the code's variables, not the dict's (which keeps
+            # the order they were first bound in): no sort needed in the hash's hot loop.
+            names = _NAMES.get(code)
+            if names is None:
+                names = _NAMES[code] = (code.co_varnames + code.co_cellvars + code.co_freevars
+                                        if code.co_flags & inspect.CO_OPTIMIZED else ())
+            if names:
+                picture = tuple([(k, v if type(v) in plain else _freeze(v, 1))
+                                 for k in names if (v := loc.get(k, _UNBOUND)) is not _UNBOUND])
+            else:  # module or class code: its namespace, sorted
+                picture = _freeze(loc)
+            out.append((code.co_name, f.f_lasti, picture))
         f = f.f_back
     return tuple(out)
 
 
 _PLAIN = frozenset({type(None), bool, int, str, bytes, float})
+_UNBOUND = object()
+#: code -> its variable names (locals, cells, free variables), in the code's order.
+_NAMES: dict[Any, tuple[str, ...]] = {}
 
 
 def _freeze(value: Any, depth: int = 0) -> Any:
@@ -131,6 +148,9 @@ def _freeze(value: Any, depth: int = 0) -> Any:
     t = type(value)
     if t in _PLAIN:
         return value
+    name = _BY_TYPE.get(t)
+    if name is not None:
+        return name
     if isinstance(value, Enum):
         return repr(value)
     if depth > 4:
@@ -149,7 +169,12 @@ def _freeze(value: Any, depth: int = 0) -> Any:
         return tuple(sorted(repr(_freeze(v, depth + 1)) for v in value))
     if isinstance(value, int):
         return int(value)
+    _BY_TYPE[t] = t.__name__
     return t.__name__
+
+
+#: Types pictured by their name alone (neither plain, an Enum, a container nor an int).
+_BY_TYPE: dict[type, str] = {}
 
 
 
