@@ -39,6 +39,7 @@ from ..machine.machine import State
 from ..userprog import primitives, primitives_arm64, tcmalloc
 from .controlled import ControlledMachine
 from .model import Cs
+from .statehash import _frames, _freeze, _word
 
 #: Alternatives that interrupt a thread and abort a section it is in.
 KINDS = ("preempt", "migrate", "signal")
@@ -70,12 +71,6 @@ def audited(cls: type) -> bool:
         if inspect.isfunction(fn) and fn.__module__ not in AUDITED_MODULES:
             return False
     return True
-
-
-def _word(mm, addr: int, size: int = 8) -> int | None:
-    from .statehash import _word as word
-
-    return word(mm, addr, size)
 
 
 def _intact(mm, site, sig) -> bool:
@@ -134,8 +129,6 @@ def doomed(world, tid: int) -> tuple[object, tuple[str, ...]] | None:
 def doomed_stack(glet, irqs: int):
     """The frames of a doomed thread as ``statehash._stack`` pictures them, with everything
     inside the landing frame left out and the landing frame's position replaced by 'abort'."""
-    from .statehash import _freeze, _frames
-
     land = _landing(glet)
     return (("abort", land.f_code.co_name, _freeze(land.f_locals)),) + _frames(land.f_back, irqs)
 

@@ -179,16 +179,14 @@ _BY_TYPE: dict[type, str] = {}
 
 
 def _task_part(m, tid: int, st, doomed=None) -> bytes:
-    """One task's share of the state, as a digest; ``doomed`` (a site) hashes the thread's
-    position inside that section canonically (:func:`rseqlab.check.interrupts.doomed_stack`)."""
+    """One task's share of the state, as a digest; ``doomed`` (section name, frames) stands for
+    the thread's IPs and frames (its position left out: ``interrupts.doomed_stack``)."""
     kt, th = st.kt, st.thread
     local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
     if doomed is None:
         ips, stack = (kt.regs.ip, th.ip), _stack(st.glet, th.irqs)
     else:
-        from .interrupts import doomed_stack
-
-        ips, stack = ("in", doomed.name), doomed_stack(st.glet, th.irqs)
+        ips, stack = ("in", doomed[0]), doomed[1]
     part = (tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, ips[0], kt.in_user,
             kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
             tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
@@ -203,9 +201,10 @@ def state_key(world) -> bytes:
 
 
 def state_keys(world, doomed: dict | None = None) -> tuple[bytes, dict[int, bytes]]:
-    """The digest (:func:`state_key`) and, for each thread in ``doomed`` (tid -> the section an
-    interrupt now aborts), the digest with that thread's position in the section left out: the
-    key under which the explorer caches an interrupt of it (``interrupts.py``)."""
+    """The digest (:func:`state_key`) and, for each thread in ``doomed`` (tid -> (the section an
+    interrupt now aborts, its frames without its position there)), the digest with that thread's
+    IPs and frames replaced: the key under which the explorer caches an interrupt of it
+    (``interrupts.py``)."""
     m = world.m
     tasks = sorted(m.tasks.items())
     parts = [_task_part(m, tid, st) for tid, st in tasks]

@@ -16,6 +16,7 @@ from ..usermem import PAGE_SIZE
 from ..userprog.libc import Glibc
 from ..userprog.primitives import RseqBug
 from .controlled import _GO, ControlledMachine
+from .interrupts import doomed_stack
 from .model import Final, Memory, Scenario
 from .reduction import Footprint
 from .statehash import state_key, state_keys
@@ -245,5 +246,8 @@ class World:
         return state_key(self)
 
     def state_keys(self, doomed: dict) -> tuple[bytes, dict[int, bytes]]:
-        """The digest, and one without each doomed thread's position (``statehash.state_keys``)."""
-        return state_keys(self, doomed)
+        """The digest, and one without the position of each doomed thread (tid -> its section;
+        ``statehash.state_keys``)."""
+        tasks = self.m.tasks
+        return state_keys(self, {tid: (site.name, doomed_stack(tasks[tid].glet, tasks[tid].thread.irqs))
+                                 for tid, site in doomed.items()})
