@@ -44,7 +44,7 @@ REDUCTIONS = ("sleep", "local", "none")
 class Node:
     """A decision of the current path: its alternatives, the ones to explore, the sleep set."""
 
-    __slots__ = ("pos", "allowed", "alts", "done", "fp", "key")
+    __slots__ = ("pos", "allowed", "alts", "done", "fp", "key", "akeys", "budget", "sleep")
 
     def __init__(self, allowed: list[int], alts: list[tuple[str, int, int]], fp: Footprint | None,
                  key: bytes | None = None) -> None:
@@ -56,6 +56,12 @@ class Node:
         self.fp = fp  # footprint of the alternative being explored now
         #: The state digest at this decision (None: not hashed), for :func:`absorbable`.
         self.key = key
+        #: For the interrupt skip (``Explorer._skip``): tid -> (digest without that doomed
+        #: thread's position, the interrupt kinds that abort it), the budget and the sleep set
+        #: (alternative -> footprint) on arrival; None when the skip is off.
+        self.akeys: dict[int, tuple[bytes, tuple[str, ...]]] | None = None
+        self.budget: tuple[int, ...] = ()
+        self.sleep: dict = {}
 
 
 

@@ -55,6 +55,11 @@ class Execution:
     predone: list[list] = field(default_factory=list)
     #: Alternatives found to change nothing and absorbed (no execution of their own).
     absorbed: int = 0
+    #: For each decision past the replayed prefix, with the interrupt skip on: its doomed threads
+    #: (tid -> (digest without the thread's position, kinds)), budget and sleep set on arrival.
+    akeys: list[dict] = field(default_factory=list)
+    budgets: list[tuple[int, ...]] = field(default_factory=list)
+    sleeps: list[dict] = field(default_factory=list)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from ..errors import BadInput
 from ..kernel import kernel_class
 from .model import Scenario
+from .interrupts import KINDS, PremiseBroken, Tripwire, audited, doomed
 from .reduction import REDUCTIONS, Footprint, Node, absorbable, dependent, widen
 from .results import HISTORY_POINTS, Bounds, CheckResult, Execution
 from .statehash import inert_stale_rseq_cs
@@ -73,17 +74,28 @@ class Explorer:
         #: Hash a stale rseq_cs as 0 (statehash.stale_rseq_cs): the sleep reduction, on kernels
         #: whose rseq_cs code was audited for it; off again if user code ever reads rseq_cs.
         self.canonical_cs = reduction == "sleep" and inert_stale_rseq_cs(kernel_class(kernel))
+        #: Skip an interrupt at a section boundary whose outcome was explored at another boundary
+        #: (interrupts.py): the sleep reduction, on audited kernels; off if the tripwire fires.
+        self.skip_interrupts = reduction == "sleep" and audited(kernel_class(kernel))
+        #: (digest without the doomed thread's position, interrupt) -> [(budget, sleep set, footprint)]
+        self.icache: dict[tuple[bytes, tuple[str, int, int]], list[tuple[tuple[int, ...], frozenset, Footprint]]] = {}
+        #: Interrupts skipped that way (no execution of their own).
+        self.skipped = 0
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """The search (:meth:`_search`); again without the canonical rseq_cs hash if user code
-        turned out to read an rseq_cs word, which breaks that hash's premise."""
-        try:
-            return self._search(root, trace=trace)
-        except _UserReadsRseqCs:
-            self.canonical_cs = False
+        turned out to read an rseq_cs word, which breaks that hash's premise, and without the
+        interrupt skip if a doomed thread came back without an abort (``interrupts.Tripwire``)."""
+        while True:
+            try:
+                return self._search(root, trace=trace)
+            except _UserReadsRseqCs:
+                self.canonical_cs = False
+            except PremiseBroken:
+                self.skip_interrupts = False
             self.seen.clear()
-            self.absorbed = 0
-            return self._search(root, trace=trace)
+            self.icache.clear()
+            self.absorbed = self.skipped = 0
 
     def _search(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
@@ -138,15 +150,24 @@ class Explorer:
             for i in range(n_new):
                 path.append(Node(ex.allowed[i], ex.alts[offset + i], ex.footprints[offset + i]
                                  if offset + i < len(ex.footprints) else None, ex.keys[i]))
-                path[-1].done = list(ex.predone[i])
-            while path and path[-1].pos + 1 >= len(path[-1].allowed):
-                path.pop()
+                node = path[-1]
+                node.done = list(ex.predone[i])
+                if ex.akeys:
+                    node.akeys, node.budget, node.sleep = ex.akeys[i], ex.budgets[i], ex.sleeps[i]
+            while True:  # the next alternative to explore: pop finished nodes, pass skipped ones
+                while path and path[-1].pos + 1 >= len(path[-1].allowed):
+                    path.pop()
+                if not path:
+                    break
+                node = path[-1]
+                if node.fp is not None:
+                    node.done.append((node.alts[node.allowed[node.pos]], node.fp))
+                node.pos += 1
+                node.fp = None
+                if not self._skip(node):
+                    break
             if not path:
                 break
-            node = path[-1]
-            if node.fp is not None:
-                node.done.append((node.alts[node.allowed[node.pos]], node.fp))
-            node.pos += 1
         if not history or history[-1][0] != explored:
             history.append((explored, len(self.seen), violations))
         counterexample = self.execute(first, trace=True, prune=False) if first is not None and trace else None
@@ -162,6 +183,31 @@ class Explorer:
         if any(all(s >= c for s, c in zip(old, b)) and old_sleep <= sleep for old, old_sleep in seen):
             return True
         seen.append((b, sleep))
+        return False
+
+    def _skip(self, node: Node) -> bool:
+        """Is the alternative at ``node.pos`` an interrupt of a doomed thread whose outcome was
+        explored at another boundary of its section (same digest without the thread's position,
+        at least this budget, a sleep set inside the one it would have here)? Then it is passed
+        as explored, with the footprint measured there (the same steps of the kernel)."""
+        if node.akeys is None:
+            return False
+        alt = node.alts[node.allowed[node.pos]]
+        kind, tid, _ = alt
+        entry = node.akeys.get(tid)
+        if entry is None or kind not in entry[1]:
+            return False
+        known = self.icache.get((entry[0], alt))
+        if not known:
+            return False
+        avail = {**node.sleep, **dict(node.done)}
+        for old_budget, old_sleep, fp in known:
+            if all(o >= c for o, c in zip(old_budget, node.budget)):
+                asleep = {z for z, zfp in avail.items() if z != alt and not dependent(zfp, fp)}
+                if old_sleep <= asleep:
+                    node.fp = fp
+                    self.skipped += 1
+                    return True
         return False
 
     def execute(self, prefix: list[int], *, trace: bool = False, prune: bool = True,
@@ -183,6 +229,10 @@ class Explorer:
         local_por = self.reduction != "none"
         sleep: dict[tuple[str, int, int], Footprint] = {}
         absorbing = sleeping and path is not None
+        skipping = sleeping and self.skip_interrupts
+        if skipping:
+            world.tripwire = Tripwire()
+        doomed_here: dict[int, tuple] = {}
         forced: tuple[int, Footprint] | None = None
         last_state: tuple = ()
         alts_taken: tuple[str, int] = ("", 0)
@@ -201,7 +251,16 @@ class Explorer:
                 if depth < len(prefix):
                     choice = prefix[depth]
                 else:
-                    key = world.state_key() if prune else None
+                    if skipping:
+                        doomed_here = {}
+                        if budget[0] or budget[1] or budget[2]:
+                            for t in m.parked:
+                                found = doomed(world, t)
+                                if found is not None:
+                                    doomed_here[t] = found
+                        key, akeys = world.state_keys({t: d[0] for t, d in doomed_here.items()})
+                    else:
+                        key = world.state_key() if prune else None
                     if (absorbing and depth == len(prefix) and depth > n_fixed
                             and absorbable(path[-1], alts_taken[0], ex.footprints[-1], key)):
                         # The deviation changed nothing: back at the last node's decision
@@ -212,6 +271,16 @@ class Explorer:
                         ex.absorbed += 1
                         del ex.choices[-1], ex.alts[-1], ex.footprints[-1], records[-1]
                         budget[:], sleep, moves[alts_taken[1]] = last_state
+                        node.fp = None
+                        while self._skip(node):
+                            node.done.append((node.alts[node.allowed[node.pos]], node.fp))
+                            if node.pos + 1 >= len(node.allowed):
+                                break
+                            node.pos += 1
+                            node.fp = None
+                        if node.fp is not None:  # every alternative left was skipped
+                            ex.ended = "sleep"
+                            break
                         prefix = prefix[:-1] + [node.allowed[node.pos]]
                         continue
                     if sleeping:
@@ -235,6 +304,10 @@ class Explorer:
                         choice = awake[0]
                     ex.keys.append(key)
                     ex.predone.append(probed)
+                    if skipping:
+                        ex.akeys.append({t: (akeys[t], d[1]) for t, d in doomed_here.items()})
+                        ex.budgets.append(tuple(budget))
+                        ex.sleeps.append(sleep)
                 if forced is not None:  # a probe that changed the state: that is the step taken here
                     choice, fp = forced
                     ex.choices.append(choice)
@@ -275,6 +348,8 @@ class Explorer:
                     else:
                         candidates = sleep
                     sleep = {z: zfp for z, zfp in candidates.items() if z != alts[choice] and not dependent(zfp, fp)}
+                if skipping and kind in KINDS and depth >= len(prefix) - 1 >= n_fixed:
+                    self._remember(ex, path, depth - n_fixed, alts[choice], sleep, fp)
                 if m.kicked and kind == "run" and path is not None and local_por:
                     widen(records, path, n_fixed, len(prefix), ex.allowed, tid, before)
             if world.user_read_cs:
@@ -286,6 +361,20 @@ class Explorer:
         finally:
             world.teardown()
         return ex
+
+    def _remember(self, ex: Execution, path: list[Node], i: int, alt, sleep: dict, fp: Footprint) -> None:
+        """An interrupt just run at decision ``i`` of the path (its deviation, or a new decision):
+        if its thread was doomed there, keep its budget and sleep set under the digest without
+        the thread's position (for :meth:`_skip`)."""
+        if i < len(path):
+            node = path[i]
+            akeys, budget = node.akeys, node.budget
+        else:
+            j = i - len(path)
+            akeys, budget = ex.akeys[j], ex.budgets[j]
+        entry = akeys.get(alt[1]) if akeys else None
+        if entry is not None and alt[0] in entry[1]:
+            self.icache.setdefault((entry[0], alt), []).append((budget, frozenset(sleep), fp))
 
     def _probe(self, world: World, alts, awake: list[int], budget: list[int], key: bytes):
         """Try first, at a new decision, the alternatives likely to change nothing (a signal with

@@ -14,6 +14,7 @@ argument is in docs/scale.md, the personalities it holds for in :func:`inert_sta
 from __future__ import annotations
 
 import hashlib
+import inspect
 from enum import Enum
 from typing import Any
 
@@ -107,19 +108,39 @@ def _stack(glet: greenlet | None, irqs: int) -> Any:
     """
     if glet is None or glet.dead:
         return None
+    return _frames(glet.gr_frame, irqs)
+
+
+def _frames(f, irqs: int) -> tuple:
+    """:func:`_stack` from frame ``f`` outwards."""
     out = []
-    f = glet.gr_frame
+    plain = _PLAIN
     while f is not None:
-        if f.f_code not in _SKIP_CODE:
+        code = f.f_code
+        if code not in _SKIP_CODE:
             loc = f.f_locals
             if "irqs" in loc and type(loc["irqs"]) is int:
                 loc = {**loc, "irqs": irqs - loc["irqs"]}
-            out.append((f.f_code.co_name, f.f_lasti, _freeze(loc)))
+            # NOTE: the locals in the order of the code's variables, not the dict's (which keeps
+            # the order they were first bound in): no sort needed in the hash's hot loop.
+            names = _NAMES.get(code)
+            if names is None:
+                names = _NAMES[code] = (code.co_varnames + code.co_cellvars + code.co_freevars
+                                        if code.co_flags & inspect.CO_OPTIMIZED else ())
+            if names:
+                picture = tuple([(k, v if type(v) in plain else _freeze(v, 1))
+                                 for k in names if (v := loc.get(k, _UNBOUND)) is not _UNBOUND])
+            else:  # module or class code: its namespace, sorted
+                picture = _freeze(loc)
+            out.append((code.co_name, f.f_lasti, picture))
         f = f.f_back
     return tuple(out)
 
 
 _PLAIN = frozenset({type(None), bool, int, str, bytes, float})
+_UNBOUND = object()
+#: code -> its variable names (locals, cells, free variables), in the code's order.
+_NAMES: dict[Any, tuple[str, ...]] = {}
 
 
 def _freeze(value: Any, depth: int = 0) -> Any:
@@ -127,6 +148,9 @@ def _freeze(value: Any, depth: int = 0) -> Any:
     t = type(value)
     if t in _PLAIN:
         return value
+    name = _BY_TYPE.get(t)
+    if name is not None:
+        return name
     if isinstance(value, Enum):
         return repr(value)
     if depth > 4:
@@ -145,28 +169,49 @@ def _freeze(value: Any, depth: int = 0) -> Any:
         return tuple(sorted(repr(_freeze(v, depth + 1)) for v in value))
     if isinstance(value, int):
         return int(value)
+    _BY_TYPE[t] = t.__name__
     return t.__name__
 
+
+#: Types pictured by their name alone (neither plain, an Enum, a container nor an int).
+_BY_TYPE: dict[type, str] = {}
+
+
+
+def _task_part(m, tid: int, st, doomed=None) -> bytes:
+    """One task's share of the state, as a digest; ``doomed`` (section name, frames) stands for
+    the thread's IPs and frames (its position left out: ``interrupts.doomed_stack``)."""
+    kt, th = st.kt, st.thread
+    local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
+    if doomed is None:
+        ips, stack = (kt.regs.ip, th.ip), _stack(st.glet, th.irqs)
+    else:
+        ips, stack = ("in", doomed[0]), doomed[1]
+    part = (tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, ips[0], kt.in_user,
+            kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
+            tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
+            ips[1], th._frames, th.area, _freeze(local),
+            m.parked.get(tid), m.away.get(tid), tid in m.active, stack)
+    return hashlib.blake2b(repr(part).encode(), digest_size=16).digest()
 
 
 def state_key(world) -> bytes:
     """A digest of everything that decides the future of this execution."""
+    return state_keys(world)[0]
+
+
+def state_keys(world, doomed: dict | None = None) -> tuple[bytes, dict[int, bytes]]:
+    """The digest (:func:`state_key`) and, for each thread in ``doomed`` (tid -> (the section an
+    interrupt now aborts, its frames without its position there)), the digest with that thread's
+    IPs and frames replaced: the key under which the explorer caches an interrupt of it
+    (``interrupts.py``)."""
     m = world.m
-    parts: list[Any] = []
-    for tid, st in sorted(m.tasks.items()):
-        kt, th = st.kt, st.thread
-        local = {k: v for k, v in th.local.items() if k not in _STATS_KEYS}
-        parts.append((tid, st.state, kt.cpu, kt.mm_cid, int(kt.tif), kt.syscall_work, kt.regs.ip, kt.in_user,
-                      kt.killed_by, kt.exiting, tuple(kt.pending), tuple(sorted(kt.blocked)),
-                      tuple((f.sig, f.saved_ip, tuple(sorted(f.saved_blocked))) for f in kt.sigframes), repr(kt.rseq),
-                      th.ip, th._frames, th.area, _freeze(local),
-                      m.parked.get(tid), m.away.get(tid), tid in m.active,
-                      _stack(st.glet, th.irqs)))
-    parts.append(tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq), c.hrtimer is not None)
-                       for c in m.cpus))
-    for pid, proc in sorted(m.processes.items()):
-        parts.append((pid, _freeze(vars(proc.mmcid))))
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=16)
+    tasks = sorted(m.tasks.items())
+    parts = [_task_part(m, tid, st) for tid, st in tasks]
+    tail = (tuple((c.curr.tid if c.curr else None, tuple(s.tid for s in c.rq), c.hrtimer is not None)
+                  for c in m.cpus),
+            tuple((pid, _freeze(vars(proc.mmcid))) for pid, proc in sorted(m.processes.items())))
+    h = hashlib.blake2b(repr(tail).encode(), digest_size=16)
     # NOTE: the page table is read directly: hashing the bytes of every writable page
     # is the one complete and cheap description of user memory.
     zeroed: dict[int, list[int]] = {}
@@ -180,4 +225,12 @@ def state_key(world) -> bytes:
             for off in zeroed[pfn]:
                 data[off:off + 8] = bytes(8)
         h.update(data)
-    return h.digest()
+    common = h.digest()
+    key = hashlib.blake2b(b"".join(parts) + common, digest_size=16).digest()
+    abstract: dict[int, bytes] = {}
+    for i, (tid, st) in enumerate(tasks):
+        site = doomed.get(tid) if doomed else None
+        if site is not None:
+            others = parts[:i] + [_task_part(m, tid, st, site)] + parts[i + 1:]
+            abstract[tid] = hashlib.blake2b(b"".join(others) + common, digest_size=16).digest()
+    return key, abstract

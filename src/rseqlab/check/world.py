@@ -16,9 +16,10 @@ from ..usermem import PAGE_SIZE
 from ..userprog.libc import Glibc
 from ..userprog.primitives import RseqBug
 from .controlled import _GO, ControlledMachine
+from .interrupts import doomed_stack
 from .model import Final, Memory, Scenario
 from .reduction import Footprint
-from .statehash import state_key
+from .statehash import state_key, state_keys
 
 class World:
     """A scenario set up on a fresh controlled machine."""
@@ -71,6 +72,8 @@ class World:
         self.canonical_cs = False
         #: User code read an ``rseq_cs`` word: the canonical hash's premise is broken.
         self.user_read_cs = False
+        #: Watches interrupts at doomed boundaries (``interrupts.Tripwire``); the explorer sets it.
+        self.tripwire = None
         # Footprint of a step: did it touch writable memory outside the thread's TLS, and
         # which words of user memory did it read and write (for the sleep sets)?
         self._tls: tuple[int, int] | None = None
@@ -150,6 +153,14 @@ class World:
 
     def apply(self, alt: tuple[str, int, int], budget: list[int]) -> bool:
         """Carry out one alternative; True if it was a thread-local step (see :meth:`Explorer.run`)."""
+        if self.tripwire is not None:
+            self.tripwire.before(self, alt)
+            local = self._apply(alt, budget)
+            self.tripwire.after(self)
+            return local
+        return self._apply(alt, budget)
+
+    def _apply(self, alt: tuple[str, int, int], budget: list[int]) -> bool:
         kind, tid, arg = alt
         m = self.m
         if kind == "resume":
@@ -233,3 +244,10 @@ class World:
     def state_key(self) -> bytes:
         """A digest of everything that decides the future of this execution (``statehash.py``)."""
         return state_key(self)
+
+    def state_keys(self, doomed: dict) -> tuple[bytes, dict[int, bytes]]:
+        """The digest, and one without the position of each doomed thread (tid -> its section;
+        ``statehash.state_keys``)."""
+        tasks = self.m.tasks
+        return state_keys(self, {tid: (site.name, doomed_stack(tasks[tid].glet, tasks[tid].thread.irqs))
+                                 for tid, site in doomed.items()})
