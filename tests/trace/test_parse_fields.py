@@ -7,24 +7,22 @@ import pytest
 
 from rseqlab.trace import parse
 
-FMT_A = """name: ev_a
+#: The common fields every event format starts with.
+COMMON = """	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
+	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+"""
+FMT_A = f"""name: ev_a
 ID: 7
 format:
-	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
-	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
-	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
-	field:int common_pid;	offset:4;	size:4;	signed:1;
-	field:long id;	offset:8;	size:8;	signed:1;
+{COMMON}	field:long id;	offset:8;	size:8;	signed:1;
 	field:unsigned long args[6];	offset:16;	size:48;	signed:0;
 """
-FMT_B = """name: ev_b
+FMT_B = f"""name: ev_b
 ID: 300
 format:
-	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
-	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
-	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
-	field:int common_pid;	offset:4;	size:4;	signed:1;
-	field:unsigned char odd;	offset:9;	size:1;	signed:0;
+{COMMON}	field:unsigned char odd;	offset:9;	size:1;	signed:0;
 	field:short half;	offset:10;	size:2;	signed:1;
 	field:unsigned int tail;	offset:13;	size:4;	signed:0;
 """

@@ -37,6 +37,16 @@ from .stats import deltas, has_slice_counters, parse_stats
 #: read(2) on x86_64: how guestrec reads the statistics at each end of the window.
 NR_READ = 0
 
+
+def statistics_read(events: dict[str, np.ndarray], at_ns: int, pid: int | None = None) -> int | None:
+    """The row of the first ``read`` entry (of ``pid``, if given) at or after ``at_ns``: where
+    guestrec's statistics read entered the kernel after it took the time; None if there is none."""
+    sel = (events["ts"] >= at_ns) & (events["kind"] == Kind.SYS_ENTER) & (events["a"] == NR_READ)
+    if pid is not None:
+        sel &= events["pid"] == pid
+    rows = np.flatnonzero(sel)
+    return int(rows[0]) if len(rows) else None
+
 MANIFEST_FORMAT = "rseqlab-guestrec"
 MANIFEST_VERSION = 1
 INSTANCES = ("main", "mig", "self")
@@ -341,10 +351,8 @@ def _recorder_window(raw, formats, page_size, meta, lost, t0, recorder_pid, ta) 
     if "replay" in meta:
         own_meta["replay"] = dict(meta["replay"])
     own = build_trace(raw["self"], raw["mig"], formats, page_size, own_meta, lost["self"], {}, t0)
-    ev = own.events
-    read = np.nonzero((ev["ts"] >= ta) & (ev["kind"] == Kind.SYS_ENTER) & (ev["a"] == NR_READ)
-                      & (ev["pid"] == recorder_pid))[0]
-    n = int(read[0]) + 1 if len(read) else int(np.searchsorted(ev["ts"], ta, side="left"))
+    read = statistics_read(own.events, ta, recorder_pid)
+    n = read + 1 if read is not None else int(np.searchsorted(own.events["ts"], ta, side="left"))
     keep_args = own.sysargs["event"] < n
     keep = [k for k in ("cpus", "topology", "kernel", "root", "tasks", "replay") if k in own.meta]
     return {"meta": {k: own.meta[k] for k in keep},

@@ -15,13 +15,11 @@ up to the window's start). Without statistics, the tracepoints are compared (``r
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import BadInput
 from ..kernel import COUNTERS
-from ..trace.format import Kind, Trace
+from ..trace.format import Trace
 from ..trace.replay import replay
-from .ingest import NR_READ, recorder_trace
+from .ingest import recorder_trace, statistics_read
 from .releases import personality_for, unmapped_reason
 from .stats import SLICE_COUNTERS
 
@@ -61,9 +59,8 @@ def recorder_share(trace: Trace, kernels: list[str]) -> dict[str, dict[str, int]
         return {k: dict.fromkeys(COUNTERS, 0) for k in kernels}
     # The window opens where the first statistics read enters the kernel, just after tb (guestrec
     # takes the time, then reads): a return in between, an interrupt's, is counted before it.
-    ev = full.events
-    read = np.nonzero((ev["ts"] >= tb) & (ev["kind"] == Kind.SYS_ENTER) & (ev["a"] == NR_READ))[0]
-    before = recorder_trace(trace, upto_ns=int(ev["ts"][read[0]]) if len(read) else tb)
+    read = statistics_read(full.events, tb)
+    before = recorder_trace(trace, upto_ns=int(full.events["ts"][read]) if read is not None else tb)
     rf = replay(full, kernels)
     rp = replay(before, kernels) if before is not None else None
     out = {}
