@@ -103,3 +103,56 @@ def test_a_counterexample_of_another_scenario_shape_is_refused(tmp_path):
 
     with pytest.raises(BadInput, match="offers"):
         parallel.replay_counterexample(job, [0] * 3 + [99])
+
+
+def _outcomes(name: str, kernel: str, bounds: Bounds, reduction: str, monkeypatch) -> tuple[set, object]:
+    """Every final outcome the search reaches: the scenario's memory, the killed threads, the verdict."""
+    from rseqlab.check.search import Explorer
+    from rseqlab.check.world import World
+
+    seen: set = set()
+    verdict = World.verdict
+
+    def recording(world):
+        v = verdict(world)
+        seen.add((tuple(tuple(world.mem.words(n)) for n in sorted(world.mem.symbols)),
+                  tuple(sorted(st.kt.killed_by for st in world.m.tasks.values() if st.kt.killed_by)), v))
+        return v
+
+    monkeypatch.setattr(World, "verdict", recording)
+    ex = Explorer(SCENARIOS[name](), kernel, bounds, reduction=reduction)
+    ex.run(trace=False)
+    monkeypatch.setattr(World, "verdict", verdict)
+    return seen, ex
+
+
+@pytest.mark.parametrize(("name", "kernel", "bounds"), [
+    ("percpu-list", "6.19", Bounds(1, 1, 1)), ("percpu-list", "6.19:no-cs-check", Bounds(1, 1, 0)),
+    ("percpu-buffer", "6.19", Bounds(1, 1, 0)), ("percpu-counter", "6.19:no-cs-check", Bounds(1, 1, 1)),
+])
+def test_the_reduction_reaches_every_final_outcome(name, kernel, bounds, monkeypatch):
+    """Stronger than the verdict: the set of final states (scenario memory, deaths, verdict) the
+    reduced search reaches is the one state hashing alone reaches, including where known states
+    are explored again for the alternatives asleep at the first visit (``Explorer._known``)."""
+    reduced, ex = _outcomes(name, kernel, bounds, "sleep", monkeypatch)
+    plain, _ = _outcomes(name, kernel, bounds, "none", monkeypatch)
+    assert reduced == plain and len(plain) > 1
+    if name == "percpu-list":
+        assert ex.revisited > 0  # the partial re-exploration is exercised
+
+
+def test_a_known_state_is_explored_again_only_for_what_slept_there():
+    """``Explorer._known``: cut when explored with more budget and no more asleep; else only the
+    alternatives asleep at that visit and awake now; never the union of two visits."""
+    from rseqlab.check.search import Explorer
+
+    ex = Explorer(SCENARIOS["percpu-counter"](), "6.19", Bounds(1, 1, 1))
+    y, z = ("run", 1, 0), ("run", 2, 0)
+    assert ex._known(b"s", [1, 1, 1], frozenset({z})) is False
+    assert ex._known(b"s", [1, 1, 1], frozenset({z, y})) is True
+    assert ex._known(b"s", [1, 0, 1], frozenset({y})) == frozenset({z})  # z slept at the first visit
+    assert ex._known(b"s", [1, 0, 1], frozenset()) is True  # y and z were both explored from here now
+    assert ex._known(b"s", [2, 0, 1], frozenset({y, z})) is False  # more budget: everything again
+    ex.seen[b"t"] = [((1, 1, 1), frozenset({y})), ((1, 1, 1), frozenset({z}))]
+    assert ex._known(b"t", [1, 1, 1], frozenset()) in (frozenset({y}), frozenset({z}))
+    assert ex.revisited == 2

@@ -81,6 +81,8 @@ class Explorer:
         self.icache: dict[tuple[bytes, tuple[str, int, int]], list[tuple[tuple[int, ...], frozenset, Footprint]]] = {}
         #: Interrupts skipped that way (no execution of their own).
         self.skipped = 0
+        #: Known states explored again for only the alternatives asleep there before (``_known``).
+        self.revisited = 0
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """The search (:meth:`_search`); again without the canonical rseq_cs hash if user code
@@ -95,7 +97,7 @@ class Explorer:
                 self.skip_interrupts = False
             self.seen.clear()
             self.icache.clear()
-            self.absorbed = self.skipped = 0
+            self.absorbed = self.skipped = self.revisited = 0
 
     def _search(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
@@ -175,13 +177,32 @@ class Explorer:
                            len(self.seen), violations, counterexample, depth_cut, history,
                            reduction=self.reduction, counterexample_choices=first)
 
-    def _known(self, key: bytes, budget: list[int], sleep: frozenset) -> bool:
-        """Explored before with at least this much budget left and no alternative there asleep
-        that is awake now (then everything from here was explored)."""
+    def _known(self, key: bytes, budget: list[int], sleep: frozenset) -> bool | frozenset:
+        """True if this state was explored before with at least this much budget left and no
+        alternative asleep there that is awake now (everything from here was explored).
+
+        If it was explored with enough budget but with alternatives asleep that are awake now,
+        only those are left to explore (Godefroid 1996, sleep sets with state matching): the
+        ones that were awake there were explored from this very state, and what their subtrees
+        left out relied only on the ones asleep there, which are now either asleep here too or
+        explored here. Returns those (a frozenset), or False: explore everything."""
         b = tuple(budget)
         seen = self.seen.setdefault(key, [])
-        if any(all(s >= c for s, c in zip(old, b)) and old_sleep <= sleep for old, old_sleep in seen):
-            return True
+        left: frozenset | None = None
+        matched: frozenset = frozenset()
+        for old, old_sleep in seen:
+            if all(s >= c for s, c in zip(old, b)):
+                if old_sleep <= sleep:
+                    return True
+                rest = old_sleep - sleep
+                if left is None or len(rest) < len(left):
+                    left, matched = rest, old_sleep
+        if left is not None:
+            # NOTE: one earlier visit, never a union of several: two visits that each slept on
+            # what the other explored would together leave their common orderings unexplored.
+            seen.append((b, matched & sleep))
+            self.revisited += 1
+            return left
         seen.append((b, sleep))
         return False
 
@@ -285,9 +306,12 @@ class Explorer:
                         continue
                     if sleeping:
                         awake = [i for i in awake if alts[i] not in sleep]
-                    if prune and self._known(key, budget, frozenset(sleep)):
+                    known = self._known(key, budget, frozenset(sleep)) if prune else False
+                    if known is True:
                         ex.ended = "cut"
                         break
+                    if known:
+                        awake = [i for i in awake if alts[i] in known]
                     if not awake:
                         ex.ended = "sleep"
                         break
