@@ -125,6 +125,51 @@ def test_sigterm_during_a_simulation_is_one_line_and_143():
     assert err.splitlines() == ["rseqlab: error: terminated by SIGTERM"]
 
 
+def test_the_cli_keeps_the_start_up_guard_a_library_gets_its_handlers_back():
+    """``python -m rseqlab.cli`` keeps the guard past the package's import (the import of
+    ``rseqlab.cli`` is guarded too); ``import rseqlab`` in a program gives the defaults back."""
+    probe = ("import signal, sys\nimport rseqlab\nfrom rseqlab import _startup\n"
+             "print(_startup.started_as_cli(), signal.getsignal(signal.SIGTERM) is _startup._quiet_exit)\n")
+    lib = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert lib.stdout.split() == ["False", "False"]
+    # (while -m looks for the module, sys.argv is ["-m"]; a console script's is its path)
+    for orig_argv, argv, cli in ((["python", "-m", "rseqlab.cli", "check"], ["-m"], True),
+                                 (["python", "-X", "dev", "-m", "rseqlab"], ["-m"], True),
+                                 (["python", "-m", "pytest"], ["-m"], False),
+                                 (["python", "/venv/bin/rseqlab", "run"], ["/venv/bin/rseqlab", "run"], True),
+                                 (["python", "-c", "import rseqlab"], ["-c"], False)):
+        assert _started(orig_argv, argv) == cli, orig_argv
+
+
+def _started(orig_argv, argv) -> bool:
+    from rseqlab import _startup
+
+    saved = sys.orig_argv, sys.argv
+    try:
+        sys.orig_argv, sys.argv = orig_argv, argv
+        return _startup.started_as_cli()
+    finally:
+        sys.orig_argv, sys.argv = saved
+
+
+def test_a_second_sigint_does_not_cut_the_clean_up_short():
+    """The first Ctrl-C unwinds the command; one more during its clean-up is ignored, and after
+    the block the CLI ignores the three (a library caller gets its handlers back)."""
+    code = ("import os, signal, time\nfrom rseqlab import _startup\n"
+            "try:\n"
+            "    with _startup.terminate_cleanly():\n"
+            "        try:\n"
+            "            os.kill(os.getpid(), signal.SIGINT); time.sleep(1)\n"
+            "        finally:\n"
+            "            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05); print('cleaned')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted once')\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split("\n")[:3] == ["cleaned", "interrupted once", "True"], res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_nohup_keeps_sighup_ignored():
     """A signal set to be ignored when rseqlab starts stays ignored (nohup)."""
     code = ("import signal, sys\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"

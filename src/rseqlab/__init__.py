@@ -17,7 +17,7 @@ from .scenarios import SCENARIOS, Explanation  # noqa: E402
 from .api import Recording, Report, explain, load_trace, record, replay, selftest, validate  # noqa: E402
 from . import check, compare  # noqa: E402,F401 - callable modules: rseqlab.compare(...), rseqlab.check(...)
 
-_startup.release(_previous_handlers)
+_startup.hold_or_release(_previous_handlers)
 
 __all__ = [
     "COUNTERS",

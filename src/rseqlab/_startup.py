@@ -6,7 +6,10 @@ quietly with one line and 128 + the signal's number: nothing has been done yet t
 cleaning up. Only a signal still at Python's *default* is taken (``SIGINT``'s
 ``default_int_handler``, ``SIG_DFL`` for the others), so a program that imports rseqlab with a
 handler of its own (pytest, a notebook, ``nohup``'s ignored SIGHUP) keeps it, and the default
-comes back when the imports are done.
+comes back when the imports are done: at the end of the package's import for a library user; for
+the CLI the guard stays up until ``cli.main`` hands the signals to :class:`terminate_cleanly`
+(``hold_or_release``), so that the import of ``rseqlab.cli`` after the package's (compiled afresh
+where no bytecode is cached) is guarded too.
 
 *While a command runs* (:func:`terminate_cleanly`, entered by ``cli.main``) SIGTERM and SIGHUP
 raise :class:`~rseqlab.errors.Terminated` in the main thread, as Ctrl-C raises
@@ -69,16 +72,39 @@ def release(previous: dict | None) -> None:
             signal.signal(s, handler)
 
 
+def started_as_cli() -> bool:
+    """Is this process ``rseqlab ...`` or ``python -m rseqlab[.cli] ...``? (While ``-m`` looks
+    for the module, ``sys.argv[0]`` is "-m"; ``sys.orig_argv`` has the module's name.)"""
+    argv = list(getattr(sys, "orig_argv", ()) or sys.argv)
+    if "-m" in argv[1:]:
+        i = argv.index("-m", 1)
+        return argv[i + 1:i + 2] in (["rseqlab"], ["rseqlab.cli"])
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "rseqlab"
+
+
+def hold_or_release(previous: dict) -> None:
+    """At the end of the package's import: a library user gets its handlers back now; the CLI
+    keeps the guard through the import of ``rseqlab.cli`` (compiled afresh where bytecode is
+    not cached: a window of its own) until ``cli.main`` enters :class:`terminate_cleanly`,
+    which takes the signals over from it."""
+    if not started_as_cli():
+        release(previous)
+
+
 class terminate_cleanly:  # noqa: N801 - used as a context manager, like contextlib's
-    """SIGTERM and SIGHUP raise :class:`Terminated` (once) while the block runs; restored after.
+    """While the block runs, the first SIGINT raises ``KeyboardInterrupt`` and the first SIGTERM
+    or SIGHUP :class:`Terminated`; later ones are ignored, so that they cannot cut the first one's
+    clean-up short. After the block a library caller gets its handlers back; the CLI, which is
+    only exiting then, ignores the three (a late signal neither prints a traceback nor changes
+    the status of work that was done).
 
     A class rather than a ``contextlib`` generator, so that this module imports nothing new."""
 
     def __enter__(self) -> "terminate_cleanly":
         self.fired: list[int] = []
         self.old = {}
-        for s in TERMINATING:
-            if signal.getsignal(s) == signal.SIG_DFL:
+        for s in (signal.SIGINT, *TERMINATING):
+            if _at_default(s) or signal.getsignal(s) is _quiet_exit:
                 try:
                     self.old[s] = signal.signal(s, self._handle)
                 except ValueError:  # not the main thread: signals stay as they are
@@ -91,8 +117,11 @@ class terminate_cleanly:  # noqa: N801 - used as a context manager, like context
         if self.fired:
             return  # the first one is already unwinding the command; let its clean-up finish
         self.fired.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
     def __exit__(self, *exc) -> None:
+        exiting = started_as_cli()
         for s, h in self.old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if exiting else h)

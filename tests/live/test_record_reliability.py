@@ -40,21 +40,39 @@ def warm_start():
     subprocess.run([*RECORD, "--help"], capture_output=True, check=True)
 
 
+def _wait_for_the_guard(proc, timeout: float = 60.0) -> None:
+    """Until rseqlab's start-up guard (rseqlab/_startup.py) is in place: SIGTERM caught, which
+    nothing before it does. Python's own start-up before that (interpreter, ``site``, runpy) is
+    out of rseqlab's reach, and under load it can take longer than any fixed delay."""
+    status = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            caught = next(int(line.split()[1], 16) for line in status.read_text().splitlines()
+                          if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize("trial", range(8))
 def test_signals_at_random_moments_restore_tracefs(live_tracefs, tmp_path, trial, warm_start):
-    """SIGINT, SIGTERM or SIGHUP, once or twice in a row, anywhere from start-up to teardown."""
+    """SIGINT, SIGTERM or SIGHUP, once or twice in a row, anywhere from rseqlab's first line to
+    teardown."""
     rng = random.Random(trial)
     sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-    # A signal in the first milliseconds lands in Python's own start-up (runpy, unmarshalling),
-    # before any line of rseqlab can install a handler: Python prints a KeyboardInterrupt
-    # traceback there, and SIGTERM/SIGHUP take their default action (-sig; nothing was done
-    # yet). From rseqlab's first import on (rseqlab/_startup.py) every one of the three is one
-    # line and 128 + sig.
-    delay = rng.uniform(0.15 if sig == signal.SIGINT else 0.0, 1.2)
+    # A signal during Python's own start-up (runpy, unmarshalling), before any line of rseqlab
+    # can install a handler, gets Python's handling: a KeyboardInterrupt traceback, or
+    # SIGTERM/SIGHUP's default action. So the clock starts at rseqlab's start-up guard; from
+    # there on every one of the three is one line and 128 + sig.
+    delay = rng.uniform(0.0, 1.2)
     double = trial % 2 == 1
     before = tracefs_state(live_tracefs)
     out = tmp_path / "r.trace"
     proc = _recorder(out, "sleep", "0.6")
+    _wait_for_the_guard(proc)
     time.sleep(delay)
     proc.send_signal(sig)
     if double:
