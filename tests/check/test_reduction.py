@@ -129,6 +129,7 @@ def _outcomes(name: str, kernel: str, bounds: Bounds, reduction: str, monkeypatc
 @pytest.mark.parametrize(("name", "kernel", "bounds"), [
     ("percpu-list", "6.19", Bounds(1, 1, 1)), ("percpu-list", "6.19:no-cs-check", Bounds(1, 1, 0)),
     ("percpu-buffer", "6.19", Bounds(1, 1, 0)), ("percpu-counter", "6.19:no-cs-check", Bounds(1, 1, 1)),
+    ("percpu-memcpy", "6.19", Bounds(1, 1, 0)), ("percpu-list", "6.18", Bounds(2, 0, 1)),
 ])
 def test_the_reduction_reaches_every_final_outcome(name, kernel, bounds, monkeypatch):
     """Stronger than the verdict: the set of final states (scenario memory, deaths, verdict) the
@@ -137,8 +138,10 @@ def test_the_reduction_reaches_every_final_outcome(name, kernel, bounds, monkeyp
     reduced, ex = _outcomes(name, kernel, bounds, "sleep", monkeypatch)
     plain, _ = _outcomes(name, kernel, bounds, "none", monkeypatch)
     assert reduced == plain and len(plain) > 1
-    if name == "percpu-list":
+    if (name, kernel) == ("percpu-list", "6.19"):
         assert ex.revisited > 0  # the partial re-exploration is exercised
+    if kernel in ("6.18", "6.19"):
+        assert ex.skip_pointless and ex.pointless > 0  # and the pointless preemptions are passed
 
 
 def test_a_known_state_is_explored_again_only_for_what_slept_there():
@@ -156,3 +159,52 @@ def test_a_known_state_is_explored_again_only_for_what_slept_there():
     ex.seen[b"t"] = [((1, 1, 1), frozenset({y})), ((1, 1, 1), frozenset({z}))]
     assert ex._known(b"t", [1, 1, 1], frozenset()) in (frozenset({y}), frozenset({z}))
     assert ex.revisited == 2
+
+
+CID_TWICE = """
+scenario cid-twice
+cpus 2
+memory seen = 0, 0
+thread cpu 0
+    a = mm_cid()
+    insn()
+    b = mm_cid()
+    store(seen[0], a)
+    store(seen[1], b)
+end
+thread cpu 1
+    insn()
+    insn()
+end
+invariant seen[0] == seen[1]
+"""
+
+
+def test_a_program_that_reads_mm_cid_turns_the_pointless_preemption_skip_off():
+    """The skip (``World.pointless_preempt``) rests on no user code reading an mm_cid field: a
+    thread's cid may change while it is away. A program that reads one restarts the search
+    without the skip, and finds what state hashing alone finds (here 6.18's migration changing
+    the cid between the two reads)."""
+    from rseqlab.check.search import Explorer
+    from rseqlab.check.stepfile import parse_step_text
+
+    bounds = Bounds(2, 1, 0)
+    ex = Explorer(parse_step_text(CID_TWICE), "6.18", bounds)
+    assert ex.skip_pointless
+    r = ex.run(trace=False)
+    assert not ex.skip_pointless and ex.pointless == 0
+    plain = check(parse_step_text(CID_TWICE), "6.18", bounds, reduction="none")
+    assert r.violations > 0 and plain.violations > 0
+
+
+def test_the_pointless_preemption_skip_needs_an_audited_kernel_and_no_membarrier():
+    from rseqlab.check.search import Explorer
+
+    assert Explorer(SCENARIOS["percpu-list"](), "6.19", Bounds(1, 1, 1)).skip_pointless
+    assert not Explorer(SCENARIOS["percpu-list"](), "6.19:no-cs-check", Bounds(1, 1, 1)).skip_pointless
+    assert not Explorer(SCENARIOS["percpu-list"](), "7.1+slice", Bounds(1, 1, 1)).skip_pointless
+    assert not Explorer(SCENARIOS["percpu-list"](), "6.19", Bounds(1, 1, 1), reduction="local").skip_pointless
+    membarrier = [name for name, sc in SCENARIOS.items() if sc().membarrier]
+    assert membarrier  # tcmalloc-slab-cache
+    for name in membarrier:
+        assert not Explorer(SCENARIOS[name](), "6.19", Bounds(1, 0, 0)).skip_pointless

@@ -55,6 +55,10 @@ class _UserReadsRseqCs(Exception):
     """An execution's user code read rseq_cs (``World.user_read_cs``)."""
 
 
+class _UserReadsMmCid(Exception):
+    """An execution's user code read an mm_cid field (``World.user_read_mm_cid``)."""
+
+
 class Explorer:
     def __init__(self, scenario: Scenario, kernel: str, bounds: Bounds, *, debug: bool = False,
                  reduction: str = "sleep", progress: Callable[[int, int, int], None] | None = None) -> None:
@@ -83,6 +87,13 @@ class Explorer:
         self.skipped = 0
         #: Known states explored again for only the alternatives asleep there before (``_known``).
         self.revisited = 0
+        #: Pass preemptions that only send a thread away and back (``World.pointless_preempt``):
+        #: the sleep reduction, on audited kernels, without membarrier (its IPIs look at which
+        #: thread a CPU runs); off again if user code ever reads an mm_cid field.
+        self.skip_pointless = (reduction == "sleep" and audited(kernel_class(kernel))
+                               and not scenario.membarrier)
+        #: Preemptions passed that way.
+        self.pointless = 0
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """The search (:meth:`_search`); again without the canonical rseq_cs hash if user code
@@ -95,9 +106,11 @@ class Explorer:
                 self.canonical_cs = False
             except PremiseBroken:
                 self.skip_interrupts = False
+            except _UserReadsMmCid:
+                self.skip_pointless = False
             self.seen.clear()
             self.icache.clear()
-            self.absorbed = self.skipped = self.revisited = 0
+            self.absorbed = self.skipped = self.revisited = self.pointless = 0
 
     def _search(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
@@ -240,6 +253,7 @@ class Explorer:
         """
         world = World(self.scenario, self.kernel, debug=self.debug)
         world.canonical_cs = self.canonical_cs and prune
+        world.watch_mm_cid = self.skip_pointless
         tracer = Tracer(world) if trace else None
         budget = [self.bounds.preemptions, self.bounds.migrations, self.bounds.signals]
         ex = Execution([], [], "done")
@@ -306,6 +320,10 @@ class Explorer:
                         continue
                     if sleeping:
                         awake = [i for i in awake if alts[i] not in sleep]
+                    if self.skip_pointless and prune:
+                        kept = [i for i in awake if alts[i][0] != "preempt" or not world.pointless_preempt(alts[i][1])]
+                        self.pointless += len(awake) - len(kept)
+                        awake = kept
                     known = self._known(key, budget, frozenset(sleep)) if prune else False
                     if known is True:
                         ex.ended = "cut"
@@ -378,6 +396,8 @@ class Explorer:
                     widen(records, path, n_fixed, len(prefix), ex.allowed, tid, before)
             if world.user_read_cs:
                 raise _UserReadsRseqCs
+            if world.user_read_mm_cid:
+                raise _UserReadsMmCid
             if ex.ended == "done":
                 ex.violation = world.verdict()
             if tracer is not None:

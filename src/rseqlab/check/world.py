@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..abi import StructRseq
 from ..kernel import Tif
 from ..kernel._task import SIGNAL_NAMES, SIGUSR1
 from ..machine.machine import State
@@ -19,7 +20,11 @@ from .controlled import _GO, ControlledMachine
 from .interrupts import doomed_stack
 from .model import Final, Memory, Scenario
 from .reduction import Footprint
-from .statehash import state_key, state_keys
+from .statehash import _word, state_key, state_keys
+
+_MM_CID = StructRseq.MM_CID.offset
+_MM_CID_END = _MM_CID + StructRseq.MM_CID.size
+
 
 class World:
     """A scenario set up on a fresh controlled machine."""
@@ -72,6 +77,10 @@ class World:
         self.canonical_cs = False
         #: User code read an ``rseq_cs`` word: the canonical hash's premise is broken.
         self.user_read_cs = False
+        #: Watch user reads of ``mm_cid`` (:meth:`pointless_preempt`'s premise); the explorer decides.
+        self.watch_mm_cid = False
+        #: User code read an ``mm_cid`` field.
+        self.user_read_mm_cid = False
         #: Watches interrupts at doomed boundaries (``interrupts.Tripwire``); the explorer sets it.
         self.tripwire = None
         # Footprint of a step: did it touch writable memory outside the thread's TLS, and
@@ -102,7 +111,12 @@ class World:
                 for th in self.threads:
                     if th is not None and th.area and addr < th.area + 16 and th.area + 8 < addr + size:
                         self._read_of_rseq_cs()
-                        return
+                        break
+            if self.watch_mm_cid and not self.user_read_mm_cid:
+                for th in self.threads:
+                    if th is not None and th.area and addr < th.area + _MM_CID_END and th.area + _MM_CID < addr + size:
+                        self._read_of_mm_cid()
+                        break
 
         def tracked_read(addr: int, size: int, *, faults_allowed: bool = True):
             note_read(addr, size)
@@ -204,14 +218,52 @@ class World:
 
     def _read_of_rseq_cs(self) -> None:
         """A read of some thread's ``rseq_cs``: by the kernel (expected), or by user code."""
+        if self._by_user():
+            self.user_read_cs = True
+
+    def _read_of_mm_cid(self) -> None:
+        """A read of some thread's ``mm_cid``: by the kernel (expected), or by user code."""
+        if self._by_user():
+            self.user_read_mm_cid = True
+
+    def _by_user(self) -> bool:
+        """Is the read being made by user code (not by the kernel on a thread's behalf)?"""
         from greenlet import getcurrent
 
         cur = getcurrent()
         for st in self.m.tasks.values():
             if st.glet is cur:
-                if st.kt.in_user:
-                    self.user_read_cs = True
-                return
+                return bool(st.kt.in_user)
+        return False
+
+    def pointless_preempt(self, tid: int) -> bool:
+        """Would preempting ``tid`` here only send it away and bring it back unchanged?
+
+        It would if the thread is stopped in user mode with nothing pending (no TIF work, no
+        signal pending or being handled), outside every section (its IPs, and ``rseq_cs`` 0 or
+        one of the image's descriptors: no abort), with no thread of ours queued on its CPU and
+        no slice timer. Away, it does nothing; back on the same CPU it finds the same IDs, except
+        perhaps ``mm_cid``, which another thread's switch-in may have taken meanwhile. So
+        everything the preemption leads to is also reached by preempting the thread later, at
+        the first step that looks at its CPU (a thread placed on it), or not at all; only the
+        mm_cid values differ, and the explorer skips these preemptions only while no user code
+        reads an ``mm_cid`` field (``watch_mm_cid``). docs/scale.md has the argument."""
+        m = self.m
+        st = m.tasks[tid]
+        kt, th = st.kt, st.thread
+        cpu = m.cpus[kt.cpu]
+        if m.parked.get(tid) != "user" or cpu.rq or cpu.hrtimer is not None or th is None:
+            return False
+        if int(kt.tif) or kt.pending or kt.sigframes:
+            return False
+        sites = self.image.sites.values()
+        if any(site.start_ip <= ip < site.post_commit_ip for site in sites for ip in (th.ip, kt.regs.ip)):
+            return False
+        if th.area:
+            cs = _word(self.main.proc.mm, th.area + StructRseq.RSEQ_CS.offset)
+            if cs and cs not in {site.descriptor for site in sites}:
+                return False
+        return True
 
     def finished(self) -> bool:
         return all(st.state is State.DEAD for st in self.m.tasks.values())
