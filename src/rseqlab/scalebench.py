@@ -62,7 +62,7 @@ def bench_check() -> dict:
         "sleep_executions": after.explored, "sleep_states": after.distinct_states,
         "absorbed": ex.absorbed, "canonical_rseq_cs": ex.canonical_cs,
         "skipped": ex.skipped, "interrupt_skip": ex.skip_interrupts, "revisited": ex.revisited,
-        "pointless_preemptions": ex.pointless,
+        "pointless_preemptions": ex.pointless, "eager_resumes": ex.eager,
         "local_s": round(t1 - t0, 1), "sleep_s": round(t2 - t1, 1), "time_ratio": round((t1 - t0) / (t2 - t1), 3),
         "local_cpu_s": round(c1 - c0, 1), "sleep_cpu_s": round(c2 - c1, 1),
         "cpu_ratio": round((c1 - c0) / (c2 - c1), 3),
@@ -153,7 +153,8 @@ def note(name: str, m: dict) -> str:
                 f"{d['local_executions']:,} executions (local only, {d['local_s']} s wall) vs {d['sleep_executions']:,} "
                 f"(sleep sets + canonical rseq_cs + {d['absorbed']:,} absorbed + {d.get('skipped', 0):,} interrupts "
                 f"skipped + {d.get('revisited', 0):,} known states explored again only for what slept there + "
-                f"{d.get('pointless_preemptions', 0):,} pointless preemptions passed, "
+                f"{d.get('pointless_preemptions', 0):,} pointless preemptions and "
+                f"{d.get('eager_resumes', 0):,} alternatives to an eager resume passed, "
                 f"{d['sleep_s']} s wall), wall time {d['time_ratio']}x, same verdict: {d['same_verdict']}; "
                 f"{load}")
     if name == "selftest_2_local":

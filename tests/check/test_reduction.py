@@ -140,6 +140,7 @@ def test_the_reduction_reaches_every_final_outcome(name, kernel, bounds, monkeyp
     assert reduced == plain and len(plain) > 1
     if (name, kernel) == ("percpu-list", "6.19"):
         assert ex.revisited > 0  # the partial re-exploration is exercised
+        assert ex.eager > 0  # and the eager resumes
     if kernel in ("6.18", "6.19"):
         assert ex.skip_pointless and ex.pointless > 0  # and the pointless preemptions are passed
 
@@ -208,3 +209,24 @@ def test_the_pointless_preemption_skip_needs_an_audited_kernel_and_no_membarrier
     assert membarrier  # tcmalloc-slab-cache
     for name in membarrier:
         assert not Explorer(SCENARIOS[name](), "6.19", Bounds(1, 0, 0)).skip_pointless
+
+
+def test_a_program_that_touches_another_threads_tls_turns_the_skips_off():
+    """``World.eager_resume`` rests on no user code touching another thread's TLS page (a resume
+    writes its thread's rseq area there): one that does restarts the search without it."""
+    from rseqlab.check.model import Scenario, ThreadSpec
+    from rseqlab.check.search import Explorer
+
+    def peeker(th, mem) -> None:
+        other = next(st.tls for st in th.m.tasks.values() if st.tid != th.tid and st.tls)
+        th.store(mem["seen"], th.load(other))
+
+    def idle(th, mem) -> None:
+        th.insn(0)
+
+    sc = Scenario("peek-tls", "a thread reads another's TLS", "none", lambda final: None,
+                  [ThreadSpec(0, peeker), ThreadSpec(1, idle)], memory={"seen": [0]})
+    ex = Explorer(sc, "6.19", Bounds(1, 1, 0))
+    assert ex.skip_pointless
+    ex.run(trace=False)
+    assert not ex.skip_pointless and ex.eager == 0

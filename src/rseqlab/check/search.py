@@ -92,8 +92,9 @@ class Explorer:
         #: thread a CPU runs); off again if user code ever reads an mm_cid field.
         self.skip_pointless = (reduction == "sleep" and audited(kernel_class(kernel))
                                and not scenario.membarrier)
-        #: Preemptions passed that way.
-        self.pointless = 0
+        #: Preemptions passed that way, and alternatives passed for a resume that commutes with
+        #: them all (``World.eager_resume``).
+        self.pointless = self.eager = 0
 
     def run(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """The search (:meth:`_search`); again without the canonical rseq_cs hash if user code
@@ -110,7 +111,7 @@ class Explorer:
                 self.skip_pointless = False
             self.seen.clear()
             self.icache.clear()
-            self.absorbed = self.skipped = self.revisited = self.pointless = 0
+            self.absorbed = self.skipped = self.revisited = self.pointless = self.eager = 0
 
     def _search(self, root: list[int] | None = None, *, trace: bool = True) -> CheckResult:
         """Depth-first over decision sequences; each decision tries its allowed alternatives.
@@ -324,6 +325,11 @@ class Explorer:
                         kept = [i for i in awake if alts[i][0] != "preempt" or not world.pointless_preempt(alts[i][1])]
                         self.pointless += len(awake) - len(kept)
                         awake = kept
+                        if not budget[1] and len(awake) > 1:
+                            eager = world.eager_resume(alts)
+                            if eager is not None and eager in awake:
+                                self.eager += len(awake) - 1
+                                awake = [eager]
                     known = self._known(key, budget, frozenset(sleep)) if prune else False
                     if known is True:
                         ex.ended = "cut"
@@ -396,7 +402,7 @@ class Explorer:
                     widen(records, path, n_fixed, len(prefix), ex.allowed, tid, before)
             if world.user_read_cs:
                 raise _UserReadsRseqCs
-            if world.user_read_mm_cid:
+            if world.user_read_mm_cid or world.cross_tls:
                 raise _UserReadsMmCid
             if ex.ended == "done":
                 ex.violation = world.verdict()

@@ -13,7 +13,7 @@ from ..abi import StructRseq
 from ..kernel import Tif
 from ..kernel._task import SIGNAL_NAMES, SIGUSR1
 from ..machine.machine import State
-from ..usermem import PAGE_SIZE
+from ..usermem import PAGE_SHIFT, PAGE_SIZE
 from ..userprog.libc import Glibc
 from ..userprog.primitives import RseqBug
 from .controlled import _GO, ControlledMachine
@@ -81,6 +81,11 @@ class World:
         self.watch_mm_cid = False
         #: User code read an ``mm_cid`` field.
         self.user_read_mm_cid = False
+        #: A step touched another thread's TLS page (``eager_resume``'s premise is broken).
+        self.cross_tls = False
+        self._tls_page_set: frozenset[int] | None = None
+        #: Away threads that were switched out from user mode (``eager_resume``).
+        self.left_user: set[int] = set()
         #: Watches interrupts at doomed boundaries (``interrupts.Tripwire``); the explorer sets it.
         self.tripwire = None
         # Footprint of a step: did it touch writable memory outside the thread's TLS, and
@@ -98,6 +103,8 @@ class World:
                 # NOTE: page writability tells shared data from text and descriptors.
                 if not mm.is_mapped(addr) or mm.is_writable(addr):
                     self.foreign = True
+                    if self.watch_mm_cid and addr >> PAGE_SHIFT in self._tls_pages():
+                        self._touch_of_tls(addr)
             if words is not None:
                 lo, hi = addr >> 3, (addr + size - 1) >> 3
                 if lo >= hi:
@@ -179,9 +186,13 @@ class World:
         m = self.m
         if kind == "resume":
             self._reads, self._writes = set(), set()
+            st = m.tasks[tid]
+            self._tls = (st.tls, st.tls + PAGE_SIZE)
             m.kicked.clear()
             m.resume(tid)
             m.sim.run()
+            self._tls = None
+            self.left_user &= m.away.keys()
             self.footprint = Footprint(tid, frozenset(self._reads), frozenset(self._writes), kernel=True,
                                        total=bool(m.kicked))
             self._reads = self._writes = None
@@ -202,6 +213,7 @@ class World:
         elif kind == "expire":
             msg = ("irq", "hrtimer")
         switches = m.switches
+        parked_before, away_before = dict(m.parked), set(m.away)
         user = kind == "run" and m.parked[tid] == "user"
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
         self._reads, self._writes, self.faulted = set(), set(), False
@@ -214,7 +226,46 @@ class World:
                                    kernel=not (user and quiet and not self.faulted and m.parked.get(tid) == "user"),
                                    total=bool(m.kicked) or kind == "expire")
         self._reads = self._writes = None
+        self.left_user = {t for t in self.left_user if t in m.away} | {
+            t for t in m.away.keys() - away_before if parked_before.get(t) == "user"}
         return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
+
+    def _touch_of_tls(self, addr: int) -> None:
+        """An access to some thread's TLS page: the kernel's for that thread, or that thread's
+        own, are expected; user code touching another thread's breaks ``eager_resume``."""
+        from greenlet import getcurrent
+
+        cur = getcurrent()
+        for st in self.m.tasks.values():
+            if st.glet is cur:
+                if st.kt.in_user and st.tls >> PAGE_SHIFT != addr >> PAGE_SHIFT:
+                    self.cross_tls = True
+                return
+
+    def _tls_pages(self) -> frozenset[int]:
+        if self._tls_page_set is None:
+            self._tls_page_set = frozenset(st.tls >> PAGE_SHIFT for st in self.m.tasks.values() if st.tls)
+        return self._tls_page_set
+
+    def eager_resume(self, alts) -> int | None:
+        """The index of a resume that commutes with every other alternative here and after, if
+        there is one: the thread was switched out from user mode outside every section (so its
+        resume runs no user code, ``_clean``), its CPU is idle with no other thread of ours away
+        on it, and no migration is left that could bring one there. Then the resume alone is a
+        persistent set (docs/scale.md), on the premises of ``pointless_preempt`` (no user read of
+        mm_cid: switch-ins elsewhere may only change cids) and no step touching another thread's
+        TLS page (``cross_tls``)."""
+        m = self.m
+        for i, (kind, tid, _) in enumerate(alts):
+            if kind != "resume" or tid not in self.left_user or not self._clean(tid):
+                continue
+            cpu = m.away[tid]
+            if m.cpus[cpu].curr is not None or m.cpus[cpu].rq or m.cpus[cpu].hrtimer is not None:
+                continue
+            if any(c == cpu for t, c in m.away.items() if t != tid):
+                continue
+            return i
+        return None
 
     def _read_of_rseq_cs(self) -> None:
         """A read of some thread's ``rseq_cs``: by the kernel (expected), or by user code."""
@@ -249,12 +300,17 @@ class World:
         mm_cid values differ, and the explorer skips these preemptions only while no user code
         reads an ``mm_cid`` field (``watch_mm_cid``). docs/scale.md has the argument."""
         m = self.m
-        st = m.tasks[tid]
-        kt, th = st.kt, st.thread
-        cpu = m.cpus[kt.cpu]
-        if m.parked.get(tid) != "user" or cpu.rq or cpu.hrtimer is not None or th is None:
+        cpu = m.cpus[m.tasks[tid].kt.cpu]
+        if m.parked.get(tid) != "user" or cpu.rq or cpu.hrtimer is not None:
             return False
-        if int(kt.tif) or kt.pending or kt.sigframes:
+        return self._clean(tid)
+
+    def _clean(self, tid: int) -> bool:
+        """Nothing pending (no TIF work, no signal pending or being handled) and outside every
+        section (neither IP inside one, ``rseq_cs`` 0 or one of the image's descriptors)."""
+        st = self.m.tasks[tid]
+        kt, th = st.kt, st.thread
+        if th is None or int(kt.tif) or kt.pending or kt.sigframes:
             return False
         sites = self.image.sites.values()
         if any(site.start_ip <= ip < site.post_commit_ip for site in sites for ip in (th.ip, kt.regs.ip)):
