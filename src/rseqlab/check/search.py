@@ -55,8 +55,10 @@ class _UserReadsRseqCs(Exception):
     """An execution's user code read rseq_cs (``World.user_read_cs``)."""
 
 
-class _UserReadsMmCid(Exception):
-    """An execution's user code read an mm_cid field (``World.user_read_mm_cid``)."""
+class _SkipPremiseBroken(Exception):
+    """An execution's user code read an mm_cid field (``World.user_read_mm_cid``) or touched
+    another thread's TLS page (``World.cross_tls``): the premises of the pointless-preemption
+    skip and the eager resumes."""
 
 
 class Explorer:
@@ -89,7 +91,8 @@ class Explorer:
         self.revisited = 0
         #: Pass preemptions that only send a thread away and back (``World.pointless_preempt``):
         #: the sleep reduction, on audited kernels, without membarrier (its IPIs look at which
-        #: thread a CPU runs); off again if user code ever reads an mm_cid field.
+        #: thread a CPU runs); off again if user code ever reads an mm_cid field or touches another
+        #: thread's TLS page (``_SkipPremiseBroken``).
         self.skip_pointless = (reduction == "sleep" and audited(kernel_class(kernel))
                                and not scenario.membarrier)
         #: Preemptions passed that way, and alternatives passed for a resume that commutes with
@@ -107,7 +110,7 @@ class Explorer:
                 self.canonical_cs = False
             except PremiseBroken:
                 self.skip_interrupts = False
-            except _UserReadsMmCid:
+            except _SkipPremiseBroken:
                 self.skip_pointless = False
             self.seen.clear()
             self.icache.clear()
@@ -403,7 +406,7 @@ class Explorer:
             if world.user_read_cs:
                 raise _UserReadsRseqCs
             if world.user_read_mm_cid or world.cross_tls:
-                raise _UserReadsMmCid
+                raise _SkipPremiseBroken
             if ex.ended == "done":
                 ex.violation = world.verdict()
             if tracer is not None:
@@ -455,8 +458,7 @@ class Explorer:
         st = m.tasks[tid]
         if m.parked.get(tid) != "user" or st.kt.sigframes:
             return False
-        ips = (st.thread.ip, st.kt.regs.ip)
-        return not any(site.start_ip <= ip < site.post_commit_ip for site in world.image.sites.values() for ip in ips)
+        return not world.in_a_section(tid)
 
     _widen = staticmethod(widen)
 

@@ -186,8 +186,8 @@ class World:
         m = self.m
         if kind == "resume":
             self._reads, self._writes = set(), set()
-            st = m.tasks[tid]
-            self._tls = (st.tls, st.tls + PAGE_SIZE)
+            if self.watch_mm_cid:  # for the cross-TLS watch only: a resume is never a local step
+                self._tls = (m.tasks[tid].tls, m.tasks[tid].tls + PAGE_SIZE)
             m.kicked.clear()
             m.resume(tid)
             m.sim.run()
@@ -213,7 +213,8 @@ class World:
         elif kind == "expire":
             msg = ("irq", "hrtimer")
         switches = m.switches
-        parked_before, away_before = dict(m.parked), set(m.away)
+        if self.watch_mm_cid:  # ``left_user`` is only read by ``eager_resume``, which needs the watch
+            parked_before, away_before = dict(m.parked), set(m.away)
         user = kind == "run" and m.parked[tid] == "user"
         self._tls, self.foreign = (st.tls, st.tls + PAGE_SIZE), False
         self._reads, self._writes, self.faulted = set(), set(), False
@@ -226,21 +227,17 @@ class World:
                                    kernel=not (user and quiet and not self.faulted and m.parked.get(tid) == "user"),
                                    total=bool(m.kicked) or kind == "expire")
         self._reads = self._writes = None
-        self.left_user = {t for t in self.left_user if t in m.away} | {
-            t for t in m.away.keys() - away_before if parked_before.get(t) == "user"}
+        if self.watch_mm_cid:
+            self.left_user = {t for t in self.left_user if t in m.away} | {
+                t for t in m.away.keys() - away_before if parked_before.get(t) == "user"}
         return kind == "run" and not self.foreign and m.switches == switches and tid in m.parked
 
     def _touch_of_tls(self, addr: int) -> None:
         """An access to some thread's TLS page: the kernel's for that thread, or that thread's
         own, are expected; user code touching another thread's breaks ``eager_resume``."""
-        from greenlet import getcurrent
-
-        cur = getcurrent()
-        for st in self.m.tasks.values():
-            if st.glet is cur:
-                if st.kt.in_user and st.tls >> PAGE_SHIFT != addr >> PAGE_SHIFT:
-                    self.cross_tls = True
-                return
+        st = self._current_task()
+        if st is not None and st.kt.in_user and st.tls >> PAGE_SHIFT != addr >> PAGE_SHIFT:
+            self.cross_tls = True
 
     def _tls_pages(self) -> frozenset[int]:
         if self._tls_page_set is None:
@@ -279,13 +276,21 @@ class World:
 
     def _by_user(self) -> bool:
         """Is the read being made by user code (not by the kernel on a thread's behalf)?"""
+        st = self._current_task()
+        return st is not None and bool(st.kt.in_user)
+
+    def _current_task(self):
+        """The task whose greenlet is running (None: the explorer's own code, hashing say)."""
         from greenlet import getcurrent
 
         cur = getcurrent()
-        for st in self.m.tasks.values():
-            if st.glet is cur:
-                return bool(st.kt.in_user)
-        return False
+        return next((st for st in self.m.tasks.values() if st.glet is cur), None)
+
+    def in_a_section(self, tid: int) -> bool:
+        """Is the thread's IP, or the one the kernel returns it to, inside one of the image's sections?"""
+        st = self.m.tasks[tid]
+        ips = (st.thread.ip, st.kt.regs.ip)
+        return any(site.start_ip <= ip < site.post_commit_ip for site in self.image.sites.values() for ip in ips)
 
     def pointless_preempt(self, tid: int) -> bool:
         """Would preempting ``tid`` here only send it away and bring it back unchanged?
@@ -310,14 +315,11 @@ class World:
         section (neither IP inside one, ``rseq_cs`` 0 or one of the image's descriptors)."""
         st = self.m.tasks[tid]
         kt, th = st.kt, st.thread
-        if th is None or int(kt.tif) or kt.pending or kt.sigframes:
-            return False
-        sites = self.image.sites.values()
-        if any(site.start_ip <= ip < site.post_commit_ip for site in sites for ip in (th.ip, kt.regs.ip)):
+        if th is None or int(kt.tif) or kt.pending or kt.sigframes or self.in_a_section(tid):
             return False
         if th.area:
             cs = _word(self.main.proc.mm, th.area + StructRseq.RSEQ_CS.offset)
-            if cs and cs not in {site.descriptor for site in sites}:
+            if cs and cs not in {site.descriptor for site in self.image.sites.values()}:
                 return False
         return True
 
